@@ -1,0 +1,90 @@
+"""`whisper-npu` (also `python -m pipeline`): one sub-command per pipeline stage.
+
+params.yaml is validated before any command runs; bad input of any kind ends in one line on
+stderr and exit code 2, with previous outputs left as they were.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import DEFAULT_PARAMS, Params, load_params
+from pipeline.errors import UserError
+
+Command = Callable[[argparse.Namespace, Params], Any]
+
+
+def _model(args: argparse.Namespace, params: Params) -> Any:
+    from pipeline.model_source import fetch_model
+
+    return fetch_model(params.model, args.out)
+
+
+def _data(args: argparse.Namespace, params: Params) -> Any:
+    from pipeline.speech_sets import build_speech_sets
+
+    manifest = build_speech_sets(params.data, args.out)
+    return {
+        name: {k: v for k, v in info.items() if k != "source"}
+        for name, info in manifest["sets"].items()
+    }
+
+
+def _reference(args: argparse.Namespace, params: Params) -> Any:
+    from pipeline.reference import run_reference
+
+    return run_reference(params.reference, args.model, args.data, args.out, args.metrics)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--params", type=Path, default=DEFAULT_PARAMS, help="params file (default: params.yaml)"
+    )
+    parser = argparse.ArgumentParser(prog="whisper-npu", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    model = commands.add_parser(
+        "model", parents=[common], help="fetch or convert Whisper into a transformers directory"
+    )
+    model.add_argument("--out", type=Path, default=Path("artifacts/model"))
+    model.set_defaults(run=_model)
+
+    data = commands.add_parser(
+        "data", parents=[common], help="build the calibration and evaluation speech sets"
+    )
+    data.add_argument("--out", type=Path, default=Path("artifacts/data"))
+    data.set_defaults(run=_data)
+
+    reference = commands.add_parser(
+        "reference", parents=[common], help="float transformers transcripts and WER on the eval set"
+    )
+    reference.add_argument("--model", type=Path, default=Path("artifacts/model"))
+    reference.add_argument("--data", type=Path, default=Path("artifacts/data"))
+    reference.add_argument("--out", type=Path, default=Path("artifacts/reference"))
+    reference.add_argument("--metrics", type=Path, default=Path("artifacts/metrics/reference.json"))
+    reference.set_defaults(run=_reference)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        params = load_params(args.params)
+        summary = args.run(args, params)
+    except UserError as exc:
+        print(f"whisper-npu {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(
+            f"whisper-npu {args.command}: interrupted; previous outputs left untouched",
+            file=sys.stderr,
+        )
+        return 130
+    print(json.dumps(summary, indent=2, default=str))
+    return 0

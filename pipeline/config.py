@@ -1,0 +1,127 @@
+"""The one schema for params.yaml, checked whenever a stage or command starts.
+
+Every section is a frozen pydantic model that forbids unknown keys, so a typo fails at
+start-up with the key's dotted path instead of deep inside a stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.errors import UserError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BaseParams(Section):
+    seed: int = 0
+
+
+class ModelParams(Section):
+    source: str = Field(
+        "builtin:tiny.en",
+        description="builtin:tiny.en, a hub id (openai/whisper-base.en), "
+        "a local transformers directory, or a CTranslate2 (faster-whisper) directory",
+        min_length=1,
+    )
+    revision: str = Field("main", description="hub revision (branch, tag or commit)")
+
+
+class BuiltinSet(Section):
+    """Speech synthesised offline from sentence lists kept in calibration/."""
+
+    kind: Literal["builtin"]
+    sentences: Path
+    longform: Path | None = Field(None, description="one paragraph per line, read as one clip")
+    limit: Annotated[int, Field(gt=0)] | None = None
+
+
+class AudioFolderSet(Section):
+    """A local `datasets` audiofolder: audio files + metadata.csv with file_name and text."""
+
+    kind: Literal["audiofolder"]
+    path: Path
+    text_column: str = "text"
+    limit: Annotated[int, Field(gt=0)] | None = None
+
+
+class HubSet(Section):
+    kind: Literal["hub"]
+    dataset: str
+    config: str | None = None
+    split: str
+    revision: str = "main"
+    audio_column: str = "audio"
+    text_column: str = "text"
+    limit: Annotated[int, Field(gt=0)] | None = None
+
+
+SpeechSetParams = Annotated[BuiltinSet | AudioFolderSet | HubSet, Field(discriminator="kind")]
+
+
+class PiperVoice(Section):
+    engine: Literal["piper"]
+    length_scale: Annotated[float, Field(gt=0.3, lt=3.0)] = 1.0
+
+
+class EspeakVoice(Section):
+    engine: Literal["espeak-ng"]
+    voice: str = "en-us"
+    words_per_minute: Annotated[int, Field(ge=80, le=450)] = 165
+
+
+VoiceParams = Annotated[PiperVoice | EspeakVoice, Field(discriminator="engine")]
+
+
+class DataParams(Section):
+    calibration: SpeechSetParams
+    eval: SpeechSetParams
+    voices: list[VoiceParams] = Field(
+        min_length=1, description="built-in sets: clip i is read by voices[i % len(voices)]"
+    )
+
+
+class ReferenceParams(Section):
+    max_new_tokens: Annotated[int, Field(gt=0, le=444)] = 444
+
+
+class Params(Section):
+    base: BaseParams = BaseParams()
+    model: ModelParams = ModelParams()
+    data: DataParams
+    reference: ReferenceParams = ReferenceParams()
+
+
+def _describe(error: ValidationError, source: Path) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown key '{key}'"
+    if first["type"] == "union_tag_invalid":
+        return f"{source}: {key}: {first['msg']}"
+    return f"{source}: {key}: {first['msg']} (got {first.get('input')!r})"
+
+
+def load_params(path: Path = DEFAULT_PARAMS) -> Params:
+    """Read and validate params.yaml; any problem becomes a one-line UserError."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such params file") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of sections at the top level")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(_describe(exc, path)) from None

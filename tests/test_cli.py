@@ -1,0 +1,101 @@
+"""The CLI as a user meets it: one line on stderr, exit code 2, previous outputs untouched."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        check=False,
+        timeout=300,
+    )
+
+
+def params_with(tmp_path: Path, **model: str) -> Path:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["model"].update(model)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def previous_output(tmp_path: Path) -> Path:
+    out = tmp_path / "artifacts" / "model"
+    out.mkdir(parents=True)
+    (out / "keep.txt").write_text("from the last good run")
+    return out
+
+
+def assert_failed_cleanly(
+    result: subprocess.CompletedProcess[str], out: Path, expected: str
+) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert expected in lines[0]
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert [p.name for p in out.parent.iterdir()] == ["model"]
+
+
+def test_offline_hub_id(tmp_path):
+    out = previous_output(tmp_path)
+    params = params_with(tmp_path, source="openai/whisper-base.en")
+    result = run_cli(
+        "model",
+        "--params",
+        str(params),
+        "--out",
+        str(out),
+        cwd=tmp_path,
+        env={"HF_HUB_OFFLINE": "1"},
+    )
+    assert_failed_cleanly(
+        result, out, "cannot reach the Hugging Face hub for 'openai/whisper-base.en'"
+    )
+
+
+def test_corrupt_ct2_model(tmp_path):
+    out = previous_output(tmp_path)
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "model.bin").write_bytes(b"\x06\x00\x00\x00garbage")
+    result = run_cli(
+        "model",
+        "--params",
+        str(params_with(tmp_path, source=str(corrupt))),
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
+    assert_failed_cleanly(result, out, "corrupt CTranslate2 model.bin")
+
+
+def test_params_with_unknown_key(tmp_path):
+    out = previous_output(tmp_path)
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["model"]["sorce"] = "x"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    result = run_cli("model", "--out", str(out), cwd=tmp_path)
+    assert_failed_cleanly(result, out, "unknown key 'model.sorce'")
+
+
+def test_help_lists_the_stages():
+    result = run_cli("--help", cwd=REPO)
+    assert result.returncode == 0
+    for command in ("model", "data", "reference"):
+        assert command in result.stdout

@@ -1,0 +1,58 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import BuiltinSet, PiperVoice, load_params
+from pipeline.errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_params(tmp_path: Path, mutate) -> Path:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    mutate(raw)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_shipped_params_are_valid_and_typed():
+    params = load_params(REPO / "params.yaml")
+    assert params.model.source == "builtin:tiny.en"
+    assert isinstance(params.data.calibration, BuiltinSet)
+    assert all(isinstance(v, PiperVoice) for v in params.data.voices)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda p: p["model"].update(revison="main"), "unknown key 'model.revison'"),
+        (lambda p: p.update(extra={}), "unknown key 'extra'"),
+        (lambda p: p["data"]["calibration"].update(limit="lots"), "data.calibration.builtin.limit"),
+        (lambda p: p["data"]["calibration"].update(limit=0), "greater than 0"),
+        (lambda p: p["data"]["eval"].update(kind="youtube"), "'builtin', 'audiofolder', 'hub'"),
+        (lambda p: p["data"].update(voices=[]), "data.voices"),
+        (lambda p: p["data"]["voices"].append({"engine": "festival"}), "'piper', 'espeak-ng'"),
+        (lambda p: p["data"].pop("eval"), "data.eval: Field required"),
+    ],
+)
+def test_bad_values_name_the_key_in_one_line(tmp_path, mutate, expected):
+    with pytest.raises(UserError) as caught:
+        load_params(write_params(tmp_path, mutate))
+    message = str(caught.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(UserError, match="no such params file"):
+        load_params(tmp_path / "nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model: [unclosed\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_params(broken)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n- 2\n")
+    with pytest.raises(UserError, match="mapping"):
+        load_params(listed)
