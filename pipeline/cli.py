@@ -38,7 +38,37 @@ def _data(args: argparse.Namespace, params: Params) -> Any:
 def _reference(args: argparse.Namespace, params: Params) -> Any:
     from pipeline.reference import run_reference
 
-    return run_reference(params.reference, args.model, args.data, args.out, args.metrics)
+    return run_reference(args.model, args.data, args.out, args.metrics)
+
+
+def _export(args: argparse.Namespace, params: Params) -> Any:
+    from pipeline.export import export_bundle
+
+    return export_bundle(params.export, args.model, args.data, args.reference, args.out)
+
+
+def _transcribe(args: argparse.Namespace, params: Params) -> int:
+    """One line per file (or a JSON list); a bad file is reported and the others still run."""
+    from pipeline.audio import load_audio
+    from pipeline.runtime import Transcriber
+
+    transcriber = Transcriber.from_bundle(
+        args.artifact, providers=args.providers, threads=args.threads
+    )
+    results, failed = [], False
+    for path in args.audio:
+        try:
+            text = transcriber.transcribe(load_audio(path)).text
+        except UserError as exc:
+            print(f"whisper-npu transcribe: error: {exc}", file=sys.stderr)
+            failed = True
+            continue
+        results.append({"path": str(path), "text": text})
+        if not args.json:
+            print(text if len(args.audio) == 1 else f"{path}\t{text}", flush=True)
+    if args.json:
+        print(json.dumps(results, indent=2, ensure_ascii=False))
+    return 2 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +99,36 @@ def build_parser() -> argparse.ArgumentParser:
     reference.add_argument("--out", type=Path, default=Path("artifacts/reference"))
     reference.add_argument("--metrics", type=Path, default=Path("artifacts/metrics/reference.json"))
     reference.set_defaults(run=_reference)
+
+    export = commands.add_parser(
+        "export",
+        parents=[common],
+        help="static-shape ONNX bundle for the NPU, parity-gated against PyTorch",
+    )
+    export.add_argument("--model", type=Path, default=Path("artifacts/model"))
+    export.add_argument("--data", type=Path, default=Path("artifacts/data"))
+    export.add_argument("--reference", type=Path, default=Path("artifacts/reference"))
+    export.add_argument("--out", type=Path, default=Path("artifacts/bundles/fp32"))
+    export.set_defaults(run=_export)
+
+    transcribe = commands.add_parser(
+        "transcribe", parents=[common], help="transcribe audio files with a bundle"
+    )
+    transcribe.add_argument(
+        "--artifact", type=Path, default=Path("artifacts/bundles/fp32"), help="bundle directory"
+    )
+    transcribe.add_argument("--json", action="store_true", help="print a JSON list of {path, text}")
+    transcribe.add_argument(
+        "--providers",
+        nargs="+",
+        default=["CPUExecutionProvider"],
+        help="ONNX Runtime execution providers, in order",
+    )
+    transcribe.add_argument(
+        "--threads", type=int, default=None, help="intra-op threads (default: ORT's choice)"
+    )
+    transcribe.add_argument("audio", nargs="+", type=Path)
+    transcribe.set_defaults(run=_transcribe)
     return parser
 
 
@@ -76,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         params = load_params(args.params)
-        summary = args.run(args, params)
+        outcome = args.run(args, params)
     except UserError as exc:
         print(f"whisper-npu {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -86,5 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-    print(json.dumps(summary, indent=2, default=str))
+    if isinstance(outcome, int):
+        return outcome
+    print(json.dumps(outcome, indent=2, default=str))
     return 0

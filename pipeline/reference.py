@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
+from transformers.utils import logging as transformers_logging
 
-from pipeline.config import ReferenceParams
 from pipeline.errors import UserError
 from pipeline.fsutil import atomic_dir, write_json
-from pipeline.speech_sets import LONG_FORM_S, SAMPLE_RATE, load_saved_set
+from pipeline.speech_sets import LONG_FORM_S, SAMPLE_RATE, clip_samples, load_saved_set
 from pipeline.wer import corpus_wer
 
 
@@ -35,6 +35,9 @@ class Transcript:
 def load_model(model_dir: Path) -> tuple[WhisperForConditionalGeneration, WhisperProcessor]:
     if not (Path(model_dir) / "model.safetensors").is_file():
         raise UserError(f"{model_dir}: no model here (run `whisper-npu model` first)")
+    # generate() warns on every call that the suppress-token processors it builds from the
+    # generation config are also built by Whisper's own generate; both are the same lists.
+    transformers_logging.set_verbosity_error()
     model = WhisperForConditionalGeneration.from_pretrained(model_dir, use_safetensors=True)
     return model.eval(), WhisperProcessor.from_pretrained(model_dir)
 
@@ -46,17 +49,9 @@ def log_mel(processor: WhisperProcessor, samples: np.ndarray) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def greedy_tokens(
-    model: WhisperForConditionalGeneration, features: torch.Tensor, max_new_tokens: int
-) -> list[int]:
+def greedy_tokens(model: WhisperForConditionalGeneration, features: torch.Tensor) -> list[int]:
     """Greedy decode of one window, no timestamps; returns the generated tokens only."""
-    output = model.generate(
-        features,
-        do_sample=False,
-        num_beams=1,
-        return_timestamps=False,
-        max_new_tokens=max_new_tokens,
-    )
+    output = model.generate(features, do_sample=False, num_beams=1, return_timestamps=False)
     return [int(t) for t in output[0]]
 
 
@@ -84,24 +79,17 @@ def _long_form_tokens(
 
 
 def transcribe_clip(
-    model: WhisperForConditionalGeneration,
-    processor: WhisperProcessor,
-    samples: np.ndarray,
-    max_new_tokens: int,
+    model: WhisperForConditionalGeneration, processor: WhisperProcessor, samples: np.ndarray
 ) -> tuple[str, list[int]]:
     if samples.size / SAMPLE_RATE > LONG_FORM_S:
         tokens = _long_form_tokens(model, processor, samples)
     else:
-        tokens = greedy_tokens(model, log_mel(processor, samples), max_new_tokens)
+        tokens = greedy_tokens(model, log_mel(processor, samples))
     return processor.tokenizer.decode(tokens, skip_special_tokens=True).strip(), tokens
 
 
-def clip_samples(row: dict[str, Any]) -> np.ndarray:
-    return row["audio"].get_all_samples().data.numpy().reshape(-1).astype(np.float32)
-
-
 def run_reference(
-    params: ReferenceParams, model_dir: Path, data_dir: Path, out_dir: Path, metrics_file: Path
+    model_dir: Path, data_dir: Path, out_dir: Path, metrics_file: Path
 ) -> dict[str, Any]:
     """Transcribe the eval set with the float transformers model; write transcripts and WER."""
     model, processor = load_model(model_dir)
@@ -109,7 +97,7 @@ def run_reference(
     torch.manual_seed(0)
     transcripts = []
     for row in tqdm(eval_set, desc="reference (transformers)", unit="clip"):
-        text, tokens = transcribe_clip(model, processor, clip_samples(row), params.max_new_tokens)
+        text, tokens = transcribe_clip(model, processor, clip_samples(row))
         transcripts.append(Transcript(row["id"], row["text"], text, tokens, row["duration_s"]))
     long_form = [t for t in transcripts if t.duration_s > LONG_FORM_S]
     metrics = {

@@ -212,6 +212,11 @@ def build_speech_sets(params: DataParams, out_dir: Path) -> dict[str, Any]:
     return manifest
 
 
+def clip_samples(row: dict[str, Any]) -> np.ndarray:
+    """The 16 kHz mono float32 samples of one row of a saved set."""
+    return row["audio"].get_all_samples().data.numpy().reshape(-1).astype(np.float32)
+
+
 def load_saved_set(data_dir: Path, name: str) -> datasets.Dataset:
     """A set written by `build_speech_sets`, audio decoded on access at 16 kHz."""
     path = Path(data_dir) / name

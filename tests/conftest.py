@@ -9,7 +9,9 @@ import pytest
 from transformers import WhisperConfig, WhisperForConditionalGeneration
 
 from pipeline.config import ModelParams, load_params
+from pipeline.export import export_bundle
 from pipeline.model_source import fetch_model
+from pipeline.reference import run_reference
 from pipeline.speech_sets import build_speech_sets
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,4 +76,24 @@ def default_data_dir(tmp_path_factory, default_params) -> Path:
         }
     )
     build_speech_sets(params, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def reference_dir(tmp_path_factory, tiny_en_dir, default_data_dir) -> Path:
+    """transformers' greedy transcripts of the default eval set, as `reference` writes them."""
+    root = tmp_path_factory.mktemp("reference")
+    run_reference(tiny_en_dir, default_data_dir, root / "reference", root / "metrics.json")
+    return root
+
+
+@pytest.fixture(scope="session")
+def fp32_bundle(
+    tmp_path_factory, default_params, tiny_en_dir, default_data_dir, reference_dir
+) -> Path:
+    """The tiny.en fp32 bundle, exported and parity-gated as the `export` stage does."""
+    out = tmp_path_factory.mktemp("bundles") / "fp32"
+    export_bundle(
+        default_params.export, tiny_en_dir, default_data_dir, reference_dir / "reference", out
+    )
     return out

@@ -35,6 +35,8 @@ def test_shipped_params_are_valid_and_typed():
         (lambda p: p["data"].update(voices=[]), "data.voices"),
         (lambda p: p["data"]["voices"].append({"engine": "festival"}), "'piper', 'espeak-ng'"),
         (lambda p: p["data"].pop("eval"), "data.eval: Field required"),
+        (lambda p: p["export"].update(max_decode_len=500), "export.max_decode_len"),
+        (lambda p: p["export"]["parity"].update(logits_atol=-1), "export.parity.logits_atol"),
     ],
 )
 def test_bad_values_name_the_key_in_one_line(tmp_path, mutate, expected):

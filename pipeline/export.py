@@ -1,0 +1,184 @@
+"""The `export` stage: a transformers Whisper → a deployable fp32 bundle of static ONNX graphs.
+
+The bundle (encoder.onnx, decoder.onnx, tokenizer/processor files, mel_filters.npy,
+bundle.json) runs with numpy + onnxruntime alone. Before it is swapped into place it must pass
+the graph checks (opset 17, no control flow, every dimension static, every op in AMD's NPU
+table) and the parity gate against PyTorch.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import GenerationConfig, WhisperForConditionalGeneration, WhisperProcessor
+
+from pipeline.config import ExportParams
+from pipeline.decoding import DecodingSpec
+from pipeline.errors import GateFailure, UserError
+from pipeline.fsutil import atomic_dir, sha256_tree, write_json
+from pipeline.graph_check import check_graph
+from pipeline.model_source import SOURCE_FILE
+from pipeline.npu_graph import DecoderStep, EncoderWithCrossKV
+from pipeline.parity import run_parity
+from pipeline.runtime import BUNDLE_FILE, Bundle
+from pipeline.whisper_io import (
+    CROSS_K,
+    CROSS_V,
+    DECODER_INPUTS,
+    DECODER_OUTPUTS,
+    ENCODER_INPUT,
+    MASK_OFF,
+    N_FRAMES,
+    OPSET,
+    WhisperDims,
+)
+
+PROCESSOR_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "normalizer.json",
+    "preprocessor_config.json",
+    "generation_config.json",
+    "config.json",
+)
+
+
+def load_for_export(model_dir: Path) -> tuple[WhisperForConditionalGeneration, WhisperProcessor]:
+    """Eager attention traces into plain MatMul/Softmax, which is what the NPU table covers."""
+    if not (Path(model_dir) / "model.safetensors").is_file():
+        raise UserError(f"{model_dir}: no model here (run `whisper-npu model` first)")
+    model = WhisperForConditionalGeneration.from_pretrained(
+        model_dir, use_safetensors=True, attn_implementation="eager"
+    )
+    return model.eval(), WhisperProcessor.from_pretrained(model_dir)
+
+
+def decoding_spec(generation: GenerationConfig, max_length: int, language: str) -> DecodingSpec:
+    prefix = [generation.decoder_start_token_id]
+    if getattr(generation, "is_multilingual", False):
+        language_token = f"<|{language}|>"
+        if language_token not in generation.lang_to_id:
+            raise UserError(f"export.language: {language!r} is not a language this model knows")
+        prefix += [generation.lang_to_id[language_token], generation.task_to_id["transcribe"]]
+    return DecodingSpec(
+        prefix=tuple(prefix),
+        eot=int(generation.eos_token_id),
+        no_timestamps=int(generation.no_timestamps_token_id),
+        suppress_tokens=tuple(generation.suppress_tokens or ()),
+        begin_suppress_tokens=tuple(generation.begin_suppress_tokens or ()),
+        max_initial_timestamp_index=getattr(generation, "max_initial_timestamp_index", None),
+        max_length=min(max_length, generation.max_length or max_length),
+    )
+
+
+def _example_decoder_inputs(dims: WhisperDims) -> tuple[torch.Tensor, ...]:
+    return (
+        torch.zeros((1, 1), dtype=torch.int64),
+        torch.zeros((1,), dtype=torch.int64),
+        torch.zeros(dims.cache_shape()),
+        torch.zeros(dims.cache_shape()),
+        torch.full((1, dims.max_decode_len), MASK_OFF),
+        torch.zeros(dims.cross_shape()),
+        torch.zeros(dims.cross_shape()),
+    )
+
+
+@torch.inference_mode()
+def export_graphs(model: WhisperForConditionalGeneration, dims: WhisperDims, out_dir: Path) -> None:
+    """Trace both graphs at opset 17 with every dimension fixed (no dynamic axes at all)."""
+    common: dict[str, Any] = {"opset_version": OPSET, "dynamo": False, "do_constant_folding": True}
+    # The encoder checks its input length in Python; with static shapes that check is exactly
+    # what should be frozen, so the tracer's warning about it is noise.
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+    torch.onnx.export(
+        EncoderWithCrossKV(model, dims).eval(),
+        (torch.zeros(1, dims.n_mels, N_FRAMES),),
+        str(out_dir / "encoder.onnx"),
+        input_names=[ENCODER_INPUT],
+        output_names=[CROSS_K, CROSS_V],
+        **common,
+    )
+    torch.onnx.export(
+        DecoderStep(model, dims).eval(),
+        _example_decoder_inputs(dims),
+        str(out_dir / "decoder.onnx"),
+        input_names=list(DECODER_INPUTS),
+        output_names=list(DECODER_OUTPUTS),
+        **common,
+    )
+
+
+def _check_graphs(out_dir: Path) -> dict[str, Any]:
+    reports = {name: check_graph(out_dir / f"{name}.onnx") for name in ("encoder", "decoder")}
+    for name, report in reports.items():
+        if report.opset != OPSET or not report.clean:
+            raise GateFailure(
+                f"{name}.onnx is not NPU-ready: opset {report.opset}; {report.problems()}"
+            )
+    return {name: {"opset": r.opset, "op_counts": r.op_counts} for name, r in reports.items()}
+
+
+def _write_runtime_files(model_dir: Path, processor: WhisperProcessor, out_dir: Path) -> None:
+    for name in PROCESSOR_FILES:
+        if (Path(model_dir) / name).is_file():
+            shutil.copy2(Path(model_dir) / name, out_dir / name)
+    np.save(out_dir / "mel_filters.npy", processor.feature_extractor.mel_filters.astype(np.float64))
+
+
+def _provenance(model_dir: Path) -> dict[str, Any]:
+    """What the `model` stage recorded about the weights (source, hashes), when present."""
+    record = Path(model_dir) / SOURCE_FILE
+    return (
+        json.loads(record.read_text(encoding="utf-8"))
+        if record.is_file()
+        else {"dir": Path(model_dir).as_posix()}
+    )
+
+
+def export_bundle(
+    params: ExportParams, model_dir: Path, data_dir: Path, reference_dir: Path, out_dir: Path
+) -> dict[str, Any]:
+    """Export, check and parity-gate the fp32 bundle; it replaces `out_dir` only if all pass."""
+    model, processor = load_for_export(model_dir)
+    try:
+        dims = WhisperDims.from_config(model.config, params.max_decode_len)
+    except ValueError as exc:
+        raise UserError(f"export.max_decode_len: {exc}") from None
+    spec = decoding_spec(model.generation_config, params.max_decode_len, params.language)
+    with atomic_dir(Path(out_dir)) as scratch:
+        export_graphs(model, dims, scratch)
+        graphs = _check_graphs(scratch)
+        _write_runtime_files(model_dir, processor, scratch)
+        meta: dict[str, Any] = {
+            "format": 1,
+            "variant": "fp32",
+            "model": _provenance(model_dir),
+            "opset": OPSET,
+            "dims": dims.to_json(),
+            "io": {"encoder": dims.encoder_io(), "decoder": dims.decoder_io()},
+            "decoding": spec.to_json(),
+            "graphs": graphs,
+            "versions": {
+                name: version(name) for name in ("torch", "transformers", "onnx", "onnxruntime")
+            },
+        }
+        write_json(scratch / BUNDLE_FILE, meta)
+        meta["parity"] = run_parity(
+            model, Bundle.load(scratch), data_dir, reference_dir, params.parity
+        )
+        meta["files"] = {
+            name: digest for name, digest in sha256_tree(scratch).items() if name != BUNDLE_FILE
+        }
+        write_json(scratch / BUNDLE_FILE, meta)
+    return {"parity": meta["parity"], "files": len(meta["files"]), "graphs": graphs}

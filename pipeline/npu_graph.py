@@ -1,0 +1,139 @@
+"""PyTorch modules that trace into Whisper's static NPU graphs (see pipeline.whisper_io).
+
+They reuse the transformers model's own layers and weights; only the data flow changes:
+the encoder also projects the cross-attention K/V once per window, and the decoder takes one
+token against a fixed-size self-attention cache that the host owns. Indexing uses Slice +
+Reshape rather than Gather/Split, which AMD's NPU table covers for fewer dtypes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import WhisperForConditionalGeneration
+
+from pipeline.whisper_io import WhisperDims
+
+
+def _layer(stacked: torch.Tensor, index: int) -> torch.Tensor:
+    """[layers, 1, heads, n, head_dim] → [1, heads, n, head_dim] for one layer."""
+    return stacked[index : index + 1].reshape(stacked.shape[1:])
+
+
+class EncoderWithCrossKV(nn.Module):
+    """log-mel [1, n_mels, 3000] → cross-attention K and V of every decoder layer."""
+
+    def __init__(self, model: WhisperForConditionalGeneration, dims: WhisperDims) -> None:
+        super().__init__()
+        self.encoder = model.model.encoder
+        self.cross_attention = nn.ModuleList(
+            layer.encoder_attn for layer in model.model.decoder.layers
+        )
+        self.dims = dims
+
+    def _heads(self, projected: torch.Tensor) -> torch.Tensor:
+        d = self.dims
+        return projected.reshape(1, d.n_audio_ctx, d.decoder_heads, d.head_dim).transpose(1, 2)
+
+    def forward(self, input_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.encoder(input_features).last_hidden_state
+        attentions: list[Any] = list(self.cross_attention)
+        keys = [self._heads(attn.k_proj(hidden)) for attn in attentions]
+        values = [self._heads(attn.v_proj(hidden)) for attn in attentions]
+        return torch.stack(keys), torch.stack(values)
+
+
+class DecoderStep(nn.Module):
+    """One token through the decoder against a static cache; returns logits and the new K/V slice.
+
+    Cached keys and the new key are scored separately and only the small score vectors are
+    concatenated, so the graph never copies the whole cache.
+    """
+
+    def __init__(self, model: WhisperForConditionalGeneration, dims: WhisperDims) -> None:
+        super().__init__()
+        self.decoder = model.model.decoder
+        if model.proj_out.weight.data_ptr() != self.decoder.embed_tokens.weight.data_ptr():
+            raise ValueError("Whisper's output projection must be tied to its token embedding")
+        # Stored once, transposed: the output projection reads it as a MatMul weight and the
+        # token lookup gathers its columns. Reading it both ways would make the exporter fold a
+        # second, transposed copy of the vocabulary matrix into the file.
+        self.embedding_t = nn.Parameter(
+            self.decoder.embed_tokens.weight.detach().T.contiguous(), requires_grad=False
+        )
+        self.dims = dims
+        self.scaling = dims.head_dim**-0.5
+
+    def _heads(self, projected: torch.Tensor) -> torch.Tensor:
+        return projected.reshape(1, 1, self.dims.decoder_heads, self.dims.head_dim).transpose(1, 2)
+
+    def _merge(self, attended: torch.Tensor) -> torch.Tensor:
+        return attended.transpose(1, 2).reshape(1, 1, self.dims.d_model)
+
+    def _self_attention(
+        self,
+        layer: Any,
+        hidden: torch.Tensor,
+        cache_k: torch.Tensor,
+        cache_v: torch.Tensor,
+        cache_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        attn = layer.self_attn
+        query = self._heads(attn.q_proj(hidden) * self.scaling)
+        key, value = self._heads(attn.k_proj(hidden)), self._heads(attn.v_proj(hidden))
+        cached_scores = query @ cache_k.transpose(-1, -2) + cache_mask
+        own_score = (query * key).sum(dim=-1, keepdim=True)
+        weights = torch.softmax(torch.cat([cached_scores, own_score], dim=-1), dim=-1)
+        limit = self.dims.max_decode_len
+        attended = weights[..., :limit] @ cache_v + weights[..., limit:] * value
+        return attn.out_proj(self._merge(attended)), key, value
+
+    def _cross_attention(
+        self, layer: Any, hidden: torch.Tensor, cross_k: torch.Tensor, cross_v: torch.Tensor
+    ) -> torch.Tensor:
+        attn = layer.encoder_attn
+        query = self._heads(attn.q_proj(hidden) * self.scaling)
+        weights = torch.softmax(query @ cross_k.transpose(-1, -2), dim=-1)
+        return attn.out_proj(self._merge(weights @ cross_v))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        position: torch.Tensor,
+        self_k_cache: torch.Tensor,
+        self_v_cache: torch.Tensor,
+        cache_mask: torch.Tensor,
+        cross_k: torch.Tensor,
+        cross_v: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        decoder = self.decoder
+        token = self.embedding_t.index_select(1, input_ids.reshape(1)).reshape(
+            1, 1, self.dims.d_model
+        )
+        hidden = token + decoder.embed_positions.weight[position].unsqueeze(0)
+        mask = cache_mask.reshape(1, 1, 1, self.dims.max_decode_len)
+        new_keys, new_values = [], []
+        for index, layer in enumerate(decoder.layers):
+            attended, key, value = self._self_attention(
+                layer,
+                layer.self_attn_layer_norm(hidden),
+                _layer(self_k_cache, index),
+                _layer(self_v_cache, index),
+                mask,
+            )
+            hidden = hidden + attended
+            hidden = hidden + self._cross_attention(
+                layer,
+                layer.encoder_attn_layer_norm(hidden),
+                _layer(cross_k, index),
+                _layer(cross_v, index),
+            )
+            hidden = hidden + layer.fc2(
+                layer.activation_fn(layer.fc1(layer.final_layer_norm(hidden)))
+            )
+            new_keys.append(key)
+            new_values.append(value)
+        final = decoder.layer_norm(hidden).reshape(1, self.dims.d_model)
+        return final @ self.embedding_t, torch.stack(new_keys), torch.stack(new_values)

@@ -1,0 +1,179 @@
+"""Run an exported bundle with ONNX Runtime: numpy + onnxruntime + tokenizers, no torch.
+
+Every tensor lives in a numpy buffer allocated once and bound to the sessions with IO binding,
+so the encoder writes cross K/V straight where the decoder reads them, and a decode step copies
+only the new token's K/V slice into the cache.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from pipeline.decoding import DecodingSpec, decode_long_form, greedy_decode
+from pipeline.errors import UserError
+from pipeline.features import WINDOW_SAMPLES, log_mel
+from pipeline.whisper_io import (
+    CACHE_MASK,
+    CROSS_K,
+    CROSS_V,
+    ENCODER_INPUT,
+    INPUT_IDS,
+    LOGITS,
+    MASK_OFF,
+    N_FRAMES,
+    NEW_K,
+    NEW_V,
+    POSITION,
+    SELF_K,
+    SELF_V,
+    WhisperDims,
+)
+
+BUNDLE_FILE = "bundle.json"
+CPU = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class Bundle:
+    root: Path
+    meta: dict[str, Any]
+    dims: WhisperDims
+    decoding: DecodingSpec
+
+    @classmethod
+    def load(cls, root: Path) -> Bundle:
+        root = Path(root)
+        meta_file = root / BUNDLE_FILE
+        if not meta_file.is_file():
+            raise UserError(f"{root}: not a whisper-npu bundle (no {BUNDLE_FILE})")
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        for name in ("encoder.onnx", "decoder.onnx", "tokenizer.json", "mel_filters.npy"):
+            if not (root / name).is_file():
+                raise UserError(f"{root}: bundle is missing {name}")
+        return cls(
+            root, meta, WhisperDims(**meta["dims"]), DecodingSpec.from_json(meta["decoding"])
+        )
+
+
+def session_options(threads: int | None) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    return options
+
+
+@dataclass
+class OrtRunner:
+    """The `Runner` protocol on two ONNX Runtime sessions with preallocated, bound buffers."""
+
+    bundle: Bundle
+    providers: list[str] = field(default_factory=lambda: [CPU])
+    provider_options: list[dict[str, Any]] | None = None
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        dims, options = self.bundle.dims, session_options(self.threads)
+        kwargs = {"providers": self.providers, "provider_options": self.provider_options}
+        self.encoder = ort.InferenceSession(
+            str(self.bundle.root / "encoder.onnx"), options, **kwargs
+        )
+        self.decoder = ort.InferenceSession(
+            str(self.bundle.root / "decoder.onnx"), options, **kwargs
+        )
+        zeros = np.zeros
+        self.buffers: dict[str, np.ndarray] = {
+            ENCODER_INPUT: zeros((1, dims.n_mels, N_FRAMES), np.float32),
+            CROSS_K: zeros(dims.cross_shape(), np.float32),
+            CROSS_V: zeros(dims.cross_shape(), np.float32),
+            INPUT_IDS: zeros((1, 1), np.int64),
+            POSITION: zeros((1,), np.int64),
+            SELF_K: zeros(dims.cache_shape(), np.float32),
+            SELF_V: zeros(dims.cache_shape(), np.float32),
+            CACHE_MASK: np.full((1, dims.max_decode_len), MASK_OFF, np.float32),
+            LOGITS: zeros((1, dims.vocab_size), np.float32),
+            NEW_K: zeros(dims.slice_shape(), np.float32),
+            NEW_V: zeros(dims.slice_shape(), np.float32),
+        }
+        self.encoder_binding = self._bind(self.encoder)
+        self.decoder_binding = self._bind(self.decoder)
+
+    def _bind(self, session: ort.InferenceSession) -> ort.IOBinding:
+        """Bind every graph input and output to its numpy buffer (shared memory on CPU)."""
+        binding = session.io_binding()
+        for node in session.get_inputs():
+            binding.bind_ortvalue_input(
+                node.name, ort.OrtValue.ortvalue_from_numpy(self.buffers[node.name])
+            )
+        for node in session.get_outputs():
+            binding.bind_ortvalue_output(
+                node.name, ort.OrtValue.ortvalue_from_numpy(self.buffers[node.name])
+            )
+        return binding
+
+    @property
+    def active_providers(self) -> list[str]:
+        return list(self.decoder.get_providers())
+
+    def encode(self, features: np.ndarray) -> None:
+        self.buffers[ENCODER_INPUT][...] = features
+        self.encoder.run_with_iobinding(self.encoder_binding)
+        self.buffers[CACHE_MASK].fill(MASK_OFF)
+
+    def decode_step(self, token: int, position: int) -> np.ndarray:
+        buffers = self.buffers
+        buffers[INPUT_IDS][0, 0] = token
+        buffers[POSITION][0] = position
+        self.decoder.run_with_iobinding(self.decoder_binding)
+        buffers[SELF_K][:, :, :, position] = buffers[NEW_K][:, :, :, 0]
+        buffers[SELF_V][:, :, :, position] = buffers[NEW_V][:, :, :, 0]
+        buffers[CACHE_MASK][0, position] = 0.0
+        return buffers[LOGITS][0]
+
+
+@dataclass(frozen=True)
+class Transcription:
+    text: str
+    tokens: list[int]
+
+
+class Transcriber:
+    """Audio (16 kHz mono float32) → text with one bundle and one `Runner`."""
+
+    def __init__(self, bundle: Bundle, runner: Any) -> None:
+        self.bundle, self.runner = bundle, runner
+        self.tokenizer = Tokenizer.from_file(str(bundle.root / "tokenizer.json"))
+        self.mel_filters = np.load(bundle.root / "mel_filters.npy")
+
+    @classmethod
+    def from_bundle(
+        cls,
+        root: Path,
+        providers: list[str] | None = None,
+        provider_options: list[dict[str, Any]] | None = None,
+        threads: int | None = None,
+    ) -> Transcriber:
+        bundle = Bundle.load(root)
+        return cls(bundle, OrtRunner(bundle, providers or [CPU], provider_options, threads))
+
+    def text(self, tokens: list[int]) -> str:
+        words = [t for t in tokens if t < self.bundle.decoding.eot]
+        return self.tokenizer.decode(words, skip_special_tokens=True).strip()
+
+    def transcribe(self, samples: np.ndarray) -> Transcription:
+        spec = self.bundle.decoding
+        if samples.size > WINDOW_SAMPLES:
+            tokens = decode_long_form(
+                self.runner, spec, log_mel(samples, self.mel_filters, pad_to_window=False)
+            )
+        else:
+            features = log_mel(samples, self.mel_filters, pad_to_window=True)[None]
+            tokens = greedy_decode(self.runner, spec, features, timestamps=False)
+        return Transcription(self.text(tokens), tokens)

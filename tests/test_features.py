@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+from transformers import WhisperFeatureExtractor
+
+from pipeline.features import log_mel
+
+RNG = np.random.default_rng(0)
+# transformers frames and transforms in float32, we in float64: up to 3e-5 apart on a log-mel
+# whose range is about 2. Identical transcripts on the eval set are checked by export's gate.
+ATOL = 1e-4
+
+
+def speechlike(seconds: float) -> np.ndarray:
+    t = np.arange(int(seconds * 16_000)) / 16_000
+    tone = 0.2 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t))
+    return (tone + 0.01 * RNG.standard_normal(t.size)).astype(np.float32)
+
+
+@pytest.mark.parametrize("n_mels", [80, 128])
+@pytest.mark.parametrize("seconds", [0.3, 7.5, 30.0])
+def test_one_window_matches_transformers(n_mels, seconds):
+    extractor = WhisperFeatureExtractor(feature_size=n_mels)
+    audio = speechlike(seconds)
+    want = extractor(audio, sampling_rate=16_000, return_tensors="np").input_features[0]
+    got = log_mel(audio, extractor.mel_filters, pad_to_window=True)
+    assert got.shape == want.shape == (n_mels, 3000)
+    np.testing.assert_allclose(got, want, atol=ATOL)
+
+
+def test_whole_recording_matches_transformers_long_form_features():
+    extractor = WhisperFeatureExtractor()
+    audio = speechlike(47.3)
+    want = extractor(
+        audio, sampling_rate=16_000, return_tensors="np", truncation=False, padding="longest"
+    )
+    got = log_mel(audio, extractor.mel_filters, pad_to_window=False)
+    assert got.shape == want.input_features[0].shape
+    np.testing.assert_allclose(got, want.input_features[0], atol=ATOL)
