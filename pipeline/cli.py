@@ -47,6 +47,39 @@ def _export(args: argparse.Namespace, params: Params) -> Any:
     return export_bundle(params.export, args.model, args.data, args.reference, args.out)
 
 
+def _calibrate(args: argparse.Namespace, params: Params) -> Any:
+    from pipeline.calibration import run_calibration
+
+    return run_calibration(params.calibrate, args.bundle, args.data, args.out)
+
+
+def _sensitivity(args: argparse.Namespace, params: Params) -> Any:
+    from pipeline.sensitivity import run_sensitivity
+
+    return run_sensitivity(params.quantize, args.bundle, args.calibration, args.out)
+
+
+def _quantize(args: argparse.Namespace, params: Params) -> Any:
+    from pipeline.quantize import quantize_variant
+
+    out = args.out or Path("artifacts/bundles") / args.variant
+    return quantize_variant(
+        params.quantize,
+        args.variant,
+        args.bundle,
+        args.calibration,
+        args.sensitivity,
+        args.data,
+        out,
+    )
+
+
+def _evaluate(args: argparse.Namespace, params: Params) -> Any:
+    from pipeline.evaluate import evaluate_bundle
+
+    return evaluate_bundle(args.artifact, args.data, args.providers)
+
+
 def _transcribe(args: argparse.Namespace, params: Params) -> int:
     """One line per file (or a JSON list); a bad file is reported and the others still run."""
     from pipeline.audio import load_audio
@@ -110,6 +143,45 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--reference", type=Path, default=Path("artifacts/reference"))
     export.add_argument("--out", type=Path, default=Path("artifacts/bundles/fp32"))
     export.set_defaults(run=_export)
+
+    calibrate = commands.add_parser(
+        "calibrate", parents=[common], help="record real encoder/decoder inputs for quantization"
+    )
+    calibrate.add_argument("--bundle", type=Path, default=Path("artifacts/bundles/fp32"))
+    calibrate.add_argument("--data", type=Path, default=Path("artifacts/data"))
+    calibrate.add_argument("--out", type=Path, default=Path("artifacts/calibration"))
+    calibrate.set_defaults(run=_calibrate)
+
+    sensitivity = commands.add_parser(
+        "sensitivity", parents=[common], help="per-layer output SNR under each quantization grid"
+    )
+    sensitivity.add_argument("--bundle", type=Path, default=Path("artifacts/bundles/fp32"))
+    sensitivity.add_argument("--calibration", type=Path, default=Path("artifacts/calibration"))
+    sensitivity.add_argument("--out", type=Path, default=Path("artifacts/sensitivity"))
+    sensitivity.set_defaults(run=_sensitivity)
+
+    quantize = commands.add_parser(
+        "quantize", parents=[common], help="quantize the fp32 bundle for one variant"
+    )
+    quantize.add_argument("--variant", required=True, choices=["a16w8", "bf16", "xint8", "a8w8"])
+    quantize.add_argument("--bundle", type=Path, default=Path("artifacts/bundles/fp32"))
+    quantize.add_argument("--calibration", type=Path, default=Path("artifacts/calibration"))
+    quantize.add_argument("--sensitivity", type=Path, default=Path("artifacts/sensitivity"))
+    quantize.add_argument("--data", type=Path, default=Path("artifacts/data"))
+    quantize.add_argument(
+        "--out", type=Path, default=None, help="default: artifacts/bundles/<variant>"
+    )
+    quantize.set_defaults(run=_quantize)
+
+    evaluate = commands.add_parser(
+        "evaluate", parents=[common], help="WER of a bundle on the eval set"
+    )
+    evaluate.add_argument(
+        "--artifact", type=Path, default=Path("artifacts/bundles/fp32"), help="bundle directory"
+    )
+    evaluate.add_argument("--data", type=Path, default=Path("artifacts/data"))
+    evaluate.add_argument("--providers", nargs="+", default=["CPUExecutionProvider"])
+    evaluate.set_defaults(run=_evaluate)
 
     transcribe = commands.add_parser(
         "transcribe", parents=[common], help="transcribe audio files with a bundle"

@@ -109,11 +109,52 @@ class ExportParams(Section):
     parity: ParityParams = ParityParams()
 
 
+class CalibrateParams(Section):
+    """Which calibration clips feed the quantizer and which are held back to measure WER."""
+
+    clips: Annotated[int, Field(ge=1)] = 32
+    holdout: Annotated[int, Field(ge=1)] = 16
+    decoder_steps_per_clip: Annotated[int, Field(ge=1, le=64)] = 6
+
+
+Variant = Literal["a16w8", "bf16", "xint8", "a8w8"]
+Backend = Literal["quark", "vai_q_onnx", "ort"]
+
+
+class SensitivityParams(Section):
+    encoder_feeds: Annotated[int, Field(ge=1)] = 4
+    decoder_feeds: Annotated[int, Field(ge=1)] = 24
+
+
+class QuantizeParams(Section):
+    backend: Backend = "quark"
+    variants: list[Variant] = Field(["a16w8", "bf16", "xint8", "a8w8"], min_length=1)
+    # Absolute WER points a variant may lose against fp32 on the held-back calibration clips.
+    max_wer_delta: dict[Variant, Annotated[float, Field(ge=0)]] = {
+        "a16w8": 1.0,
+        "bf16": 1.0,
+        "xint8": 2.0,
+        "a8w8": 2.0,
+    }
+    max_excluded: Annotated[int, Field(ge=0)] = 16
+    op_types: list[Literal["MatMul", "Gemm", "Conv"]] = Field(
+        ["MatMul", "Gemm", "Conv"], min_length=1
+    )
+    decoder_variant: dict[Variant, Variant] = Field(
+        {}, description="quantize the decoder with another variant's config, e.g. {a8w8: a16w8}"
+    )
+    encoder_calibration_feeds: Annotated[int, Field(ge=1)] = 16
+    decoder_calibration_feeds: Annotated[int, Field(ge=1)] = 96
+    sensitivity: SensitivityParams = SensitivityParams()
+
+
 class Params(Section):
     base: BaseParams = BaseParams()
     model: ModelParams = ModelParams()
     data: DataParams
     export: ExportParams = ExportParams()
+    calibrate: CalibrateParams = CalibrateParams()
+    quantize: QuantizeParams = QuantizeParams()
 
 
 def _describe(error: ValidationError, source: Path) -> str:

@@ -17,6 +17,18 @@ from transformers import WhisperForConditionalGeneration
 from pipeline.whisper_io import WhisperDims
 
 
+def _scaled_copy(projection: nn.Linear, scale: float) -> nn.Linear:
+    """A copy of a linear layer with its output multiplied by `scale` (folded into the weights)."""
+    scaled = nn.Linear(
+        projection.in_features, projection.out_features, bias=projection.bias is not None
+    )
+    with torch.no_grad():
+        scaled.weight.copy_(projection.weight * scale)
+        if projection.bias is not None:
+            scaled.bias.copy_(projection.bias * scale)
+    return scaled.requires_grad_(False)
+
+
 def _layer(stacked: torch.Tensor, index: int) -> torch.Tensor:
     """[layers, 1, heads, n, head_dim] → [1, heads, n, head_dim] for one layer."""
     return stacked[index : index + 1].reshape(stacked.shape[1:])
@@ -49,7 +61,9 @@ class DecoderStep(nn.Module):
     """One token through the decoder against a static cache; returns logits and the new K/V slice.
 
     Cached keys and the new key are scored separately and only the small score vectors are
-    concatenated, so the graph never copies the whole cache.
+    concatenated, so the graph never copies the whole cache. The 1/sqrt(head_dim) query scaling
+    is folded into the query projections, and every product is a MatMul: fewer ops for the NPU,
+    and none of the scalar Mul/ReduceSum patterns that quantizer graph passes mishandle.
     """
 
     def __init__(self, model: WhisperForConditionalGeneration, dims: WhisperDims) -> None:
@@ -64,7 +78,13 @@ class DecoderStep(nn.Module):
             self.decoder.embed_tokens.weight.detach().T.contiguous(), requires_grad=False
         )
         self.dims = dims
-        self.scaling = dims.head_dim**-0.5
+        scaling = dims.head_dim**-0.5
+        self.self_query = nn.ModuleList(
+            _scaled_copy(layer.self_attn.q_proj, scaling) for layer in self.decoder.layers
+        )
+        self.cross_query = nn.ModuleList(
+            _scaled_copy(layer.encoder_attn.q_proj, scaling) for layer in self.decoder.layers
+        )
 
     def _heads(self, projected: torch.Tensor) -> torch.Tensor:
         return projected.reshape(1, 1, self.dims.decoder_heads, self.dims.head_dim).transpose(1, 2)
@@ -74,6 +94,7 @@ class DecoderStep(nn.Module):
 
     def _self_attention(
         self,
+        index: int,
         layer: Any,
         hidden: torch.Tensor,
         cache_k: torch.Tensor,
@@ -81,20 +102,25 @@ class DecoderStep(nn.Module):
         cache_mask: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
         attn = layer.self_attn
-        query = self._heads(attn.q_proj(hidden) * self.scaling)
+        query = self._heads(self.self_query[index](hidden))
         key, value = self._heads(attn.k_proj(hidden)), self._heads(attn.v_proj(hidden))
         cached_scores = query @ cache_k.transpose(-1, -2) + cache_mask
-        own_score = (query * key).sum(dim=-1, keepdim=True)
+        own_score = query @ key.transpose(-1, -2)
         weights = torch.softmax(torch.cat([cached_scores, own_score], dim=-1), dim=-1)
         limit = self.dims.max_decode_len
-        attended = weights[..., :limit] @ cache_v + weights[..., limit:] * value
+        attended = weights[..., :limit] @ cache_v + weights[..., limit:] @ value
         return attn.out_proj(self._merge(attended)), key, value
 
     def _cross_attention(
-        self, layer: Any, hidden: torch.Tensor, cross_k: torch.Tensor, cross_v: torch.Tensor
+        self,
+        index: int,
+        layer: Any,
+        hidden: torch.Tensor,
+        cross_k: torch.Tensor,
+        cross_v: torch.Tensor,
     ) -> torch.Tensor:
         attn = layer.encoder_attn
-        query = self._heads(attn.q_proj(hidden) * self.scaling)
+        query = self._heads(self.cross_query[index](hidden))
         weights = torch.softmax(query @ cross_k.transpose(-1, -2), dim=-1)
         return attn.out_proj(self._merge(weights @ cross_v))
 
@@ -117,6 +143,7 @@ class DecoderStep(nn.Module):
         new_keys, new_values = [], []
         for index, layer in enumerate(decoder.layers):
             attended, key, value = self._self_attention(
+                index,
                 layer,
                 layer.self_attn_layer_norm(hidden),
                 _layer(self_k_cache, index),
@@ -125,6 +152,7 @@ class DecoderStep(nn.Module):
             )
             hidden = hidden + attended
             hidden = hidden + self._cross_attention(
+                index,
                 layer,
                 layer.encoder_attn_layer_norm(hidden),
                 _layer(cross_k, index),

@@ -62,8 +62,13 @@ class Bundle:
         )
 
 
-def session_options(threads: int | None) -> ort.SessionOptions:
+def session_options(threads: int | None, custom_ops: str | None = None) -> ort.SessionOptions:
     options = ort.SessionOptions()
+    if custom_ops == "quark":
+        # Quark's BFloat16 Q/DQ ops for CPU simulation; on the NPU the compiler takes them.
+        from quark.onnx import get_library_path
+
+        options.register_custom_ops_library(get_library_path())
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
@@ -80,7 +85,8 @@ class OrtRunner:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        dims, options = self.bundle.dims, session_options(self.threads)
+        dims = self.bundle.dims
+        options = session_options(self.threads, self.bundle.meta.get("custom_ops"))
         kwargs = {"providers": self.providers, "provider_options": self.provider_options}
         self.encoder = ort.InferenceSession(
             str(self.bundle.root / "encoder.onnx"), options, **kwargs

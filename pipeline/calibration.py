@@ -1,0 +1,148 @@
+"""The `calibrate` stage and the calibration readers the quantizers consume.
+
+The stage runs the fp32 bundle over the calibration set and keeps the real inputs: the
+encoder's log-mels, stored as they are, and for the decoder the greedy token path of each clip
+with a few sampled steps. A decoder step's full feed (its self-attention cache and the cross
+K/V) is ~24 MB for tiny.en, so it is not stored: the reader replays the fp32 bundle along the
+recorded path, which reproduces the exact inputs. The first clips calibrate; the next ones are
+held back for the quantize stage's WER budget and never calibrate anything.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.config import CalibrateParams
+from pipeline.decoding import greedy_decode
+from pipeline.errors import UserError
+from pipeline.features import log_mel
+from pipeline.fsutil import atomic_dir, sha256_file, write_json
+from pipeline.runtime import Bundle, OrtRunner, Transcriber
+from pipeline.speech_sets import clip_samples, load_saved_set
+from pipeline.whisper_io import ENCODER_INPUT
+
+MELS_FILE = "encoder_inputs.npy"
+STEPS_FILE = "decoder_steps.json"
+MANIFEST_FILE = "manifest.json"
+
+
+def _sampled_positions(fed: int, count: int) -> list[int]:
+    """`count` decoder positions spread over a path of `fed` steps, first and last included."""
+    return sorted({round(float(x)) for x in np.linspace(0, fed - 1, num=min(count, fed))})
+
+
+def run_calibration(
+    params: CalibrateParams, bundle_dir: Path, data_dir: Path, out_dir: Path
+) -> dict[str, Any]:
+    """Write encoder_inputs.npy, decoder_steps.json and manifest.json to `out_dir`."""
+    calibration = load_saved_set(data_dir, "calibration")
+    needed = params.clips + params.holdout
+    if len(calibration) < needed:
+        raise UserError(
+            f"calibration set has {len(calibration)} clips; "
+            f"calibrate.clips + calibrate.holdout = {needed}"
+        )
+    transcriber = Transcriber.from_bundle(bundle_dir)
+    mels, paths = [], []
+    for index in tqdm(range(params.clips), desc="calibrate (fp32 bundle)", unit="clip"):
+        samples = clip_samples(calibration[index])
+        features = log_mel(samples, transcriber.mel_filters, pad_to_window=True)[None]
+        tokens = greedy_decode(
+            transcriber.runner, transcriber.bundle.decoding, features, timestamps=False
+        )
+        fed = [
+            *transcriber.bundle.decoding.prefix,
+            transcriber.bundle.decoding.no_timestamps,
+            *tokens,
+        ]
+        mels.append(features[0])
+        paths.append(
+            {
+                "clip": index,
+                "id": calibration[index]["id"],
+                "tokens": fed,
+                "positions": _sampled_positions(len(fed), params.decoder_steps_per_clip),
+            }
+        )
+    holdout_ids = list(calibration.select(range(params.clips, needed))["id"])
+    with atomic_dir(Path(out_dir)) as scratch:
+        np.save(scratch / MELS_FILE, np.stack(mels).astype(np.float32))
+        write_json(scratch / STEPS_FILE, paths)
+        manifest = {
+            "bundle_sha256": sha256_file(Path(bundle_dir) / "bundle.json"),
+            "calibration_clips": [p["id"] for p in paths],
+            "holdout_clips": holdout_ids,
+            "decoder_steps": sum(len(p["positions"]) for p in paths),
+            "bytes": {name: (scratch / name).stat().st_size for name in (MELS_FILE, STEPS_FILE)},
+        }
+        write_json(scratch / MANIFEST_FILE, manifest)
+    return manifest
+
+
+class CalibrationSet:
+    """The saved calibration inputs, with checks that they fit the bundle being quantized."""
+
+    def __init__(self, root: Path) -> None:
+        root = Path(root)
+        if not (root / MANIFEST_FILE).is_file():
+            raise UserError(f"{root}: no calibration set here (run `whisper-npu calibrate` first)")
+        self.root = root
+        self.manifest = json.loads((root / MANIFEST_FILE).read_text(encoding="utf-8"))
+        self.mels = np.load(root / MELS_FILE, mmap_mode="r")
+        self.paths = json.loads((root / STEPS_FILE).read_text(encoding="utf-8"))
+        if len(self.mels) == 0 or len(self.paths) != len(self.mels):
+            raise UserError(f"{root}: empty or inconsistent calibration set")
+
+    def check_fits(self, bundle: Bundle) -> None:
+        expected = (bundle.dims.n_mels, 3000)
+        if tuple(self.mels.shape[1:]) != expected:
+            raise UserError(
+                f"{self.root}: calibration mels are {self.mels.shape[1:]}, "
+                f"the bundle needs {expected}"
+            )
+
+    def encoder_feeds(self, limit: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+        for mel in self.mels[:limit]:
+            yield {ENCODER_INPUT: np.array(mel[None], dtype=np.float32)}
+
+    def decoder_feeds(
+        self, bundle: Bundle, limit: int | None = None
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """Replay the fp32 bundle along each recorded path, yielding the feeds at sampled steps."""
+        runner = OrtRunner(bundle)
+        names = [node.name for node in runner.decoder.get_inputs()]
+        produced = 0
+        for path, mel in zip(self.paths, self.mels, strict=True):
+            runner.encode(np.array(mel[None], dtype=np.float32))
+            wanted = set(path["positions"])
+            for position, token in enumerate(path["tokens"]):
+                if position in wanted:
+                    runner.buffers["input_ids"][0, 0], runner.buffers["position"][0] = (
+                        token,
+                        position,
+                    )
+                    yield {name: runner.buffers[name].copy() for name in names}
+                    produced += 1
+                    if limit is not None and produced >= limit:
+                        return
+                runner.decode_step(token, position)
+
+
+class FeedReader:
+    """onnxruntime/Quark CalibrationDataReader over a feed iterator factory (rewindable)."""
+
+    def __init__(self, make_feeds: Any) -> None:
+        self.make_feeds = make_feeds
+        self.feeds = make_feeds()
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self.feeds, None)
+
+    def rewind(self) -> None:
+        self.feeds = self.make_feeds()

@@ -1,0 +1,262 @@
+"""Which layers break under a precision: fake-quantize one compute node at a time and measure.
+
+For each MatMul/Gemm/Conv node the node's activation inputs are rounded to the precision's grid
+(asymmetric, from their calibrated min/max, as NPU activation quantizers do) and its weight to a
+symmetric weight grid, everything else stays
+float; the model's outputs on calibration feeds are compared with fp32 as an SNR in dB. A large
+drop marks a layer to keep wide. This needs no quantizer: it ranks layers the same way for
+Quark, vai_q_onnx and ORT, and finds outlier layers (huge activation ranges) by measurement,
+not by name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+from tqdm import tqdm
+
+from pipeline.calibration import CalibrationSet
+from pipeline.config import QuantizeParams
+from pipeline.errors import UserError
+from pipeline.fsutil import atomic_dir, write_json
+from pipeline.runtime import Bundle
+
+COMPUTE_OPS = ("MatMul", "Gemm", "Conv")
+CPU = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A grid to round to: integers of `bits` (symmetric, per tensor) or bfloat16."""
+
+    activation_bits: int | None  # None: bfloat16
+    weight_bits: int | None
+
+    def describe(self) -> str:
+        act = f"a{self.activation_bits}" if self.activation_bits else "abf16"
+        return act + (f"w{self.weight_bits}" if self.weight_bits else "wbf16")
+
+
+def compute_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    return [node for node in model.graph.node if node.op_type in COMPUTE_OPS]
+
+
+def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    return {init.name: init for init in model.graph.initializer}
+
+
+def activation_ranges(
+    model_path: Path, feeds: Iterable[dict[str, np.ndarray]]
+) -> dict[str, tuple[float, float]]:
+    """(min, max) of every activation input of every compute node, over the feeds."""
+    model = onnx.load(str(model_path))
+    weights = _initializers(model)
+    graph_inputs = {value.name for value in model.graph.input}
+    wanted = sorted(
+        {
+            name
+            for node in compute_nodes(model)
+            for name in node.input
+            if name and name not in weights
+        }
+    )
+    existing = {output.name for output in model.graph.output}
+    for name in wanted:
+        if name not in existing and name not in graph_inputs:
+            model.graph.output.append(helper.make_empty_tensor_value_info(name))
+    session = ort.InferenceSession(model.SerializeToString(), quiet_options(), providers=[CPU])
+    ranges = {name: (0.0, 0.0) for name in wanted}
+    readable = [name for name in wanted if name not in graph_inputs]
+    for feed in feeds:
+        values = dict(zip(readable, session.run(readable, feed), strict=True))
+        values.update({name: feed[name] for name in wanted if name in graph_inputs})
+        for name, value in values.items():
+            low, high = ranges[name]
+            ranges[name] = (min(low, float(value.min())), max(high, float(value.max())))
+    return ranges
+
+
+def quiet_options() -> ort.SessionOptions:
+    """ORT warns for every unused initializer a rewired copy leaves behind; that is expected."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    return options
+
+
+def _round_to_grid(values: np.ndarray, bits: int | None) -> np.ndarray:
+    if bits is None:  # bfloat16: keep the top 16 bits, round to nearest even
+        raw = values.astype(np.float32).view(np.uint32)
+        rounded = (raw + 0x7FFF + ((raw >> 16) & 1)) & 0xFFFF0000
+        return rounded.view(np.float32)
+    limit = 2 ** (bits - 1) - 1
+    scale = max(float(np.abs(values).max()), 1e-12) / limit
+    return (np.clip(np.round(values / scale), -limit, limit) * scale).astype(values.dtype)
+
+
+def _fake_quant_nodes(
+    tensor: str, value_range: tuple[float, float], bits: int | None, tag: str
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], str]:
+    """Nodes that round `tensor` to the grid; returns (nodes, constants, rounded tensor name)."""
+    out = f"{tensor}__fq_{tag}"
+    if bits is None:
+        narrowed = f"{out}_bf16"
+        return (
+            [
+                helper.make_node("Cast", [tensor], [narrowed], to=TensorProto.BFLOAT16),
+                helper.make_node("Cast", [narrowed], [out], to=TensorProto.FLOAT),
+            ],
+            [],
+            out,
+        )
+    low, high = min(value_range[0], 0.0), max(value_range[1], 0.0)
+    step = max(high - low, 1e-12) / (2**bits - 1)
+    zero = round(-low / step)
+    constants = [
+        numpy_helper.from_array(np.array(value, np.float32), f"{out}_{name}")
+        for name, value in (("step", step), ("zero", zero), ("qmax", 2**bits - 1), ("qmin", 0.0))
+    ]
+    names = [f"{out}_{stage}" for stage in ("div", "round", "shift", "clip", "unshift")]
+    nodes = [
+        helper.make_node("Div", [tensor, f"{out}_step"], [names[0]]),
+        helper.make_node("Round", [names[0]], [names[1]]),
+        helper.make_node("Add", [names[1], f"{out}_zero"], [names[2]]),
+        helper.make_node("Clip", [names[2], f"{out}_qmin", f"{out}_qmax"], [names[3]]),
+        helper.make_node("Sub", [names[3], f"{out}_zero"], [names[4]]),
+        helper.make_node("Mul", [names[4], f"{out}_step"], [out]),
+    ]
+    return nodes, constants, out
+
+
+def with_layer_quantized(
+    model: onnx.ModelProto,
+    node_name: str,
+    precision: Precision,
+    ranges: dict[str, tuple[float, float]],
+) -> onnx.ModelProto:
+    """A copy of `model` where only `node_name` sees rounded inputs and a rounded weight."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    weights = _initializers(model)
+    target = next(node for node in model.graph.node if node.name == node_name)
+    added_nodes: list[onnx.NodeProto] = []
+    for index, name in enumerate(list(target.input)):
+        if not name:
+            continue
+        if name in weights:
+            if index == 2 and target.op_type in ("Gemm", "Conv"):
+                continue  # biases stay 32-bit in every NPU scheme
+            weight = numpy_helper.to_array(weights[name])
+            rounded = numpy_helper.from_array(
+                _round_to_grid(weight, precision.weight_bits), f"{name}__fq_w"
+            )
+            model.graph.initializer.append(rounded)
+            target.input[index] = rounded.name
+        else:
+            tag = node_name.replace("/", "_")
+            nodes, constants, out = _fake_quant_nodes(
+                name, ranges[name], precision.activation_bits, tag
+            )
+            added_nodes += nodes
+            model.graph.initializer.extend(constants)
+            target.input[index] = out
+    position = list(model.graph.node).index(target)
+    for offset, node in enumerate(added_nodes):
+        model.graph.node.insert(position + offset, node)
+    return model
+
+
+def snr_db(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float:
+    signal = sum(float(np.sum(r.astype(np.float64) ** 2)) for r in reference)
+    noise = sum(
+        float(np.sum((r.astype(np.float64) - c) ** 2))
+        for r, c in zip(reference, candidate, strict=True)
+    )
+    return float("inf") if noise == 0 else 10.0 * np.log10(signal / noise)
+
+
+def layer_sensitivity(
+    model_path: Path, feeds: list[dict[str, np.ndarray]], outputs: list[str], precision: Precision
+) -> dict[str, float]:
+    """Output SNR (dB) with one node at a time at `precision`; lower means more sensitive."""
+    model = onnx.load(str(model_path))
+    baseline = ort.InferenceSession(model.SerializeToString(), quiet_options(), providers=[CPU])
+    reference = [value for feed in feeds for value in baseline.run(outputs, feed)]
+    ranges = activation_ranges(model_path, feeds)
+    scores = {}
+    for node in compute_nodes(model):
+        variant = with_layer_quantized(model, node.name, precision, ranges)
+        session = ort.InferenceSession(
+            variant.SerializeToString(), quiet_options(), providers=[CPU]
+        )
+        scores[node.name] = snr_db(
+            reference, [value for feed in feeds for value in session.run(outputs, feed)]
+        )
+    return scores
+
+
+# The rounding grid each quantized variant puts on activations and weights.
+GRIDS: dict[str, Precision] = {
+    "a8w8": Precision(8, 8),
+    "a16w8": Precision(16, 8),
+    "bf16": Precision(None, None),
+}
+VARIANT_GRID = {"xint8": "a8w8", "a8w8": "a8w8", "a16w8": "a16w8", "bf16": "bf16"}
+MODEL_OUTPUTS = {"encoder": ["cross_k", "cross_v"], "decoder": ["logits"]}
+
+
+def run_sensitivity(
+    params: QuantizeParams, bundle_dir: Path, calibration_dir: Path, out_dir: Path
+) -> dict[str, Any]:
+    """The `sensitivity` stage: per-layer output SNR of both graphs for each grid in use."""
+    bundle = Bundle.load(bundle_dir)
+    calibration = CalibrationSet(calibration_dir)
+    calibration.check_fits(bundle)
+    feeds = {
+        "encoder": list(calibration.encoder_feeds(params.sensitivity.encoder_feeds)),
+        "decoder": list(calibration.decoder_feeds(bundle, params.sensitivity.decoder_feeds)),
+    }
+    grids = sorted(
+        {VARIANT_GRID[variant] for variant in [*params.variants, *params.decoder_variant.values()]}
+    )
+    summary = {}
+    with atomic_dir(Path(out_dir)) as scratch:
+        for grid in grids:
+            result = {
+                model: layer_sensitivity(
+                    bundle.root / f"{model}.onnx", feeds[model], MODEL_OUTPUTS[model], GRIDS[grid]
+                )
+                for model in tqdm(("encoder", "decoder"), desc=f"sensitivity {grid}", unit="graph")
+            }
+            write_json(
+                scratch / f"{grid}.json",
+                {
+                    "grid": GRIDS[grid].describe(),
+                    "snr_db": result,
+                    "feeds": {k: len(v) for k, v in feeds.items()},
+                },
+            )
+            summary[grid] = {
+                model: min(scores, key=lambda n: scores[n]) for model, scores in result.items()
+            }
+    return {"most_sensitive": summary}
+
+
+def ranked_layers(sensitivity_dir: Path, variant: str) -> dict[str, list[tuple[str, float]]]:
+    """Layers of each graph, most sensitive (lowest SNR) first, for a variant's grid."""
+    path = Path(sensitivity_dir) / f"{VARIANT_GRID[variant]}.json"
+    if not path.is_file():
+        raise UserError(
+            f"{path}: no sensitivity for {variant} (run `whisper-npu sensitivity` first)"
+        )
+    scores = json.loads(path.read_text(encoding="utf-8"))["snr_db"]
+    return {
+        model: sorted(layers.items(), key=lambda item: item[1]) for model, layers in scores.items()
+    }

@@ -1,0 +1,83 @@
+"""The calibrate stage on the real tiny.en bundle: small output, exact replay of decoder feeds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from pipeline.calibration import CalibrationSet, FeedReader, _sampled_positions, run_calibration
+from pipeline.config import CalibrateParams
+from pipeline.errors import UserError
+from pipeline.runtime import Bundle
+
+
+def test_sampled_positions_cover_the_path():
+    assert _sampled_positions(14, 6) == [0, 3, 5, 8, 10, 13]
+    assert _sampled_positions(2, 6) == [0, 1]
+
+
+@pytest.fixture(scope="module")
+def calibration_dir(fp32_bundle, default_data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("calibration") / "calibration"
+    run_calibration(
+        CalibrateParams(clips=4, holdout=2, decoder_steps_per_clip=3),
+        fp32_bundle,
+        default_data_dir,
+        out,
+    )
+    return out
+
+
+@pytest.mark.integration
+def test_calibration_output_is_small_and_disjoint(calibration_dir):
+    manifest = json.loads((calibration_dir / "manifest.json").read_text())
+    assert len(manifest["calibration_clips"]) == 4 and len(manifest["holdout_clips"]) == 2
+    assert not set(manifest["calibration_clips"]) & set(manifest["holdout_clips"])
+    assert manifest["bytes"]["encoder_inputs.npy"] == 4 * 80 * 3000 * 4 + 128
+    assert manifest["bytes"]["decoder_steps.json"] < 10_000
+
+
+@pytest.mark.integration
+def test_replayed_decoder_feeds_reproduce_the_greedy_path(calibration_dir, fp32_bundle):
+    calibration = CalibrationSet(calibration_dir)
+    bundle = Bundle.load(fp32_bundle)
+    session = ort.InferenceSession(
+        str(fp32_bundle / "decoder.onnx"), providers=["CPUExecutionProvider"]
+    )
+    feeds = list(calibration.decoder_feeds(bundle))
+    assert len(feeds) == sum(len(path["positions"]) for path in calibration.paths)
+    expected = [
+        (path["tokens"][p + 1] if p + 1 < len(path["tokens"]) else bundle.decoding.eot)
+        for path in calibration.paths
+        for p in path["positions"]
+    ]
+    last_prompt_position = len(bundle.decoding.prefix)  # prefix + <|notimestamps|>
+    for feed, next_token in zip(feeds, expected, strict=True):
+        logits = session.run(["logits"], feed)[0][0]
+        position = int(feed["position"][0])
+        if position < last_prompt_position:
+            continue  # the next token is the prompt's, not a choice
+        logits[np.array(bundle.decoding.suppress_tokens)] = -np.inf
+        if position == last_prompt_position:
+            logits[np.array(bundle.decoding.begin_suppress_tokens)] = -np.inf
+        assert int(np.argmax(logits)) == next_token
+
+
+@pytest.mark.integration
+def test_reader_rewinds_and_bad_sizes_fail(
+    calibration_dir, fp32_bundle, default_data_dir, tmp_path
+):
+    calibration = CalibrationSet(calibration_dir)
+    reader = FeedReader(lambda: calibration.encoder_feeds())
+    first = [reader.get_next() for _ in range(5)]
+    assert first[-1] is None and first[0]["input_features"].shape == (1, 80, 3000)
+    reader.rewind()
+    np.testing.assert_array_equal(reader.get_next()["input_features"], first[0]["input_features"])
+    with pytest.raises(UserError, match=r"calibrate\.clips \+ calibrate\.holdout = 60"):
+        run_calibration(
+            CalibrateParams(clips=50, holdout=10), fp32_bundle, default_data_dir, tmp_path / "c"
+        )
+    assert not (tmp_path / "c").exists()

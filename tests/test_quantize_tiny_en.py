@@ -1,0 +1,194 @@
+"""Quantizing the real tiny.en bundle: sensitivity, the WER budget loop, determinism, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline.calibration import run_calibration
+from pipeline.config import CalibrateParams, QuantizeParams, SensitivityParams
+from pipeline.errors import UserError
+from pipeline.fsutil import sha256_file
+from pipeline.graph_check import check_graph
+from pipeline.quantize import quantize_variant
+from pipeline.runtime import Transcriber
+from pipeline.sensitivity import run_sensitivity
+from pipeline.speech_sets import clip_samples, load_saved_set
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parent.parent
+# The mechanism is under test here, not accuracy (6 held-back clips are too few to hold a
+# +1-point budget steadily); the default run's budgets are met in `dvc repro`, see bundle.json.
+PARAMS = QuantizeParams(
+    variants=["a16w8"],
+    max_excluded=2,
+    max_wer_delta={"a16w8": 50.0},
+    encoder_calibration_feeds=4,
+    decoder_calibration_feeds=16,
+    sensitivity=SensitivityParams(encoder_feeds=1, decoder_feeds=4),
+)
+
+
+@pytest.fixture(scope="module")
+def calibrated(fp32_bundle, default_data_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("q") / "calibration"
+    run_calibration(
+        CalibrateParams(clips=4, holdout=6, decoder_steps_per_clip=4),
+        fp32_bundle,
+        default_data_dir,
+        out,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def sensitivity_dir(fp32_bundle, calibrated, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("q") / "sensitivity"
+    run_sensitivity(PARAMS, fp32_bundle, calibrated, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def a16w8(fp32_bundle, calibrated, sensitivity_dir, default_data_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("q") / "a16w8"
+    quantize_variant(
+        PARAMS, "a16w8", fp32_bundle, calibrated, sensitivity_dir, default_data_dir, out
+    )
+    return out
+
+
+def test_sensitivity_ranks_every_compute_layer(sensitivity_dir):
+    result = json.loads((sensitivity_dir / "a16w8.json").read_text())
+    assert result["grid"] == "a16w8"
+    assert len(result["snr_db"]["encoder"]) >= 40 and len(result["snr_db"]["decoder"]) >= 40
+    assert all(np.isfinite(v) or v == float("inf") for v in result["snr_db"]["decoder"].values())
+
+
+def test_quantized_bundle_meets_its_budget_and_says_how(a16w8):
+    meta = json.loads((a16w8 / "bundle.json").read_text())
+    q = meta["quantization"]
+    assert meta["variant"] == "a16w8" and q["backend"] == "quark" and q["grid"] == "a16w8"
+    assert q["attempts"][-1]["wer_delta"] <= q["max_wer_delta"]
+    assert len(q["excluded"]["encoder"]) == q["attempts"][-1]["excluded_per_graph"]
+    assert "## Layers kept float" in (a16w8 / "QUANTIZATION.md").read_text()
+    for name, digest in meta["files"].items():
+        assert sha256_file(a16w8 / name) == digest
+    for graph in ("encoder", "decoder"):
+        report = check_graph(a16w8 / f"{graph}.onnx")
+        assert report.opset == 17 and report.non_static == [] and report.control_flow == []
+        assert report.op_counts.get("DequantizeLinear", 0) > 0
+
+
+def test_quantized_bundle_transcribes(a16w8, default_data_dir):
+    row = load_saved_set(default_data_dir, "eval")[1]
+    text = Transcriber.from_bundle(a16w8).transcribe(clip_samples(row)).text
+    assert text == "If the sky clears up tonight, we might see a few shooting stars."
+
+
+def test_quantization_is_deterministic(
+    a16w8, fp32_bundle, calibrated, sensitivity_dir, default_data_dir, tmp_path
+):
+    again = tmp_path / "a16w8"
+    quantize_variant(
+        PARAMS, "a16w8", fp32_bundle, calibrated, sensitivity_dir, default_data_dir, again
+    )
+    for graph in ("encoder.onnx", "decoder.onnx"):
+        assert sha256_file(again / graph) == sha256_file(a16w8 / graph)
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=False,
+        timeout=600,
+    )
+
+
+def test_bad_inputs_fail_in_one_line_and_keep_the_previous_bundle(
+    a16w8, fp32_bundle, calibrated, sensitivity_dir, default_data_dir, tmp_path
+):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    common = [
+        "--bundle",
+        str(fp32_bundle),
+        "--sensitivity",
+        str(sensitivity_dir),
+        "--data",
+        str(default_data_dir),
+        "--out",
+        str(a16w8),
+    ]
+    before = {p.name: sha256_file(p) for p in a16w8.iterdir()}
+
+    raw["quantize"]["backend"] = "vai_q_onnx"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    missing = run_cli(
+        "quantize", "--variant", "a16w8", "--calibration", str(calibrated), *common, cwd=tmp_path
+    )
+    assert missing.returncode == 2 and "vai_q_onnx is not installed" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
+
+    unknown = run_cli("quantize", "--variant", "int3", *common, cwd=REPO)
+    assert unknown.returncode == 2 and "invalid choice: 'int3'" in unknown.stderr
+
+    empty = tmp_path / "empty_calibration"
+    empty.mkdir()
+    no_set = run_cli(
+        "quantize", "--variant", "a16w8", "--calibration", str(empty), *common, cwd=REPO
+    )
+    assert no_set.returncode == 2 and "no calibration set here" in no_set.stderr
+
+    mismatched = tmp_path / "mismatched"
+    mismatched.mkdir()
+    for name in ("manifest.json", "decoder_steps.json"):
+        (mismatched / name).write_bytes((calibrated / name).read_bytes())
+    np.save(mismatched / "encoder_inputs.npy", np.zeros((4, 128, 3000), np.float32))
+    wrong = run_cli(
+        "quantize", "--variant", "a16w8", "--calibration", str(mismatched), *common, cwd=REPO
+    )
+    assert wrong.returncode == 2 and "the bundle needs (80, 3000)" in wrong.stderr
+
+    assert {p.name: sha256_file(p) for p in a16w8.iterdir()} == before
+    assert [p.name for p in a16w8.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_calibration_set_too_small_is_refused(fp32_bundle, default_data_dir, tmp_path):
+    with pytest.raises(UserError, match="calibration set has 48 clips"):
+        run_calibration(
+            CalibrateParams(clips=40, holdout=9), fp32_bundle, default_data_dir, tmp_path / "c"
+        )
+
+
+def test_quark_keeps_excluded_nodes_float(fp32_bundle, calibrated, tmp_path):
+    import onnx
+
+    from pipeline.calibration import CalibrationSet, FeedReader
+    from pipeline.quant_backends import QuarkBackend
+
+    calibration = CalibrationSet(calibrated)
+    kept = "/encoder/layers.3/fc2/MatMul"
+    out = tmp_path / "encoder.onnx"
+    reader = FeedReader(lambda: calibration.encoder_feeds(2))
+    QuarkBackend().quantize(
+        fp32_bundle / "encoder.onnx", out, reader, "a8w8", [kept], ["MatMul", "Gemm", "Conv"]
+    )
+    graph = onnx.load(str(out)).graph
+    producers = {output: node.op_type for node in graph.node for output in node.output}
+    float_fed = [
+        node.name
+        for node in graph.node
+        if node.op_type in ("MatMul", "Gemm")
+        and not any(producers.get(name) == "DequantizeLinear" for name in node.input)
+    ]
+    assert float_fed == [kept]
