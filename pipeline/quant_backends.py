@@ -6,6 +6,7 @@ float. Heavy imports stay inside the backend that needs them, behind a one-line 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import tempfile
 from collections.abc import Callable
@@ -65,12 +66,20 @@ class QuarkBackend:
         # level only, so they are flattened here or they would be silently dropped.
         options = dict(preset.extra_options.get("extra_options") or {})
         options.update({k: v for k, v in preset.extra_options.items() if k != "extra_options"})
-        # The presets force-quantize every tensor (ForceQuantizeNoInputCheck), so Softmax, Add and
-        # LayerNorm outputs all land on one 8-bit grid and no MatMul exclusion can save 8-bit
-        # Whisper (held-back WER +89 points with 16 layers per graph float). Off, only the inputs
-        # of `op_types` are quantized and excluded layers really stay float.
         options.update(
-            {"OpTypesToQuantize": op_types, "TmpDir": tmp_dir, "ForceQuantizeNoInputCheck": False}
+            {
+                "OpTypesToQuantize": op_types,
+                "TmpDir": tmp_dir,
+                # The presets force-quantize every tensor, so Softmax, Add and LayerNorm outputs
+                # all land on one 8-bit grid and no exclusion can save 8-bit Whisper (held-back
+                # WER +89 points with 16 layers per graph float). Off, only `op_types` inputs are.
+                "ForceQuantizeNoInputCheck": False,
+                # Both rewrite MatMul+Add into renamed Reshape-Gemm-Reshape chains, after which
+                # exclusions by node name silently match nothing; SimplifyModel (onnxslim) also
+                # leaves dangling inputs in the decoder graph.
+                "OptimizeModel": False,
+                "SimplifyModel": False,
+            }
         )
         if variant == "a16w8":
             options["AlignConcat"] = False  # Quark 0.13 crashes in align_concat on this graph
@@ -95,10 +104,11 @@ class QuarkBackend:
     ) -> None:
         from quark.onnx import ModelQuantizer
 
-        with tempfile.TemporaryDirectory(prefix="quark-") as tmp_dir:
-            ModelQuantizer(self.config(variant, exclude, op_types, tmp_dir)).quantize_model(
-                str(fp32), str(out), reader
-            )
+        fp32, out = Path(fp32).resolve(), Path(out).resolve()
+        with tempfile.TemporaryDirectory(prefix="quark-") as tmp_dir, contextlib.chdir(tmp_dir):
+            # chdir: Quark writes quantized_info.csv into the working directory.
+            quantizer = ModelQuantizer(self.config(variant, exclude, op_types, tmp_dir))
+            quantizer.quantize_model(str(fp32), str(out), reader)
 
 
 class VaiQOnnxBackend:
