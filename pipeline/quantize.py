@@ -152,7 +152,7 @@ def quantize_variant(
     if variant not in params.variants:
         raise UserError(f"variant {variant!r} is not in quantize.variants {params.variants}")
     backend = get_backend(params.backend)
-    fp32 = Bundle.load(fp32_dir)
+    fp32 = Bundle.load(Path(fp32_dir).resolve())  # readers open it again from Quark's directory
     calibration = CalibrationSet(calibration_dir)
     calibration.check_fits(fp32)
     ranking = ranked_layers(sensitivity_dir, variant)
