@@ -49,7 +49,7 @@ class Bundle:
 
     @classmethod
     def load(cls, root: Path) -> Bundle:
-        root = Path(root).resolve()  # sessions may be created later from another directory
+        root = Path(root)
         meta_file = root / BUNDLE_FILE
         if not meta_file.is_file():
             raise UserError(f"{root}: not a whisper-npu bundle (no {BUNDLE_FILE})")
