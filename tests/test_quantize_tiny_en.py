@@ -87,9 +87,14 @@ def test_quantized_bundle_meets_its_budget_and_says_how(a16w8):
 
 
 def test_quantized_bundle_transcribes(a16w8, default_data_dir):
-    row = load_saved_set(default_data_dir, "eval")[1]
-    text = Transcriber.from_bundle(a16w8).transcribe(clip_samples(row)).text
-    assert text == "If the sky clears up tonight, we might see a few shooting stars."
+    """Runs through the same runtime; the loose test budget may keep nothing float, so the
+    transcript is held to a WER bound rather than to the exact fp32 words."""
+    from pipeline.wer import corpus_wer
+
+    rows = load_saved_set(default_data_dir, "eval").select(range(4))
+    transcriber = Transcriber.from_bundle(a16w8)
+    texts = [transcriber.transcribe(clip_samples(row)).text for row in rows]
+    assert corpus_wer(rows["text"], texts) < 0.25
 
 
 def test_quantization_is_deterministic(
