@@ -148,6 +148,43 @@ class QuantizeParams(Section):
     sensitivity: SensitivityParams = SensitivityParams()
 
 
+ArtifactVariant = Literal["fp32", "a16w8", "bf16", "xint8", "a8w8"]
+Target = Literal["stx", "krk", "phx", "hpt"]
+
+
+class CompileParams(Section):
+    """VitisAI EP set-up per variant, and the partition forecast when the EP is absent."""
+
+    target: Target = Field("stx", description="Ryzen AI chip: stx/krk (XDNA2), phx/hpt (XDNA1)")
+    variants: list[ArtifactVariant] = Field(
+        ["fp32", "a16w8", "bf16", "xint8", "a8w8"], min_length=1
+    )
+    tokens_per_window: Annotated[int, Field(ge=1, le=448)] = Field(
+        120, description="decoder calls in a typical 30 s window, for the dispatch forecast"
+    )
+
+
+class BenchParams(Section):
+    """Latency and WER of every compiled variant against the fp32 CPU baseline, in one run."""
+
+    warmup: Annotated[int, Field(ge=0)] = 1
+    repeats: Annotated[int, Field(ge=1)] = 3
+    latency_clips: Annotated[int, Field(ge=1)] = 12
+    threads: Annotated[int, Field(ge=1)] | None = None
+    peers: bool = Field(True, description="also time transformers and faster-whisper if installed")
+
+
+class GateParams(Section):
+    """Regression thresholds for `whisper-npu check`, per variant against a baseline run."""
+
+    max_wer_increase: Annotated[float, Field(ge=0)] = Field(
+        1.0, description="absolute WER points"
+    )
+    max_latency_increase: Annotated[float, Field(ge=0)] = Field(
+        0.25, description="relative, on the e2e time ratio against fp32 measured in the same run"
+    )
+
+
 class Params(Section):
     base: BaseParams = BaseParams()
     model: ModelParams = ModelParams()
@@ -155,6 +192,9 @@ class Params(Section):
     export: ExportParams = ExportParams()
     calibrate: CalibrateParams = CalibrateParams()
     quantize: QuantizeParams = QuantizeParams()
+    compile: CompileParams = CompileParams()
+    bench: BenchParams = BenchParams()
+    gate: GateParams = GateParams()
 
 
 def _describe(error: ValidationError, source: Path) -> str:
