@@ -18,6 +18,9 @@ from pipeline.config import DEFAULT_PARAMS, Params, load_params
 from pipeline.errors import UserError
 
 Command = Callable[[argparse.Namespace, Params], Any]
+ARTIFACT_HELP = (
+    "bundle, compiled (runs on the VitisAI EP where it is installed) or release directory"
+)
 
 
 def _model(args: argparse.Namespace, params: Params) -> Any:
@@ -75,10 +78,60 @@ def _quantize(args: argparse.Namespace, params: Params) -> Any:
     )
 
 
+def _say_fallback(command: str, execution: dict[str, Any]) -> None:
+    """One plain line when a compiled artifact wanted the NPU and runs on the CPU instead."""
+    if execution.get("fallback"):
+        print(f"whisper-npu {command}: {execution['fallback']}", file=sys.stderr)
+
+
 def _evaluate(args: argparse.Namespace, params: Params) -> Any:
     from pipeline.evaluate import evaluate_bundle
 
-    return evaluate_bundle(args.artifact, args.data, args.providers)
+    result = evaluate_bundle(args.artifact, args.data)
+    _say_fallback("evaluate", result["execution"])
+    return result
+
+
+def _compile(args: argparse.Namespace, params: Params) -> int:
+    from pipeline.compile import compile_bundle
+
+    compile_bundle(params.compile, args.bundle, args.out, args.target, args.allow_split)
+    return 0
+
+
+def _bench(args: argparse.Namespace, params: Params) -> int:
+    from pipeline.bench import format_table, run_bench
+
+    result = run_bench(
+        params.compile.variants,
+        params.bench,
+        args.compiled,
+        args.data,
+        args.out,
+        args.plots,
+        baseline_bundle=args.baseline_bundle,
+        model_dir=args.model,
+    )
+    print(format_table(result))
+    return 0
+
+
+def _check(args: argparse.Namespace, params: Params) -> int:
+    from pipeline.gate import check
+
+    overrides = {
+        "max_wer_increase": args.max_wer_increase,
+        "max_latency_increase": args.max_latency_increase,
+    }
+    gate = params.gate.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    return check(args.baseline, args.current, gate)
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
 
 
 def _transcribe(args: argparse.Namespace, params: Params) -> int:
@@ -86,9 +139,8 @@ def _transcribe(args: argparse.Namespace, params: Params) -> int:
     from pipeline.audio import load_audio
     from pipeline.runtime import Transcriber
 
-    transcriber = Transcriber.from_bundle(
-        args.artifact, providers=args.providers, threads=args.threads
-    )
+    transcriber = Transcriber.from_artifact(args.artifact, threads=args.threads)
+    _say_fallback("transcribe", transcriber.execution)
     results, failed = [], False
     for path in args.audio:
         try:
@@ -103,6 +155,19 @@ def _transcribe(args: argparse.Namespace, params: Params) -> int:
     if args.json:
         print(json.dumps(results, indent=2, ensure_ascii=False))
     return 2 if failed else 0
+
+
+def _release(args: argparse.Namespace, params: Params) -> Any:
+    from pipeline.release import build_release
+
+    return build_release(args.bundle, args.compiled, args.metrics, args.out)
+
+
+def _verify(args: argparse.Namespace, params: Params | None) -> int:
+    from pipeline.verify import verify_artifact
+
+    print(verify_artifact(args.artifact))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,34 +239,98 @@ def build_parser() -> argparse.ArgumentParser:
     )
     quantize.set_defaults(run=_quantize)
 
+    compile_ = commands.add_parser(
+        "compile",
+        parents=[common],
+        help="VitisAI EP options and NPU compile (or, without the EP, the partition forecast); "
+        "exit 1 if a graph would split",
+    )
+    compile_.add_argument("--bundle", type=Path, required=True)
+    compile_.add_argument("--out", type=Path, required=True, help="e.g. artifacts/compiled/a16w8")
+    compile_.add_argument(
+        "--target", choices=["stx", "krk", "phx", "hpt"], help="overrides params compile.target"
+    )
+    compile_.add_argument(
+        "--allow-split",
+        action="store_true",
+        help="write the outputs even when the forecast splits (exit 0)",
+    )
+    compile_.set_defaults(run=_compile)
+
     evaluate = commands.add_parser(
         "evaluate", parents=[common], help="WER of a bundle on the eval set"
     )
     evaluate.add_argument(
-        "--artifact", type=Path, default=Path("artifacts/bundles/fp32"), help="bundle directory"
+        "--artifact", type=Path, default=Path("artifacts/bundles/fp32"), help=ARTIFACT_HELP
     )
     evaluate.add_argument("--data", type=Path, default=Path("artifacts/data"))
-    evaluate.add_argument("--providers", nargs="+", default=["CPUExecutionProvider"])
     evaluate.set_defaults(run=_evaluate)
+
+    bench = commands.add_parser(
+        "bench",
+        parents=[common],
+        help="WER and latency of every variant against fp32 CPU and the peers, one run",
+    )
+    bench.add_argument("--compiled", type=Path, default=Path("artifacts/compiled"))
+    bench.add_argument("--data", type=Path, default=Path("artifacts/data"))
+    bench.add_argument("--out", type=Path, default=Path("artifacts/metrics/bench.json"))
+    bench.add_argument("--plots", type=Path, default=Path("artifacts/metrics/bench"))
+    bench.add_argument(
+        "--baseline-bundle",
+        type=Path,
+        default=Path("artifacts/bundles/fp32"),
+        help="the fp32 bundle every variant is measured against, on CPU",
+    )
+    bench.add_argument(
+        "--model", type=Path, default=Path("artifacts/model"), help="weights for the peers"
+    )
+    bench.set_defaults(run=_bench)
+
+    check = commands.add_parser(
+        "check",
+        parents=[common],
+        help="exit 1 if a bench run regresses against a baseline (thresholds: params gate)",
+    )
+    check.add_argument("--baseline", type=Path, required=True, help="a previous bench.json")
+    check.add_argument("--current", type=Path, default=Path("artifacts/metrics/bench.json"))
+    check.add_argument("--max-wer-increase", type=_non_negative, help="override gate (points)")
+    check.add_argument(
+        "--max-latency-increase", type=_non_negative, help="override gate (relative, 0.25 = 25%%)"
+    )
+    check.set_defaults(run=_check)
 
     transcribe = commands.add_parser(
         "transcribe", parents=[common], help="transcribe audio files with a bundle"
     )
     transcribe.add_argument(
-        "--artifact", type=Path, default=Path("artifacts/bundles/fp32"), help="bundle directory"
+        "--artifact", type=Path, default=Path("artifacts/bundles/fp32"), help=ARTIFACT_HELP
     )
     transcribe.add_argument("--json", action="store_true", help="print a JSON list of {path, text}")
-    transcribe.add_argument(
-        "--providers",
-        nargs="+",
-        default=["CPUExecutionProvider"],
-        help="ONNX Runtime execution providers, in order",
-    )
     transcribe.add_argument(
         "--threads", type=int, default=None, help="intra-op threads (default: ORT's choice)"
     )
     transcribe.add_argument("audio", nargs="+", type=Path)
-    transcribe.set_defaults(run=_transcribe)
+    # Deployments transcribe with a pulled release and no params.yaml beside it.
+    transcribe.set_defaults(run=_transcribe, needs_params=False)
+
+    release = commands.add_parser(
+        "release",
+        parents=[common],
+        help="one deployable dir per variant: bundle + npu/ + model card",
+    )
+    release.add_argument("--bundle", type=Path, required=True)
+    release.add_argument("--compiled", type=Path, required=True)
+    release.add_argument("--metrics", type=Path, default=Path("artifacts/metrics/bench.json"))
+    release.add_argument("--out", type=Path, required=True)
+    release.set_defaults(run=_release)
+
+    verify = commands.add_parser(
+        "verify",
+        help="re-hash a release (card.json) or bundle (bundle.json); exit 1 on any difference",
+    )
+    verify.add_argument("artifact", type=Path, help="release or bundle directory")
+    # Runs where a pulled release is deployed, which has no params.yaml.
+    verify.set_defaults(run=_verify, needs_params=False)
     return parser
 
 
@@ -219,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _interrupt_on_sigterm()
     try:
-        params = load_params(args.params)
+        params = load_params(args.params) if getattr(args, "needs_params", True) else None
         outcome = args.run(args, params)
     except UserError as exc:
         print(f"whisper-npu {args.command}: error: {exc}", file=sys.stderr)

@@ -177,9 +177,7 @@ class BenchParams(Section):
 class GateParams(Section):
     """Regression thresholds for `whisper-npu check`, per variant against a baseline run."""
 
-    max_wer_increase: Annotated[float, Field(ge=0)] = Field(
-        1.0, description="absolute WER points"
-    )
+    max_wer_increase: Annotated[float, Field(ge=0)] = Field(1.0, description="absolute WER points")
     max_latency_increase: Annotated[float, Field(ge=0)] = Field(
         0.25, description="relative, on the e2e time ratio against fp32 measured in the same run"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,22 +13,31 @@ from pipeline.speech_sets import LONG_FORM_S, clip_samples, load_saved_set
 from pipeline.wer import corpus_wer
 
 
-def evaluate_bundle(
-    bundle_dir: Path, data_dir: Path, providers: list[str] | None = None
-) -> dict[str, Any]:
-    transcriber = Transcriber.from_bundle(bundle_dir, providers=providers)
+def score(
+    references: Sequence[str], durations: Sequence[float], texts: Sequence[str]
+) -> dict[str, float | None]:
+    """Corpus WER of the whole set and of its long-form clips (None when it has none)."""
+    long_form = [i for i, seconds in enumerate(durations) if seconds > LONG_FORM_S]
+    return {
+        "wer": corpus_wer(references, texts),
+        "wer_long": corpus_wer([references[i] for i in long_form], [texts[i] for i in long_form])
+        if long_form
+        else None,
+    }
+
+
+def evaluate_bundle(artifact: Path, data_dir: Path) -> dict[str, Any]:
+    """WER of a bundle, compiled or release directory, run the way `from_artifact` runs it."""
+    transcriber = Transcriber.from_artifact(artifact)
     rows = list(load_saved_set(data_dir, "eval"))
     texts = [
         transcriber.transcribe(clip_samples(row)).text
         for row in tqdm(rows, desc="evaluate", unit="clip")
     ]
-    long_form = [i for i, row in enumerate(rows) if row["duration_s"] > LONG_FORM_S]
     return {
-        "bundle": Path(bundle_dir).as_posix(),
+        "artifact": Path(artifact).as_posix(),
         "variant": transcriber.bundle.meta.get("variant"),
+        "execution": transcriber.execution,
         "clips": len(rows),
-        "wer": corpus_wer([row["text"] for row in rows], texts),
-        "wer_long": corpus_wer([rows[i]["text"] for i in long_form], [texts[i] for i in long_form])
-        if long_form
-        else None,
+        **score([row["text"] for row in rows], [row["duration_s"] for row in rows], texts),
     }

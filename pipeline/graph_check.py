@@ -1,7 +1,10 @@
 """What an NPU compiler will see in an ONNX graph: opset, control flow, static shapes, ops.
 
 AMD's operator table (Ryzen AI docs, ops_support) is kept as versioned data in
-pipeline/data/; `npu_ops(dtype)` reads one column, `npu_ops()` the union.
+pipeline/data/; `npu_ops(dtype)` reads one column, `npu_ops()` the union. Quantize/dequantize
+nodes are looked up by name whatever their domain: ai.onnx (8-bit), com.microsoft (16-bit, which
+opset 17 lacks) and Quark's com.amd.quark Extended*/Vitis* forms all mean the table's
+QuantizeLinear/DequantizeLinear rows.
 """
 
 from __future__ import annotations
@@ -18,6 +21,15 @@ import onnx
 
 CONTROL_FLOW = frozenset({"If", "Loop", "Scan"})
 OPS_TABLE = "npu_ops_ryzenai_1.5.json"
+QUANTIZE, DEQUANTIZE = "QuantizeLinear", "DequantizeLinear"
+QDQ_NAMES = {
+    QUANTIZE: QUANTIZE,
+    DEQUANTIZE: DEQUANTIZE,
+    "ExtendedQuantizeLinear": QUANTIZE,
+    "ExtendedDequantizeLinear": DEQUANTIZE,
+    "VitisQuantizeLinear": QUANTIZE,
+    "VitisDequantizeLinear": DEQUANTIZE,
+}
 
 
 @cache
@@ -54,24 +66,86 @@ class GraphReport:
         return "; ".join(part for part in parts if part)
 
 
+def table_op(node: onnx.NodeProto) -> str:
+    """The row of AMD's table a node falls under."""
+    return QDQ_NAMES.get(node.op_type, node.op_type)
+
+
 def _static(value: onnx.ValueInfoProto) -> bool:
     dims = value.type.tensor_type.shape.dim
-    return all(dim.HasField("dim_value") and dim.dim_value > 0 for dim in dims)
+    has_shape = value.type.tensor_type.HasField("shape")
+    return has_shape and all(dim.HasField("dim_value") and dim.dim_value > 0 for dim in dims)
+
+
+def _tensor_types(graph: onnx.GraphProto) -> dict[str, int]:
+    types = {init.name: init.data_type for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            types[node.output[0]] = node.attribute[0].t.data_type
+    types.update({value.name: value.type.tensor_type.elem_type for value in graph.input})
+    return types
+
+
+def _qdq_as_cast(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy with every Q/DQ node turned into a Cast to its output type.
+
+    ONNX's shape inference knows neither the 16-bit com.microsoft nor Quark's Q/DQ and stops at
+    them; both keep their input's shape, which is all a Cast says. A quantize node's output type
+    is its zero point's (uint8 without one), a dequantize node's is its scale's.
+    """
+    proxy = onnx.ModelProto()
+    proxy.CopyFrom(model)
+    graph = proxy.graph
+    types = _tensor_types(graph)
+    del graph.value_info[:]  # re-inferred; stale entries would conflict with the Casts
+    for node in graph.node:
+        kind = QDQ_NAMES.get(node.op_type)
+        if kind is None:
+            continue
+        if kind == QUANTIZE:
+            zero_point = node.input[2] if len(node.input) > 2 else ""
+            to = types.get(zero_point, onnx.TensorProto.UINT8)
+        else:
+            to = types.get(node.input[1], onnx.TensorProto.FLOAT)
+        inputs, outputs, name = node.input[0], list(node.output), node.name
+        node.Clear()
+        node.CopyFrom(onnx.helper.make_node("Cast", [inputs], outputs, name=name, to=to))
+    return proxy
+
+
+def load_graph(path: Path) -> onnx.ModelProto:
+    """The graph with external data left on disk: only structure and shapes are read."""
+    return onnx.load(str(path), load_external_data=False)
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy with every tensor's shape inferred, through Q/DQ nodes of any domain."""
+    return onnx.shape_inference.infer_shapes(_qdq_as_cast(model), strict_mode=True)
+
+
+def non_static(graph: onnx.GraphProto) -> list[str]:
+    """Tensors with a symbolic, unknown or zero dimension, or with no inferred shape at all."""
+    values = {v.name: v for v in [*graph.input, *graph.output, *graph.value_info]}
+    produced = [name for node in graph.node for name in node.output if name]
+    missing = [name for name in produced if name not in values]
+    return sorted({*missing, *(name for name, v in values.items() if not _static(v))})
+
+
+def opset_of(model: onnx.ModelProto) -> int:
+    return next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
 
 
 def check_graph(path: Path, dtype: str | None = None) -> GraphReport:
-    """Shape-infer the graph (with external data left on disk) and report what would not fit."""
-    model = onnx.load(str(path), load_external_data=False)
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    graph = inferred.graph
-    counts = Counter(node.op_type for node in graph.node)
-    values = [*graph.input, *graph.output, *graph.value_info]
+    """Shape-infer the graph and report what would not fit AMD's table for `dtype`."""
+    model = load_graph(path)
+    inferred = infer_shapes(model)
+    original = model.graph.node
+    counts = Counter(node.op_type for node in original)
     allowed = npu_ops(dtype)
-    opset = next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
     return GraphReport(
-        opset=opset,
+        opset=opset_of(model),
         op_counts=dict(sorted(counts.items())),
         control_flow=sorted(op for op in counts if op in CONTROL_FLOW),
-        non_static=sorted(value.name for value in values if not _static(value)),
-        outside_table=sorted(op for op in counts if op not in allowed),
+        non_static=non_static(inferred.graph),
+        outside_table=sorted({node.op_type for node in original if table_op(node) not in allowed}),
     )

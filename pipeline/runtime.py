@@ -3,6 +3,11 @@
 Every tensor lives in a numpy buffer allocated once and bound to the sessions with IO binding,
 so the encoder writes cross K/V straight where the decoder reads them, and a decode step copies
 only the new token's K/V slice into the cache.
+
+`Transcriber.from_artifact` opens what the pipeline ships: a bundle, a compiled directory (the
+`compile` stage's output, pointing at its bundle) or a release (bundle files + `npu/`). A
+compiled artifact runs on the VitisAI EP with its compiled provider options where the EP is
+installed, and on the CPU otherwise, saying so in `execution["fallback"]`.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from pipeline import vitisai
 from pipeline.decoding import DecodingSpec, decode_long_form, greedy_decode
 from pipeline.errors import UserError
 from pipeline.features import WINDOW_SAMPLES, log_mel
+from pipeline.fsutil import sha256_file
 from pipeline.whisper_io import (
     CACHE_MASK,
     CROSS_K,
@@ -37,6 +44,10 @@ from pipeline.whisper_io import (
 )
 
 BUNDLE_FILE = "bundle.json"
+COMPILE_FILE = "compile_report.json"  # the compile stage's record, beside provider_options.json
+PROVIDER_OPTIONS_FILE = "provider_options.json"
+NPU_DIR = "npu"  # a release keeps its compiled files here, beside the bundle's
+GRAPHS = ("encoder", "decoder")
 CPU = "CPUExecutionProvider"
 
 
@@ -65,7 +76,7 @@ class Bundle:
 def session_options(threads: int | None, custom_ops: str | None = None) -> ort.SessionOptions:
     options = ort.SessionOptions()
     if custom_ops == "quark":
-        # Quark's BFloat16 Q/DQ ops for CPU simulation; on the NPU the compiler takes them.
+        # Quark's BFloat16 Q/DQ ops, which only Quark's library runs (on the CPU).
         from quark.onnx import get_library_path
 
         options.register_custom_ops_library(get_library_path())
@@ -73,6 +84,55 @@ def session_options(threads: int | None, custom_ops: str | None = None) -> ort.S
     if threads:
         options.intra_op_num_threads = threads
     return options
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A bundle and, when the path is a compiled or release directory, its compiled files."""
+
+    bundle: Bundle
+    compiled: Path | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, path: Path) -> Artifact:
+        if (path / NPU_DIR / COMPILE_FILE).is_file():
+            path = path / NPU_DIR
+        if not (path / COMPILE_FILE).is_file():
+            return cls(Bundle.load(path))
+        record = json.loads((path / COMPILE_FILE).read_text(encoding="utf-8"))
+        if "bundle" not in record:
+            raise UserError(f"{path / COMPILE_FILE}: names no bundle")
+        bundle = Bundle.load((path / record["bundle"]).resolve())
+        if sha256_file(bundle.root / BUNDLE_FILE) != record.get("bundle_sha256"):
+            raise UserError(
+                f"{path}: compiled from another {BUNDLE_FILE} than {bundle.root}'s; "
+                "compile that bundle again"
+            )
+        return cls(bundle, path, record)
+
+    def cpu_reason(self) -> str | None:
+        """Why this compiled artifact cannot use the NPU here; None when it can or is no
+        compiled artifact."""
+        if self.compiled is None:
+            return None
+        no_npu = self.record.get("forecast", {}).get("no_npu_reason")
+        if no_npu:
+            return str(no_npu)
+        if not vitisai.ep_available():
+            return f"{vitisai.PROVIDER} not available"
+        return None
+
+    def options(self) -> dict[str, dict[str, str]]:
+        assert self.compiled is not None
+        stored = json.loads((self.compiled / PROVIDER_OPTIONS_FILE).read_text(encoding="utf-8"))
+        return {name: vitisai.resolve_options(stored[name], self.compiled) for name in GRAPHS}
+
+    def context_models(self) -> dict[str, Path]:
+        """EPContext models the compile stage dumped, which load without recompiling."""
+        assert self.compiled is not None
+        found = {name: self.compiled / f"{name}_ctx.onnx" for name in GRAPHS}
+        return {name: file for name, file in found.items() if file.is_file()}
 
 
 @dataclass
@@ -83,17 +143,13 @@ class OrtRunner:
     providers: list[str] = field(default_factory=lambda: [CPU])
     provider_options: list[dict[str, Any]] | None = None
     threads: int | None = None
+    # Per graph: another model file (an EPContext model) and other provider options.
+    graph_files: dict[str, Path] = field(default_factory=dict)
+    graph_options: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         dims = self.bundle.dims
-        options = session_options(self.threads, self.bundle.meta.get("custom_ops"))
-        kwargs = {"providers": self.providers, "provider_options": self.provider_options}
-        self.encoder = ort.InferenceSession(
-            str(self.bundle.root / "encoder.onnx"), options, **kwargs
-        )
-        self.decoder = ort.InferenceSession(
-            str(self.bundle.root / "decoder.onnx"), options, **kwargs
-        )
+        self.encoder, self.decoder = (self._session(name) for name in GRAPHS)
         zeros = np.zeros
         self.buffers: dict[str, np.ndarray] = {
             ENCODER_INPUT: zeros((1, dims.n_mels, N_FRAMES), np.float32),
@@ -111,6 +167,14 @@ class OrtRunner:
         self.encoder_binding = self._bind(self.encoder)
         self.decoder_binding = self._bind(self.decoder)
 
+    def _session(self, name: str) -> ort.InferenceSession:
+        return ort.InferenceSession(
+            str(self.graph_files.get(name, self.bundle.root / f"{name}.onnx")),
+            session_options(self.threads, self.bundle.meta.get("custom_ops")),
+            providers=self.providers,
+            provider_options=self.graph_options.get(name, self.provider_options),
+        )
+
     def _bind(self, session: ort.InferenceSession) -> ort.IOBinding:
         """Bind every graph input and output to its numpy buffer (shared memory on CPU)."""
         binding = session.io_binding()
@@ -125,8 +189,9 @@ class OrtRunner:
         return binding
 
     @property
-    def active_providers(self) -> list[str]:
-        return list(self.decoder.get_providers())
+    def active_provider(self) -> str:
+        """The provider the sessions were created with first (the EP, when it took them)."""
+        return str(self.decoder.get_providers()[0])
 
     def encode(self, features: np.ndarray) -> None:
         self.buffers[ENCODER_INPUT][...] = features
@@ -153,10 +218,36 @@ class Transcription:
 class Transcriber:
     """Audio (16 kHz mono float32) → text with one bundle and one `Runner`."""
 
-    def __init__(self, bundle: Bundle, runner: Any) -> None:
+    def __init__(
+        self, bundle: Bundle, runner: Any, execution: dict[str, Any] | None = None
+    ) -> None:
         self.bundle, self.runner = bundle, runner
         self.tokenizer = Tokenizer.from_file(str(bundle.root / "tokenizer.json"))
         self.mel_filters = np.load(bundle.root / "mel_filters.npy")
+        # {"provider": used, "compiled": bool, "fallback": why the NPU was wanted but not used}
+        self.execution = execution or {"provider": CPU, "compiled": False, "fallback": None}
+
+    @classmethod
+    def from_artifact(cls, path: Path, threads: int | None = None) -> Transcriber:
+        """A bundle, compiled or release directory, on the NPU when it can be."""
+        artifact = Artifact.open(Path(path))
+        reason = artifact.cpu_reason()
+        if artifact.compiled is None or reason:
+            execution = {
+                "provider": CPU,
+                "compiled": artifact.compiled is not None,
+                "fallback": f"{reason}; running {path} on {CPU}" if reason else None,
+            }
+            return cls(artifact.bundle, OrtRunner(artifact.bundle, threads=threads), execution)
+        runner = OrtRunner(
+            artifact.bundle,
+            [vitisai.PROVIDER, CPU],
+            threads=threads,
+            graph_files=artifact.context_models(),
+            graph_options={name: [opts, {}] for name, opts in artifact.options().items()},
+        )
+        execution = {"provider": runner.active_provider, "compiled": True, "fallback": None}
+        return cls(artifact.bundle, runner, execution)
 
     @classmethod
     def from_bundle(

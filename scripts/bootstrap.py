@@ -1,12 +1,15 @@
 """Set up a fresh clone and run the main job or the tests, on Linux or Windows.
 
-    python scripts/bootstrap.py repro   # dvc repro on the embedded default (tiny.en)
-    python scripts/bootstrap.py test    # the test suite
+    python scripts/bootstrap.py repro    # dvc repro on the embedded default (tiny.en)
+    python scripts/bootstrap.py test     # what CI runs: repro, the regression gate, pytest
+    python scripts/bootstrap.py pytest   # the test suite alone
 
 Creates .venv, installs the CPU torch wheel first (a plain `torch` requirement would pull
 several GB of CUDA packages), then the project with its dev extra, makes sure the FFmpeg
 libraries that torchcodec (and so `datasets`' Audio feature) needs are present, and runs the
-command inside the venv. Extra arguments go to dvc or pytest.
+command inside the venv. `test` keeps the committed bench metrics aside before `dvc repro`
+overwrites them and gates the new run against them with `whisper-npu check`. Extra arguments
+go to dvc (repro) or pytest (test, pytest).
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 TORCH = "torch==2.13.0"
-COMMANDS = {"repro": ["-m", "dvc", "repro"], "test": ["-m", "pytest"]}
+COMMANDS = ("repro", "test", "pytest")
+BENCH_METRICS = ROOT / "artifacts" / "metrics" / "bench.json"
 
 
 def venv_bin() -> Path:
@@ -50,6 +55,22 @@ def ensure_ffmpeg() -> None:
     )
 
 
+def run_pipeline_gated(python: str, env: dict[str, str]) -> int:
+    """dvc repro end to end, then `whisper-npu check` of the new metrics against the committed."""
+    with tempfile.TemporaryDirectory() as scratch:
+        baseline = Path(scratch) / "bench-committed.json"
+        if BENCH_METRICS.is_file():
+            shutil.copyfile(BENCH_METRICS, baseline)
+        repro = subprocess.run([python, "-m", "dvc", "repro"], cwd=ROOT, env=env, check=False)
+        if repro.returncode:
+            return repro.returncode
+        if not baseline.is_file():
+            print(f"bootstrap: no committed {BENCH_METRICS.name}; regression gate skipped")
+            return 0
+        check = [python, "-m", "pipeline", "check", "--baseline", str(baseline)]
+        return subprocess.run(check, cwd=ROOT, env=env, check=False).returncode
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in COMMANDS:
         print(__doc__, file=sys.stderr)
@@ -63,10 +84,12 @@ def main(argv: list[str]) -> int:
     ensure_ffmpeg()
     # dvc.yaml says `python -m …`: put the venv first on PATH so that is the venv's python.
     env = {**os.environ, "PATH": f"{venv_bin()}{os.pathsep}{os.environ.get('PATH', '')}"}
-    completed = subprocess.run(
-        [python, *COMMANDS[argv[0]], *argv[1:]], cwd=ROOT, env=env, check=False
-    )
-    return completed.returncode
+    command, extra = argv[0], argv[1:]
+    if command == "repro":
+        return subprocess.run([python, "-m", "dvc", "repro", *extra], cwd=ROOT, env=env).returncode
+    if command == "test" and (failed := run_pipeline_gated(python, env)):
+        return failed
+    return subprocess.run([python, "-m", "pytest", *extra], cwd=ROOT, env=env).returncode
 
 
 if __name__ == "__main__":

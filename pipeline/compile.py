@@ -1,0 +1,119 @@
+"""The `compile` stage: a bundle → what the VitisAI EP needs to put it on the NPU.
+
+Writes, atomically, one directory per bundle:
+    provider_options.json  VitisAIExecutionProvider options per graph (paths relative to here)
+    vaip_config.json       the compiler config for the variant (see pipeline.vitisai)
+    compile_report.json    variant, target, the bundle it belongs to, the partition forecast,
+                           and the EP's own partition report when the EP compiled it
+    cache/, *_ctx.onnx     the EP's cache and EPContext models, only where the EP exists
+
+Where onnxruntime has no VitisAI EP (any machine without Ryzen AI Software) the stage says so
+and writes the forecast alone: nothing here pretends to have compiled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipeline import vitisai
+from pipeline.config import CompileParams
+from pipeline.errors import GateFailure, UserError
+from pipeline.forecast import GRAPHS, describe_split, forecast_bundle, summary_lines
+from pipeline.fsutil import atomic_dir, sha256_file, write_json
+from pipeline.graph_check import ops_table
+from pipeline.runtime import (
+    BUNDLE_FILE,
+    COMPILE_FILE,
+    PROVIDER_OPTIONS_FILE,
+    Bundle,
+    session_options,
+)
+
+
+def _variant(bundle: Bundle) -> str:
+    variant = str(bundle.meta.get("variant"))
+    if variant not in vitisai.TABLE_COLUMN:
+        raise UserError(f"{bundle.root}: unknown bundle variant {variant!r}")
+    return variant
+
+
+def _options(variant: str, target: str) -> dict[str, dict[str, str]]:
+    return {
+        name: vitisai.provider_options(variant, target, f"whisper-{variant}-{name}")
+        for name in GRAPHS
+    }
+
+
+def _compile_with_ep(
+    bundle: Bundle, options: dict[str, dict[str, str]], scratch: Path
+) -> dict[str, Any]:
+    """Create the sessions (the EP compiles), dumping EPContext models and reading the EP's
+    partition report for each graph."""
+    reports: dict[str, Any] = {}
+    for name in GRAPHS:
+        resolved = vitisai.resolve_options(options[name], scratch)
+        report = vitisai.compile_graph(
+            bundle.root / f"{name}.onnx",
+            resolved,
+            scratch / f"{name}_ctx.onnx",
+            session_options(None, bundle.meta.get("custom_ops")),
+        )
+        reports[name] = (
+            vitisai.parse_ep_report(json.loads(report.read_text(encoding="utf-8")))
+            if report.is_file()
+            else None
+        )
+    return reports
+
+
+def compile_bundle(
+    params: CompileParams,
+    bundle_dir: Path,
+    out_dir: Path,
+    target: str | None = None,
+    allow_split: bool = False,
+) -> dict[str, Any]:
+    """Forecast, gate (unless `allow_split`) and write the compiled directory."""
+    bundle = Bundle.load(Path(bundle_dir))
+    variant, target = _variant(bundle), target or params.target
+    forecast = forecast_bundle(bundle.root, variant, target, params.tokens_per_window)
+    providers = vitisai.available_providers()
+    ep = vitisai.PROVIDER in providers
+    if not ep:
+        print(
+            f"whisper-npu compile: {vitisai.PROVIDER} not available in this onnxruntime "
+            f"(providers: {', '.join(providers)}); wrote the forecast only",
+            file=sys.stderr,
+        )
+    print("\n".join(summary_lines(variant, forecast)), flush=True)
+    if not forecast["clean"] and not allow_split:
+        raise GateFailure(
+            f"{bundle_dir} would split on the NPU ({forecast['npu_dtype']}, {target}): "
+            + describe_split(forecast)
+        )
+    options = _options(variant, target)
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as scratch:
+        write_json(scratch / PROVIDER_OPTIONS_FILE, options)
+        write_json(scratch / vitisai.VAIP_CONFIG_FILE, vitisai.vaip_config(variant, target))
+        report = (
+            _compile_with_ep(bundle, options, scratch) if ep and forecast["npu_dtype"] else None
+        )
+        record = {
+            "variant": variant,
+            "target": target,
+            "ryzen_ai_version": vitisai.RYZEN_AI_VERSION,
+            "ops_table": {key: ops_table()[key] for key in ("ryzen_ai_version", "source")},
+            "ep_available": ep,
+            "providers": providers,
+            "bundle": Path(os.path.relpath(bundle.root.resolve(), out_dir.resolve())).as_posix(),
+            "bundle_sha256": sha256_file(bundle.root / BUNDLE_FILE),
+            "forecast": forecast,
+            "report": report,
+        }
+        write_json(scratch / COMPILE_FILE, record)
+    return record

@@ -1,0 +1,176 @@
+"""MODEL_CARD.md: the release's card.json rendered for the person deciding whether to deploy it.
+
+Everything here comes from card.json; a section without data says so instead of leaving a gap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+GRAPHS = ("encoder", "decoder")
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines
+
+
+def _percent(value: Any) -> str:
+    return f"{value:.2%}" if isinstance(value, int | float) else "n/a"
+
+
+def _metric(name: str, value: Any) -> str:
+    """WER as a percentage, times in ms, ratios with an "x"; anything else as recorded."""
+    if value is None:
+        return "n/a"
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return str(value)
+    if "wer" in name:
+        return _percent(value)
+    if name.endswith("_ms") or "_ms_" in name:
+        return f"{value:.1f} ms"
+    if "speedup" in name or name.endswith("_ratio"):
+        return f"{value:.2f}x"
+    return f"{value:.4g}"
+
+
+def _op(entry: Any) -> str:
+    if isinstance(entry, dict):
+        return f"{entry.get('op_type')} ({entry.get('count')})"
+    return str(entry)
+
+
+def _usage(card: dict[str, Any]) -> list[str]:
+    return [
+        "## Use",
+        "",
+        "```bash",
+        f"dvc artifacts get <repo> {card['artifact']} --rev vX.Y.Z -o {card['artifact']}",
+        f"whisper-npu verify {card['artifact']}        # sha256 of every file against card.json",
+        f"whisper-npu transcribe --artifact {card['artifact']} audio.wav",
+        "```",
+    ]
+
+
+def _metrics(card: dict[str, Any]) -> list[str]:
+    lines = ["## Metrics (last bench)", ""]
+    if not card["metrics"]:
+        return [*lines, "No bench metrics yet."]
+    rows = [(name, _metric(name, value)) for name, value in sorted(card["metrics"].items())]
+    return lines + _table(("metric", "value"), rows)
+
+
+def _forecast(card: dict[str, Any]) -> list[str]:
+    compiled = card["compile"]
+    lines = [
+        "## NPU compile",
+        "",
+        f"Target `{compiled['target']}`, Ryzen AI {compiled['ryzen_ai_version']}, VitisAI EP "
+        f"{'available' if compiled['ep_available'] else 'not available'} when compiled.",
+        "",
+    ]
+    forecast = compiled["forecast"]
+    if not forecast:
+        return [*lines, "No partition forecast."]
+    lines += ["Partition forecast (AMD's operator table for the variant's dtype):", ""]
+    rows = [
+        (
+            graph,
+            _percent(forecast[graph]["coverage"]),
+            forecast[graph]["npu_subgraphs"],
+            forecast[graph]["cpu_islands"],
+            ", ".join(_op(entry) for entry in forecast[graph]["outside_table"]) or "none",
+        )
+        for graph in GRAPHS
+    ]
+    lines += _table(
+        ("graph", "ops on the NPU", "NPU subgraphs", "CPU islands", "outside the NPU table"), rows
+    )
+    return [
+        *lines,
+        "",
+        f"Dispatches per 30 s window: {forecast['dispatches_per_window']}; "
+        f"clean partition: {forecast['clean']}.",
+    ]
+
+
+def _quantization(card: dict[str, Any]) -> list[str]:
+    q = card["quantization"]
+    lines = ["## Quantization", ""]
+    if q is None:
+        return [*lines, "None: float32 graphs as exported."]
+    calibration = q["calibration"]
+    lines += [
+        f"- backend {q['backend']} {q['backend_version'] or ''}, grid {q['grid']}, decoder "
+        f"{q['decoder_variant']}, op types {', '.join(q['op_types'] or [])}",
+        f"- held-back WER {_metric('wer', q['holdout_wer'])} against fp32 "
+        f"{_metric('wer', q['fp32_holdout_wer'])} (budget +{q['max_wer_delta']} points)",
+        f"- calibration set `{calibration['manifest_sha256']}`: {calibration['clips']} clips "
+        f"({calibration['decoder_steps']} decoder steps) recorded through the fp32 bundle "
+        f"`{calibration['fp32_bundle_sha256']}`, {calibration['holdout_clips']} held back",
+        "",
+        "Layers kept float (output SNR with only that layer rounded):",
+        "",
+    ]
+    for graph in GRAPHS:
+        kept = [
+            f"`{layer['node']}` ({layer['snr_db']:.1f} dB)"
+            if layer["snr_db"] is not None
+            else f"`{layer['node']}`"
+            for layer in q["excluded"][graph]
+        ]
+        lines.append(f"- {graph}: {', '.join(kept) or 'none'}")
+    rows = [
+        (a["excluded_per_graph"], _metric("wer", a["holdout_wer"]), f"{a['wer_delta']:+.2f}")
+        for a in q["attempts"]
+    ]
+    return [*lines, "", *_table(("layers kept float per graph", "held-back WER", "delta"), rows)]
+
+
+def _provenance(card: dict[str, Any]) -> list[str]:
+    model, export = card["model"] or {}, card["export"]
+    dims = export["dims"] or {}
+    lines = [
+        "## Provenance",
+        "",
+        f"- weights: `{model.get('source')}` ({model.get('kind')}, revision "
+        f"{model.get('revision')}), converted weights sha256 `{model.get('model_sha256')}`",
+    ]
+    lines += [
+        f"- source file `{name}` sha256 `{digest}`"
+        for name, digest in (model.get("source_sha256") or {}).items()
+    ]
+    lines.append(
+        f"- export: opset {export['opset']}, static shapes, "
+        + ", ".join(f"{key} {value}" for key, value in sorted(dims.items()))
+    )
+    if export["parity"]:
+        parity = export["parity"]
+        lines.append(
+            f"- parity against PyTorch: cross K/V within {parity.get('cross_kv_max_abs_error')}, "
+            f"logits within {parity.get('logits_max_abs_error')}, "
+            f"{len(parity.get('transcripts_differing', []))} of "
+            f"{parity.get('transcript_clips')} transcripts differ"
+        )
+    lines.append(f"- bundle.json sha256 `{card['sources']['bundle_sha256']}`")
+    rows = [(name, value) for name, value in sorted(card["versions"].items())]
+    return [*lines, "", *_table(("tool", "version"), rows)]
+
+
+def render_model_card(card: dict[str, Any]) -> str:
+    lines = [
+        f"# {card['artifact']}",
+        "",
+        f"Whisper `{(card['model'] or {}).get('source')}` as static-shape ONNX for the AMD "
+        f"Ryzen AI NPU, target `{card['target']}`. Variant `{card['variant']}`: "
+        f"{card['variant_description']}.",
+        "",
+    ]
+    lines += [f"> Note: {note}" for note in card["notes"]]
+    for section in (_usage, _metrics, _forecast, _quantization, _provenance):
+        lines += ["", *section(card)]
+    files = [(f"`{name}`", f"`{digest}`") for name, digest in sorted(card["files"].items())]
+    lines += ["", "## Files (sha256; `whisper-npu verify` re-checks them)", ""]
+    lines += _table(("file", "sha256"), files)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,171 @@
+"""The bench's pictures: plot data `dvc plots` reads (CSV) and the same figures as PNGs.
+
+Three questions a reader brings: what does each variant cost in WER for what it gains in speed
+(`wer_vs_latency`), does a decoder call get slower as the cache fills (`decoder_by_position`),
+and where does a clip's time go (`time_split`).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on CI or a headless box
+
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+from pipeline.bench import BASELINE, PEERS
+
+PARTS = ("encoder", "decoder", "other")
+PART_LABELS = {
+    "encoder": "encoder",
+    "decoder": "decoder (all tokens)",
+    "other": "log-mel, decode loop, detokenise",
+}
+DPI = 120
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _colours(names: Sequence[str]) -> dict[str, Any]:
+    """One colour per engine, the same in every figure."""
+    palette = plt.get_cmap("tab10")
+    return {name: palette(i % palette.N) for i, name in enumerate(names)}
+
+
+def _subtitle(run: dict[str, Any]) -> str:
+    clips = run["clips"]
+    threads = run["threads"] or "ORT default"
+    return (
+        f"{run['cpu']['model']}, threads {threads}; latency: {len(clips['latency'])} clips x "
+        f"{clips['repeats']} repeats, engines interleaved"
+    )
+
+
+def _save(figure: plt.Figure, path: Path) -> None:
+    figure.tight_layout()
+    figure.savefig(path, dpi=DPI)
+    plt.close(figure)
+
+
+def _wer_vs_latency(
+    out: Path, figures: dict[str, dict[str, float]], colours: dict[str, Any], run: dict[str, Any]
+) -> None:
+    rows = [
+        (name, m["e2e_ms_p50"], round(100 * m["wer"], 3), m["speedup_vs_fp32"])
+        for name, m in figures.items()
+    ]
+    _write_csv(
+        out / "wer_vs_latency.csv", ("engine", "e2e_ms_p50", "wer_pct", "speedup_vs_fp32"), rows
+    )
+    figure, axes = plt.subplots(figsize=(9, 5.5))
+    baseline = figures[BASELINE]
+    axes.axhline(100 * baseline["wer"], color="grey", linewidth=0.8, linestyle="--")
+    axes.axvline(baseline["e2e_ms_p50"], color="grey", linewidth=0.8, linestyle="--")
+    for name, latency, wer, speedup in rows:
+        axes.scatter(
+            latency,
+            wer,
+            s=90,
+            color=colours[name],
+            marker="s" if name in PEERS else "o",
+            edgecolor="black",
+            linewidth=0.6,
+            zorder=3,
+            # In the legend rather than beside the points: close points cannot hide each other.
+            label=f"{name}: {speedup:.2f}x fp32 speed, WER {wer:.2f}%",
+        )
+    # Log scale: an NPU variant several times faster and a slow peer both stay readable.
+    axes.set_xscale("log")
+    axes.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0, 7.0)))
+    axes.xaxis.set_major_formatter(ScalarFormatter())
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    axes.set_xlabel("end-to-end ms per clip, median (log scale)  ← faster")
+    axes.set_ylabel("WER % on the eval set  ↓ better")
+    axes.set_title(
+        f"WER vs latency (dashed: fp32 CPU baseline; squares: peers)\n{_subtitle(run)}",
+        fontsize=10,
+    )
+    axes.margins(x=0.15, y=0.2)
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    _save(figure, out / "wer_vs_latency.png")
+
+
+def _decoder_by_position(
+    out: Path, positions: dict[str, dict[int, float]], colours: dict[str, Any], run: dict[str, Any]
+) -> None:
+    names = list(positions)
+    shared = sorted(set.intersection(*(set(p) for p in positions.values()))) if names else []
+    rows = [(position, *(round(positions[n][position], 4) for n in names)) for position in shared]
+    _write_csv(out / "decoder_by_position.csv", ("position", *names), rows)
+    figure, axes = plt.subplots(figsize=(8, 5))
+    for name in names:
+        xs = sorted(positions[name])
+        axes.plot(
+            xs, [positions[name][x] for x in xs], color=colours[name], label=name, linewidth=1.4
+        )
+    axes.set_xlabel("cache position of the token fed to the decoder (bins of 4)")
+    # Log scale: a CPU-simulated variant can be 10x slower than the rest and still leave them
+    # readable; a flat line means the static cache costs the same at every position.
+    axes.set_yscale("log")
+    axes.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axes.yaxis.set_major_formatter(ScalarFormatter())
+    axes.yaxis.set_minor_formatter(NullFormatter())
+    axes.set_ylabel("ms per decoder call, median (log scale)")
+    axes.set_title(
+        "Decoder latency by token position (all decoder calls of the run)\n" + _subtitle(run),
+        fontsize=10,
+    )
+    axes.legend(fontsize=8, ncols=len(names), loc="upper center", bbox_to_anchor=(0.5, -0.13))
+    axes.grid(alpha=0.3, which="both")
+    _save(figure, out / "decoder_by_position.png")
+
+
+def _bar_labels(axes: Axes, totals: Sequence[float]) -> None:
+    for row, total in enumerate(totals):
+        axes.text(total, row, f" {total:.0f} ms", va="center", fontsize=8)
+
+
+def _time_split(out: Path, split: dict[str, dict[str, float]], run: dict[str, Any]) -> None:
+    names = list(split)
+    rows = [(f"{n} {part}", n, part, round(split[n][part], 3)) for n in names for part in PARTS]
+    _write_csv(out / "time_split.csv", ("label", "engine", "part", "ms"), rows)
+    figure, axes = plt.subplots(figsize=(8, 1.6 + 0.5 * len(names)))
+    left = [0.0] * len(names)
+    for part, colour in zip(PARTS, ("#4C72B0", "#DD8452", "#BBBBBB"), strict=True):
+        widths = [split[n][part] for n in names]
+        axes.barh(names, widths, left=left, color=colour, label=PART_LABELS[part])
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    _bar_labels(axes, left)
+    axes.invert_yaxis()
+    axes.set_xlabel("mean ms per clip")
+    axes.set_xlim(right=max(left) * 1.15 if left else 1)
+    axes.set_title(f"Where a clip's time goes\n{_subtitle(run)}", fontsize=10)
+    axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=3, frameon=False)
+    _save(figure, out / "time_split.png")
+
+
+def write_plots(
+    out: Path,
+    figures: dict[str, dict[str, float]],
+    positions: dict[str, dict[int, float]],
+    split: dict[str, dict[str, float]],
+    run: dict[str, Any],
+) -> None:
+    """CSV plot data and a PNG per question, in `out`."""
+    colours = _colours(list(figures))
+    _wer_vs_latency(out, figures, colours, run)
+    _decoder_by_position(out, positions, colours, run)
+    _time_split(out, split, run)

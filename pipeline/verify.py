@@ -1,0 +1,95 @@
+"""`whisper-npu verify`: re-hash a pulled release or bundle against the sha256 it records.
+
+A release pulled from a DVC remote, fetched with `dvc artifacts get` or copied by hand is
+checked against its own card before anyone deploys it: every file the card lists must be there
+with the same sha256, and nothing else may be. A plain bundle is checked against the "files" of
+its bundle.json the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import GateFailure, UserError
+from pipeline.fsutil import sha256_tree
+from pipeline.quantize import REPORT_FILE
+from pipeline.runtime import BUNDLE_FILE
+
+CARD_FILE = "card.json"
+MODEL_CARD_FILE = "MODEL_CARD.md"
+# A record cannot contain its own hash, so these files are outside the record they belong to.
+CARD_METADATA = frozenset({CARD_FILE, MODEL_CARD_FILE})
+BUNDLE_METADATA = frozenset({BUNDLE_FILE, REPORT_FILE})
+
+
+@dataclass(frozen=True)
+class Differences:
+    """Files whose bytes differ from a record, files it lists that are absent, and files it
+    does not list."""
+
+    changed: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+    extra: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.changed or self.missing or self.extra)
+
+    def describe(self) -> str:
+        parts = [
+            f"{label} {', '.join(names)}"
+            for label, names in (
+                ("changed:", self.changed),
+                ("missing:", self.missing),
+                ("extra:", self.extra),
+            )
+            if names
+        ]
+        return "; ".join(parts)
+
+
+def compare(record: dict[str, str], actual: dict[str, str], extras: bool = True) -> Differences:
+    """`record` and `actual` map POSIX relative paths to sha256; `extras=False` ignores files
+    the record does not list (a bundle record inside a release, which also holds npu/)."""
+    return Differences(
+        changed=tuple(sorted(n for n in record if n in actual and actual[n] != record[n])),
+        missing=tuple(sorted(n for n in record if n not in actual)),
+        extra=tuple(sorted(n for n in actual if n not in record)) if extras else (),
+    )
+
+
+def _record(path: Path) -> dict[str, str]:
+    try:
+        files = json.loads(path.read_text(encoding="utf-8"))["files"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise UserError(f"{path}: no sha256 record ('files') to verify against") from None
+    if not isinstance(files, dict):
+        raise UserError(f"{path}: 'files' is not a mapping of path to sha256")
+    return files
+
+
+def verify_artifact(root: Path) -> str:
+    """One line when every file matches; GateFailure (exit 1) naming each difference; UserError
+    (exit 2) when `root` is neither a release (card.json) nor a bundle (bundle.json)."""
+    root = Path(root)
+    if (root / CARD_FILE).is_file():
+        primary, skip = root / CARD_FILE, CARD_METADATA
+    elif (root / BUNDLE_FILE).is_file():
+        primary, skip = root / BUNDLE_FILE, BUNDLE_METADATA
+    else:
+        raise UserError(
+            f"{root}: not a release or bundle directory (no {CARD_FILE} or {BUNDLE_FILE})"
+        )
+    record = _record(primary)
+    actual = {name: digest for name, digest in sha256_tree(root).items() if name not in skip}
+    differences = compare(record, actual)
+    if differences:
+        raise GateFailure(f"{root}: does not match {primary.name}: {differences.describe()}")
+    if primary.name == CARD_FILE and (root / BUNDLE_FILE).is_file():
+        # The bundle's own record travels inside the release: a card rewritten to match
+        # replaced graphs still disagrees with it.
+        inner = compare(_record(root / BUNDLE_FILE), actual, extras=False)
+        if inner:
+            raise GateFailure(f"{root}: does not match {BUNDLE_FILE}: {inner.describe()}")
+    return f"OK: {len(record)} files match {primary.name} in {root}"

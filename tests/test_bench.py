@@ -1,0 +1,277 @@
+"""The bench and its gate: exit codes of `check`, the statistics, the timing wrapper, the plots,
+and (integration) one small real bench on the tiny.en fp32 bundle. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.bench import (
+    BASELINE,
+    EngineSpec,
+    Sample,
+    TimingRunner,
+    Worker,
+    interleave,
+    latency_stats,
+    paired_speedup,
+    percentile,
+    pick_latency_clips,
+    round_sig,
+)
+from pipeline.cli import main
+from pipeline.errors import UserError
+from pipeline.plots import write_plots
+
+REPO = Path(__file__).resolve().parent.parent
+PARAMS = REPO / "params.yaml"  # gate: max_wer_increase 1.0 points, max_latency_increase 0.25
+
+
+def metrics_file(path: Path, **variants: tuple[float, float]) -> Path:
+    """A bench.json with (wer, speedup_vs_fp32) per variant, plus a peer the gate must ignore."""
+    payload: dict = {
+        name: {"wer": wer, "speedup_vs_fp32": speedup, "e2e_ms_p50": 100.0}
+        for name, (wer, speedup) in variants.items()
+    }
+    payload["peers"] = {"transformers": {"wer": 0.5, "speedup_vs_fp32": 0.01}}
+    path.write_text(json.dumps(payload))
+    return path
+
+
+def run_check(baseline: Path, current: Path, *extra: str) -> int:
+    return main(["check", "--params", str(PARAMS), "--baseline", str(baseline),
+                 "--current", str(current), *extra])  # fmt: skip
+
+
+@pytest.fixture
+def baseline(tmp_path: Path) -> Path:
+    return metrics_file(tmp_path / "base.json", fp32=(0.026, 1.0), a16w8=(0.030, 2.0))
+
+
+def test_check_passes_within_thresholds(tmp_path, baseline, capsys):
+    # +0.9 points of WER and time ratio 1/1.7 vs 1/2.0 (+17.6%) are both inside the gate.
+    current = metrics_file(tmp_path / "cur.json", fp32=(0.026, 1.0), a16w8=(0.039, 1.7))
+    assert run_check(baseline, current) == 0
+    out = capsys.readouterr().out
+    assert "a16w8" in out and "REGRESSED" not in out
+
+
+def test_check_fails_on_wer_regression(tmp_path, baseline, capsys):
+    current = metrics_file(tmp_path / "cur.json", fp32=(0.026, 1.0), a16w8=(0.041, 2.0))
+    assert run_check(baseline, current) == 1
+    captured = capsys.readouterr()
+    assert "REGRESSED: WER +1.10 points (max +1.00)" in captured.out
+    assert "a16w8" in captured.err and "1 variant(s) regressed" in captured.err
+
+
+def test_check_fails_on_latency_regression_of_the_same_run_ratio(tmp_path, baseline, capsys):
+    # Time ratio against fp32 goes from 0.5 to 0.667 (+33%): a regression even if the
+    # milliseconds are unchanged, because the gate only sees same-run ratios.
+    current = metrics_file(tmp_path / "cur.json", fp32=(0.026, 1.0), a16w8=(0.030, 1.5))
+    assert run_check(baseline, current) == 1
+    assert "latency +33.3% vs fp32" in capsys.readouterr().out
+
+
+def test_check_thresholds_can_be_overridden(tmp_path, baseline):
+    current = metrics_file(tmp_path / "cur.json", fp32=(0.026, 1.0), a16w8=(0.030, 1.5))
+    assert run_check(baseline, current, "--max-latency-increase", "0.5") == 0
+
+
+def test_check_missing_variant_is_bad_input(tmp_path, baseline, capsys):
+    current = metrics_file(tmp_path / "cur.json", fp32=(0.026, 1.0))
+    assert run_check(baseline, current) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a16w8" in err[0] and "missing" in err[0]
+
+
+def test_check_malformed_json_is_bad_input(tmp_path, baseline, capsys):
+    current = tmp_path / "cur.json"
+    current.write_text('{"fp32": {"wer": 0.02,')
+    assert run_check(baseline, current) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [[1, 2], {"fp32": {"wer": "low", "speedup_vs_fp32": 1.0}}, {"fp32": {"wer": 0.02}}],
+    ids=["not-an-object", "non-numeric", "no-speedup"],
+)
+def test_check_wrong_shape_is_bad_input(tmp_path, baseline, payload):
+    current = tmp_path / "cur.json"
+    current.write_text(json.dumps(payload))
+    assert run_check(baseline, current) == 2
+
+
+def test_check_missing_file_is_bad_input(tmp_path, baseline, capsys):
+    assert run_check(baseline, tmp_path / "absent.json") == 2
+    assert "no such metrics file" in capsys.readouterr().err
+
+
+def test_percentiles_interpolate_linearly():
+    values = [10.0, 20.0, 30.0, 40.0, 50.0]
+    assert percentile(values, 50) == 30.0
+    assert percentile(values, 90) == pytest.approx(46.0)
+
+
+def sample(clip: int, e2e: float, tokens: int = 10, **calls) -> Sample:
+    return Sample(clip, "text", tokens, e2e, **calls)
+
+
+def test_speedup_is_the_median_of_back_to_back_ratios():
+    # A drift that slows the second half of the run hits both engines and cancels out.
+    fp32 = [sample(0, 100.0), sample(1, 100.0), sample(2, 300.0)]
+    variant = [sample(0, 50.0), sample(1, 25.0), sample(2, 150.0)]
+    assert paired_speedup(fp32, variant) == 2.0
+    assert paired_speedup(variant, fp32) == 0.5
+
+
+def test_latency_stats_sum_time_over_audio_and_tokens():
+    runs = [
+        sample(0, 1000.0, tokens=20, encoder_ms=(400.0,), decoder_ms=((0, 10.0), (1, 30.0))),
+        sample(1, 3000.0, tokens=40, encoder_ms=(600.0,), decoder_ms=((0, 20.0),)),
+    ]
+    stats = latency_stats(runs, durations=[2.0, 6.0])
+    assert stats["rtf"] == pytest.approx(4.0 / 8.0)
+    assert stats["tokens_per_s"] == pytest.approx(60 / 4.0)
+    assert stats["e2e_ms_p50"] == 2000.0
+    assert stats["encoder_ms_p50"] == 500.0
+    assert stats["decoder_ms_per_token_p50"] == 20.0
+
+
+def test_peers_without_calls_get_no_encoder_or_decoder_figures():
+    stats = latency_stats([sample(0, 100.0)], durations=[1.0])
+    assert "encoder_ms_p50" not in stats and "decoder_ms_per_token_p50" not in stats
+
+
+def test_round_sig_keeps_four_significant_digits():
+    assert round_sig(0.0261066969) == 0.02611
+    assert round_sig(1234.5678) == 1235.0
+
+
+def test_latency_clips_span_the_durations_and_skip_long_form():
+    durations = [5.0, 1.0, 40.0, 3.0, 2.0, 4.0]
+    assert pick_latency_clips(durations, 3, limit_s=30.0) == [0, 1, 3]  # shortest, middle, longest
+    assert pick_latency_clips(durations, 10, limit_s=30.0) == [0, 1, 3, 4, 5]
+
+
+class FakeRunner:
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def encode(self, features: np.ndarray) -> None:
+        self.calls.append(("encode", features.shape))
+
+    def decode_step(self, token: int, position: int) -> np.ndarray:
+        self.calls.append(("decode", token, position))
+        return np.full(4, float(token))
+
+
+def test_timing_runner_passes_calls_through_and_records_each():
+    inner = FakeRunner()
+    timer = TimingRunner(inner)
+    timer.encode(np.zeros((1, 80, 3000), np.float32))
+    logits = timer.decode_step(7, 0)
+    timer.decode_step(9, 1)
+    assert inner.calls == [("encode", (1, 80, 3000)), ("decode", 7, 0), ("decode", 9, 1)]
+    assert logits.tolist() == [7.0] * 4
+    encoder, decoder = timer.take()
+    assert len(encoder) == 1 and encoder[0] >= 0
+    assert [position for position, _ in decoder] == [0, 1]
+    assert timer.take() == ((), ())  # the next clip starts clean
+
+
+class FakeWorker:
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.spec = EngineSpec(name, "ours", Path(name), None)
+        self.log = log
+
+    def transcribe(self, clip: int, samples: np.ndarray) -> Sample:
+        self.log.append(f"{self.spec.name}:{clip}")
+        return sample(clip, 1.0)
+
+
+def test_interleave_gives_each_clip_to_every_engine_with_a_rotating_first():
+    order: list[str] = []
+    workers = [FakeWorker(name, order) for name in ("a", "b", "c")]
+    ticks = []
+    out = interleave(workers, [5, 6, 7], [np.zeros(1)] * 8, lambda: ticks.append(1))
+    assert order == ["a:5", "b:5", "c:5", "b:6", "c:6", "a:6", "c:7", "a:7", "b:7"]
+    assert {name: [s.clip for s in runs] for name, runs in out.items()} == {
+        name: [5, 6, 7] for name in "abc"
+    }
+    assert len(ticks) == 9
+
+
+def test_a_worker_that_cannot_open_its_engine_is_one_line_of_bad_input(tmp_path):
+    with (tmp_path / "log").open("wb") as log, pytest.raises(UserError) as error:
+        Worker(EngineSpec("a16w8", "ours", tmp_path / "absent", None, cpu_only=True), log)
+    assert str(error.value).startswith("a16w8 (")
+    assert "\n" not in str(error.value) and "bundle" in str(error.value)
+
+
+def test_plots_write_data_and_pngs(tmp_path):
+    figures = {
+        BASELINE: {"wer": 0.026, "e2e_ms_p50": 400.0, "speedup_vs_fp32": 1.0},
+        "a16w8": {"wer": 0.031, "e2e_ms_p50": 120.0, "speedup_vs_fp32": 3.3},
+        "transformers": {"wer": 0.026, "e2e_ms_p50": 900.0, "speedup_vs_fp32": 0.44},
+    }
+    positions = {BASELINE: {0: 5.0, 1: 4.0, 2: 4.5}, "a16w8": {0: 2.0, 1: 2.1}}
+    split = {
+        BASELINE: {"encoder": 200.0, "decoder": 180.0, "other": 20.0},
+        "a16w8": {"encoder": 60.0, "decoder": 50.0, "other": 10.0},
+    }
+    run = {"cpu": {"model": "test"}, "threads": 2, "clips": {"latency": [1, 2], "repeats": 3}}
+    write_plots(tmp_path, figures, positions, split, run)
+    for name in ("wer_vs_latency", "decoder_by_position", "time_split"):
+        assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "decoder_by_position.csv").read_text().splitlines() == [
+        "position,fp32,a16w8",
+        "0,5.0,2.0",
+        "1,4.0,2.1",
+    ]
+    assert "a16w8,120.0,3.1,3.3" in (tmp_path / "wer_vs_latency.csv").read_text()
+    assert "fp32 encoder,fp32,encoder,200.0" in (tmp_path / "time_split.csv").read_text()
+
+
+@pytest.mark.integration
+def test_bench_on_the_real_fp32_bundle(tmp_path, fp32_bundle, default_data_dir, tiny_en_dir):
+    """A few clips, one repeat: the figures exist and make sense; no timing threshold."""
+    from pipeline.bench import run_bench
+    from pipeline.config import BenchParams
+    from pipeline.speech_sets import load_saved_set
+
+    full = load_saved_set(default_data_dir, "eval")
+    long_form = [i for i, seconds in enumerate(full["duration_s"]) if seconds > 30]
+    full.select([0, 1, 2, long_form[0]]).save_to_disk(str(tmp_path / "data" / "eval"))
+    compiled = tmp_path / "compiled"
+    compiled.mkdir()
+    # The same fp32 weights in a variant's slot: the WER must come out identical to fp32's.
+    (compiled / "a16w8").symlink_to(fp32_bundle, target_is_directory=True)
+    params = BenchParams(warmup=1, repeats=1, latency_clips=2, threads=1, peers=True)
+    out = tmp_path / "metrics" / "bench.json"
+    result = run_bench(
+        ["fp32", "a16w8"], params, compiled, tmp_path / "data", out, tmp_path / "plots",
+        baseline_bundle=fp32_bundle, model_dir=tiny_en_dir,
+    )  # fmt: skip
+
+    metrics = json.loads(out.read_text())
+    assert metrics == result.metrics
+    fp32, copy = metrics["fp32"], metrics["a16w8"]
+    assert copy["wer"] == fp32["wer"] and copy["wer_long"] == fp32["wer_long"]
+    assert fp32["wer"] < 0.1 and fp32["speedup_vs_fp32"] == 1.0
+    for key in ("e2e_ms", "encoder_ms", "decoder_ms_per_token"):
+        assert 0 < fp32[f"{key}_p50"] <= fp32[f"{key}_p90"]
+    assert fp32["rtf"] > 0 and fp32["tokens_per_s"] > 0 and fp32["load_s"] > 0
+    assert 50 < fp32["peak_rss_mb"] < 8000 and 100 < fp32["size_mb"] < 200  # tiny.en: ~144 MB
+    assert 0 < copy["speedup_vs_fp32"] < 10
+    # The exported bundle and transformers give identical transcripts: identical WER.
+    assert metrics["peers"]["transformers"]["wer"] == fp32["wer"]
+    run = json.loads((tmp_path / "plots" / "run.json").read_text())
+    assert run["engines"]["fp32"]["provider"] == "CPUExecutionProvider"
+    assert run["clips"]["eval"] == 4 and run["clips"]["long_form"] == 1
+    assert run["versions"]["onnxruntime"]
+    for name in ("wer_vs_latency", "decoder_by_position", "time_split"):
+        assert (tmp_path / "plots" / f"{name}.png").stat().st_size > 10_000

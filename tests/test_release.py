@@ -1,0 +1,372 @@
+"""The release stage and `whisper-npu verify`: layout, model card, sha256 record, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import GateFailure, UserError
+from pipeline.fsutil import sha256_file, sha256_tree
+from pipeline.release import artifact_name, build_release, model_slug
+from pipeline.runtime import COMPILE_FILE, NPU_DIR
+from pipeline.verify import CARD_FILE, MODEL_CARD_FILE, verify_artifact
+
+REPO = Path(__file__).resolve().parent.parent
+
+CALIBRATION_MANIFEST = {
+    "bundle_sha256": "f" * 64,
+    "calibration_clips": ["calibration-0000", "calibration-0001"],
+    "holdout_clips": ["calibration-0002"],
+    "decoder_steps": 12,
+    "bytes": {"encoder_inputs.npy": 1024, "decoder_steps.json": 64},
+}
+
+
+def fake_bundle(root: Path, variant: str = "a16w8") -> Path:
+    """A bundle dir with the files and bundle.json fields the release reads (graphs are
+    placeholder bytes: the release copies and hashes them, it never runs them)."""
+    root.mkdir(parents=True)
+    for name, payload in {
+        "encoder.onnx": b"encoder graph",
+        "decoder.onnx": b"decoder graph",
+        "tokenizer.json": b"{}",
+        "mel_filters.npy": b"filters",
+    }.items():
+        (root / name).write_bytes(payload)
+    (root / "QUANTIZATION.md").write_text("# report\n")
+    meta = {
+        "format": 1,
+        "variant": variant,
+        "model": {"source": "builtin:tiny.en", "kind": "ct2", "model_sha256": "a" * 64},
+        "opset": 17,
+        "dims": {
+            "n_mels": 80,
+            "n_audio_ctx": 1500,
+            "d_model": 8,
+            "decoder_layers": 1,
+            "decoder_heads": 2,
+            "vocab_size": 16,
+            "max_decode_len": 8,
+        },
+        "decoding": {
+            "prefix": [1],
+            "eot": 0,
+            "no_timestamps": 2,
+            "suppress_tokens": [],
+            "begin_suppress_tokens": [],
+            "max_initial_timestamp_index": None,
+            "max_length": 8,
+        },
+        "versions": {"onnx": "1.22.0", "onnxruntime": "1.32.0"},
+        "quantization": {
+            "backend": "quark",
+            "backend_version": "0.13",
+            "grid": variant,
+            "decoder_variant": variant,
+            "op_types": ["MatMul"],
+            "max_wer_delta": 1.0,
+            "fp32_holdout_wer": 0.01,
+            "excluded": {"encoder": ["/enc/MatMul"], "decoder": []},
+            "sensitivity_db": {"encoder": {"/enc/MatMul": 31.5}, "decoder": {}},
+            "attempts": [
+                {"excluded_per_graph": 0, "holdout_wer": 0.05, "wer_delta": 4.0},
+                {"excluded_per_graph": 1, "holdout_wer": 0.015, "wer_delta": 0.5},
+            ],
+            "calibration": CALIBRATION_MANIFEST,
+        },
+    }
+    meta["files"] = {
+        name: digest
+        for name, digest in sha256_tree(root).items()
+        if name not in ("bundle.json", "QUANTIZATION.md")
+    }
+    (root / "bundle.json").write_text(json.dumps(meta))
+    return root
+
+
+def fake_compiled(root: Path, bundle: Path, **overrides: object) -> Path:
+    root.mkdir(parents=True)
+    compiled = {
+        "variant": "a16w8",
+        "target": "stx",
+        "ryzen_ai_version": "1.5.0",
+        "ep_available": False,
+        "bundle": "../../bundles/a16w8",
+        "bundle_sha256": sha256_file(bundle / "bundle.json"),
+        "forecast": {
+            "encoder": {
+                "coverage": 1.0,
+                "npu_subgraphs": 1,
+                "cpu_islands": 0,
+                "outside_table": [],
+            },
+            "decoder": {
+                "coverage": 0.95,
+                "npu_subgraphs": 2,
+                "cpu_islands": 1,
+                "outside_table": [{"op_type": "Gather", "count": 2, "nodes": ["/G", "/G_1"]}],
+            },
+            "dispatches_per_window": 242,
+            "clean": False,
+        },
+        "report": None,
+        **overrides,
+    }
+    (root / COMPILE_FILE).write_text(json.dumps(compiled))
+    (root / "provider_options.json").write_text('{"target": "X2"}')
+    (root / "vaip_config.json").write_text('{"passes": []}')
+    return root
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
+    bundle = fake_bundle(tmp_path / "bundles" / "a16w8")
+    compiled = fake_compiled(tmp_path / "compiled" / "a16w8", bundle)
+    metrics = tmp_path / "metrics" / "bench.json"
+    metrics.parent.mkdir()
+    metrics.write_text(json.dumps({"a16w8": {"wer": 0.03, "e2e_ms_p50": 410.5}}))
+    return bundle, compiled, metrics
+
+
+@pytest.mark.parametrize(
+    ("source", "slug"),
+    [
+        ("builtin:tiny.en", "tiny-en"),
+        ("openai/whisper-base.en", "base-en"),
+        ("openai/whisper-large-v3", "large-v3"),
+        ("Systran/faster-whisper-small", "small"),
+        ("/models/My_Whisper/", "my-whisper"),
+        ("C:\\models\\medium", "medium"),
+    ],
+)
+def test_model_slug(source: str, slug: str) -> None:
+    assert model_slug(source) == slug
+
+
+def test_release_layout_card_and_verify(inputs, tmp_path: Path) -> None:
+    bundle, compiled, metrics = inputs
+    out = tmp_path / "release" / "a16w8"
+    summary = build_release(bundle, compiled, metrics, out)
+
+    assert summary["artifact"] == "whisper-tiny-en-a16w8"
+    top = sorted(p.name for p in out.iterdir())
+    assert top == sorted([*(p.name for p in bundle.iterdir()), NPU_DIR, CARD_FILE, MODEL_CARD_FILE])
+    assert sorted(p.name for p in (out / NPU_DIR).iterdir()) == sorted(
+        p.name for p in compiled.iterdir()
+    )
+    # npu/ points at the release's own bundle files, not the build tree's.
+    assert json.loads((out / NPU_DIR / COMPILE_FILE).read_text())["bundle"] == ".."
+    for name in ("encoder.onnx", "decoder.onnx", "bundle.json", "QUANTIZATION.md"):
+        assert (out / name).read_bytes() == (bundle / name).read_bytes()
+
+    card = json.loads((out / CARD_FILE).read_text())
+    expected_files = {
+        name: digest
+        for name, digest in sha256_tree(out).items()
+        if name not in (CARD_FILE, MODEL_CARD_FILE)
+    }
+    assert card["files"] == expected_files
+    assert card["target"] == "stx"
+    assert card["metrics"] == {"wer": 0.03, "e2e_ms_p50": 410.5}
+    assert card["quantization"]["excluded"]["encoder"] == [{"node": "/enc/MatMul", "snr_db": 31.5}]
+    assert card["quantization"]["holdout_wer"] == 0.015
+    assert card["quantization"]["calibration"]["clips"] == 2
+    assert card["compile"]["forecast"]["decoder"]["outside_table"] == [
+        {"op_type": "Gather", "count": 2}
+    ]
+    assert card["versions"]["quark"] == "0.13"
+    assert card["sources"]["bundle_sha256"] == sha256_file(bundle / "bundle.json")
+    assert any("without the VitisAI" in note for note in card["notes"])
+
+    text = (out / MODEL_CARD_FILE).read_text()
+    assert "# whisper-tiny-en-a16w8" in text
+    assert "| wer | 3.00% |" in text
+    assert "`/enc/MatMul` (31.5 dB)" in text
+    assert f"`{card['quantization']['calibration']['manifest_sha256']}`" in text
+    assert f"| `encoder.onnx` | `{sha256_file(bundle / 'encoder.onnx')}` |" in text
+    assert "| decoder | 95.00% | 2 | 1 | Gather (2) |" in text
+    assert "whisper-npu transcribe --artifact" in text
+
+    assert verify_artifact(out).startswith(f"OK: {len(expected_files)} files match card.json")
+
+
+def test_release_is_byte_reproducible(inputs, tmp_path: Path) -> None:
+    bundle, compiled, metrics = inputs
+    first = tmp_path / "first"
+    second = tmp_path / "second"
+    build_release(bundle, compiled, metrics, first)
+    build_release(bundle, compiled, metrics, second)
+    assert sha256_tree(first) == sha256_tree(second)
+
+
+def test_calibration_identity_follows_the_manifest(inputs, tmp_path: Path) -> None:
+    bundle, compiled, metrics = inputs
+    build_release(bundle, compiled, metrics, tmp_path / "one")
+    meta = json.loads((bundle / "bundle.json").read_text())
+    meta["quantization"]["calibration"]["calibration_clips"].append("calibration-0009")
+    (bundle / "bundle.json").write_text(json.dumps(meta))
+    (compiled / COMPILE_FILE).write_text(
+        json.dumps(
+            {
+                **json.loads((compiled / COMPILE_FILE).read_text()),
+                "bundle_sha256": sha256_file(bundle / "bundle.json"),
+            }
+        )
+    )
+    build_release(bundle, compiled, metrics, tmp_path / "two")
+    one, two = (
+        json.loads((tmp_path / name / CARD_FILE).read_text())["quantization"]["calibration"]
+        for name in ("one", "two")
+    )
+    assert one["manifest_sha256"] != two["manifest_sha256"]
+    assert (one["clips"], two["clips"]) == (2, 3)
+
+
+@pytest.mark.parametrize("bench", [None, {"fp32": {"wer": 0.02}}])
+def test_missing_bench_metrics_are_a_note_not_a_guess(inputs, tmp_path: Path, bench) -> None:
+    bundle, compiled, metrics = inputs
+    if bench is None:
+        metrics.unlink()
+    else:
+        metrics.write_text(json.dumps(bench))
+    out = tmp_path / "release"
+    build_release(bundle, compiled, metrics, out)
+    card = json.loads((out / CARD_FILE).read_text())
+    assert card["metrics"] is None
+    assert any(note.startswith("no bench metrics yet") for note in card["notes"])
+    assert "No bench metrics yet." in (out / MODEL_CARD_FILE).read_text()
+
+
+def test_malformed_bench_is_a_user_error(inputs, tmp_path: Path) -> None:
+    bundle, compiled, metrics = inputs
+    metrics.write_text("[0.03]")
+    with pytest.raises(UserError, match="expected a mapping of variant to metrics"):
+        build_release(bundle, compiled, metrics, tmp_path / "release")
+
+
+def test_missing_forecast_is_noted(inputs, tmp_path: Path) -> None:
+    bundle, compiled, metrics = inputs
+    shutil.rmtree(compiled)
+    fake_compiled(compiled, bundle, forecast=None, ep_available=True)
+    out = tmp_path / "release"
+    build_release(bundle, compiled, metrics, out)
+    card = json.loads((out / CARD_FILE).read_text())
+    assert card["compile"]["forecast"] is None
+    assert card["notes"] == [f"no partition forecast in {COMPILE_FILE}"]
+    assert "No partition forecast." in (out / MODEL_CARD_FILE).read_text()
+
+
+def previous_release(tmp_path: Path) -> Path:
+    out = tmp_path / "release" / "a16w8"
+    out.mkdir(parents=True)
+    (out / "keep.txt").write_text("last good release")
+    return out
+
+
+def assert_untouched(out: Path) -> None:
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert [p.name for p in out.parent.iterdir()] == [out.name]
+
+
+def test_stale_compile_is_refused(inputs, tmp_path: Path) -> None:
+    bundle, compiled, metrics = inputs
+    shutil.rmtree(compiled)
+    fake_compiled(compiled, bundle, bundle_sha256="0" * 64)
+    out = previous_release(tmp_path)
+    with pytest.raises(UserError, match="compiled from another a16w8 bundle"):
+        build_release(bundle, compiled, metrics, out)
+    assert_untouched(out)
+
+
+def test_corrupt_bundle_is_refused(inputs, tmp_path: Path) -> None:
+    bundle, compiled, metrics = inputs
+    (bundle / "decoder.onnx").write_bytes(b"truncated")
+    out = previous_release(tmp_path)
+    with pytest.raises(UserError, match=r"changed: decoder\.onnx"):
+        build_release(bundle, compiled, metrics, out)
+    assert_untouched(out)
+
+
+def test_missing_compile_is_a_user_error(inputs, tmp_path: Path) -> None:
+    bundle, _, metrics = inputs
+    with pytest.raises(UserError, match=f"no {COMPILE_FILE}"):
+        build_release(bundle, tmp_path / "nowhere", metrics, tmp_path / "release")
+
+
+def test_verify_names_every_difference(inputs, tmp_path: Path) -> None:
+    bundle, compiled, metrics = inputs
+    out = tmp_path / "release"
+    build_release(bundle, compiled, metrics, out)
+    (out / NPU_DIR / "vaip_config.json").write_text("{}")
+    (out / "tokenizer.json").unlink()
+    (out / "notes.txt").write_text("not part of the release")
+    with pytest.raises(GateFailure) as failure:
+        verify_artifact(out)
+    assert str(failure.value).endswith(
+        "does not match card.json: changed: npu/vaip_config.json; missing: tokenizer.json; "
+        "extra: notes.txt"
+    )
+
+
+def test_verify_catches_a_card_rewritten_to_match(inputs, tmp_path: Path) -> None:
+    """A swapped graph with a card re-hashed to match still disagrees with bundle.json."""
+    bundle, compiled, metrics = inputs
+    out = tmp_path / "release"
+    build_release(bundle, compiled, metrics, out)
+    (out / "encoder.onnx").write_bytes(b"another graph")
+    card = json.loads((out / CARD_FILE).read_text())
+    card["files"]["encoder.onnx"] = sha256_file(out / "encoder.onnx")
+    (out / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(GateFailure, match=r"does not match bundle\.json: changed: encoder\.onnx"):
+        verify_artifact(out)
+
+
+def test_verify_plain_bundle(inputs) -> None:
+    bundle, _, _ = inputs
+    assert verify_artifact(bundle) == f"OK: 4 files match bundle.json in {bundle}"
+    (bundle / "mel_filters.npy").write_bytes(b"other")
+    with pytest.raises(GateFailure, match=r"changed: mel_filters\.npy"):
+        verify_artifact(bundle)
+
+
+def test_verify_cli_exit_codes_without_params_file(inputs, tmp_path: Path) -> None:
+    """Deployments verify where no params.yaml exists: 0 OK, 1 mismatch, 2 not an artifact."""
+    bundle, compiled, metrics = inputs
+    out = tmp_path / "release"
+    build_release(bundle, compiled, metrics, out)
+    cwd = tmp_path / "deploy"
+    cwd.mkdir()
+
+    def verify(target: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline", "verify", str(target)],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            check=False,
+            timeout=120,
+        )
+
+    ok = verify(out)
+    assert (ok.returncode, ok.stdout.strip()) == (0, f"OK: 9 files match card.json in {out}")
+    (out / "encoder.onnx").write_bytes(b"bit rot")
+    bad = verify(out)
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == (
+        f"whisper-npu verify: error: {out}: does not match card.json: changed: encoder.onnx"
+    )
+    neither = verify(cwd)
+    assert neither.returncode == 2
+    assert "not a release or bundle directory" in neither.stderr
+
+
+def test_artifact_name_matches_registry_names() -> None:
+    meta = {"model": {"source": "builtin:tiny.en"}, "variant": "bf16"}
+    assert artifact_name(meta) == "whisper-tiny-en-bf16"
