@@ -21,11 +21,14 @@ def _percent(value: Any) -> str:
 
 
 def _metric(name: str, value: Any) -> str:
-    """WER as a percentage, times in ms, ratios with an "x"; anything else as recorded."""
+    """WER as a percentage (its deltas in points), times in ms, ratios with an "x"; anything
+    else as recorded."""
     if value is None:
         return "n/a"
     if not isinstance(value, int | float) or isinstance(value, bool):
         return str(value)
+    if "wer_delta" in name:  # already in points
+        return f"{value:+.2f} points"
     if "wer" in name:
         return _percent(value)
     if name.endswith("_ms") or "_ms_" in name:

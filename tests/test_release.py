@@ -370,3 +370,10 @@ def test_verify_cli_exit_codes_without_params_file(inputs, tmp_path: Path) -> No
 def test_artifact_name_matches_registry_names() -> None:
     meta = {"model": {"source": "builtin:tiny.en"}, "variant": "bf16"}
     assert artifact_name(meta) == "whisper-tiny-en-bf16"
+
+
+def test_card_shows_wer_delta_in_points_not_percent():
+    from pipeline.model_card import _metric
+
+    assert _metric("wer", 0.0306) == "3.06%"
+    assert _metric("wer_delta_vs_fp32", 0.454) == "+0.45 points"
