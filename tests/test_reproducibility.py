@@ -125,9 +125,12 @@ def wait_for(condition, what: str, limit_s: float = 180.0) -> None:
 
 
 def synthesis_started(parent: Path, name: str) -> bool:
-    """The data stage is inside its scratch dir and synthesising speech."""
+    """The data stage is inside its scratch dir and has written its first clip. Not just the
+    scratch dir: before the first clip the stage is still importing piper and onnxruntime,
+    whose C initialisation turns a signal's KeyboardInterrupt into an ImportError."""
     return any(
-        (scratch / ".calibration-source").exists() for scratch in parent.glob(f".{name}.tmp-*")
+        next((scratch / ".calibration-source").glob("*.wav"), None) is not None
+        for scratch in parent.glob(f".{name}.tmp-*")
     )
 
 
