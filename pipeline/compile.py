@@ -22,7 +22,7 @@ from typing import Any
 from pipeline import vitisai
 from pipeline.config import CompileParams
 from pipeline.errors import GateFailure, UserError
-from pipeline.forecast import GRAPHS, describe_split, forecast_bundle, summary_lines
+from pipeline.forecast import describe_split, forecast_bundle, summary_lines
 from pipeline.fsutil import atomic_dir, sha256_file, write_json
 from pipeline.graph_check import ops_table
 from pipeline.runtime import (
@@ -32,6 +32,7 @@ from pipeline.runtime import (
     Bundle,
     session_options,
 )
+from pipeline.whisper_io import GRAPHS
 
 
 def _variant(bundle: Bundle) -> str:

@@ -34,6 +34,7 @@ from pipeline.whisper_io import (
     DECODER_INPUTS,
     DECODER_OUTPUTS,
     ENCODER_INPUT,
+    GRAPHS,
     MASK_OFF,
     N_FRAMES,
     OPSET,
@@ -120,7 +121,7 @@ def export_graphs(model: WhisperForConditionalGeneration, dims: WhisperDims, out
 
 
 def _check_graphs(out_dir: Path) -> dict[str, Any]:
-    reports = {name: check_graph(out_dir / f"{name}.onnx") for name in ("encoder", "decoder")}
+    reports = {name: check_graph(out_dir / f"{name}.onnx") for name in GRAPHS}
     for name, report in reports.items():
         if report.opset != OPSET or not report.clean:
             raise GateFailure(

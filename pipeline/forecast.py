@@ -37,8 +37,8 @@ from pipeline.graph_check import (
     table_op,
 )
 from pipeline.vitisai import no_npu_reason, npu_column
+from pipeline.whisper_io import GRAPHS
 
-GRAPHS = ("encoder", "decoder")
 NAMED_PER_OP = 5  # offending nodes named per op type in messages (all are in the JSON)
 
 

@@ -28,8 +28,8 @@ from pipeline.runtime import BUNDLE_FILE, Bundle, Transcriber
 from pipeline.sensitivity import VARIANT_GRID, ranked_layers
 from pipeline.speech_sets import clip_samples, load_saved_set
 from pipeline.wer import corpus_wer
+from pipeline.whisper_io import GRAPHS
 
-GRAPHS = ("encoder", "decoder")
 REPORT_FILE = "QUANTIZATION.md"
 
 

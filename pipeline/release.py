@@ -29,8 +29,8 @@ from pipeline.fsutil import atomic_dir, sha256_file, sha256_tree, write_json
 from pipeline.model_card import render_model_card
 from pipeline.runtime import BUNDLE_FILE, COMPILE_FILE, NPU_DIR, Bundle
 from pipeline.verify import CARD_FILE, MODEL_CARD_FILE, compare
+from pipeline.whisper_io import GRAPHS
 
-GRAPHS = ("encoder", "decoder")
 FORECAST_KEYS = ("coverage", "npu_subgraphs", "cpu_islands", "outside_table")
 VARIANT_TEXT = {
     "fp32": "float32, not quantized (the accuracy baseline)",

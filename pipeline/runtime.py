@@ -31,6 +31,7 @@ from pipeline.whisper_io import (
     CROSS_K,
     CROSS_V,
     ENCODER_INPUT,
+    GRAPHS,
     INPUT_IDS,
     LOGITS,
     MASK_OFF,
@@ -47,7 +48,6 @@ BUNDLE_FILE = "bundle.json"
 COMPILE_FILE = "compile_report.json"  # the compile stage's record, beside provider_options.json
 PROVIDER_OPTIONS_FILE = "provider_options.json"
 NPU_DIR = "npu"  # a release keeps its compiled files here, beside the bundle's
-GRAPHS = ("encoder", "decoder")
 CPU = "CPUExecutionProvider"
 
 

@@ -30,6 +30,7 @@ CHUNK_SECONDS = 30
 N_FRAMES = CHUNK_SECONDS * SAMPLE_RATE // HOP_LENGTH  # 3000 mel frames per window
 FRAMES_PER_TIMESTAMP = 2  # one timestamp token (0.02 s) spans two mel frames
 OPSET = 17
+GRAPHS = ("encoder", "decoder")  # the bundle's two graphs, files <name>.onnx
 MASK_OFF = -10_000.0  # additive mask: far below any attention score, finite for quantizers
 
 ENCODER_INPUT = "input_features"
