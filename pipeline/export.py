@@ -23,7 +23,7 @@ from pipeline.config import ExportParams
 from pipeline.decoding import DecodingSpec
 from pipeline.errors import GateFailure, UserError
 from pipeline.fsutil import atomic_dir, sha256_tree, write_json
-from pipeline.graph_check import check_graph
+from pipeline.graph_check import check_bundle_graphs
 from pipeline.model_source import SOURCE_FILE
 from pipeline.npu_graph import DecoderStep, EncoderWithCrossKV
 from pipeline.parity import run_parity
@@ -34,7 +34,6 @@ from pipeline.whisper_io import (
     DECODER_INPUTS,
     DECODER_OUTPUTS,
     ENCODER_INPUT,
-    GRAPHS,
     MASK_OFF,
     N_FRAMES,
     OPSET,
@@ -121,13 +120,13 @@ def export_graphs(model: WhisperForConditionalGeneration, dims: WhisperDims, out
 
 
 def _check_graphs(out_dir: Path) -> dict[str, Any]:
-    reports = {name: check_graph(out_dir / f"{name}.onnx") for name in GRAPHS}
+    reports = check_bundle_graphs(out_dir)
     for name, report in reports.items():
         if report.opset != OPSET or not report.clean:
             raise GateFailure(
                 f"{name}.onnx is not NPU-ready: opset {report.opset}; {report.problems()}"
             )
-    return {name: {"opset": r.opset, "op_counts": r.op_counts} for name, r in reports.items()}
+    return {name: report.summary() for name, report in reports.items()}
 
 
 def _write_runtime_files(model_dir: Path, processor: WhisperProcessor, out_dir: Path) -> None:

@@ -19,6 +19,8 @@ from typing import Any
 
 import onnx
 
+from pipeline.whisper_io import GRAPHS
+
 CONTROL_FLOW = frozenset({"If", "Loop", "Scan"})
 OPS_TABLE = "npu_ops_ryzenai_1.5.json"
 QUANTIZE, DEQUANTIZE = "QuantizeLinear", "DequantizeLinear"
@@ -56,6 +58,10 @@ class GraphReport:
     @property
     def clean(self) -> bool:
         return not (self.control_flow or self.non_static or self.outside_table)
+
+    def summary(self) -> dict[str, Any]:
+        """What bundle.json records of a graph."""
+        return {"opset": self.opset, "op_counts": self.op_counts}
 
     def problems(self) -> str:
         parts = [
@@ -149,3 +155,8 @@ def check_graph(path: Path, dtype: str | None = None) -> GraphReport:
         non_static=non_static(inferred.graph),
         outside_table=sorted({node.op_type for node in original if table_op(node) not in allowed}),
     )
+
+
+def check_bundle_graphs(root: Path) -> dict[str, GraphReport]:
+    """`check_graph` on each of a bundle directory's graphs."""
+    return {name: check_graph(Path(root) / f"{name}.onnx") for name in GRAPHS}

@@ -22,7 +22,7 @@ from pipeline.calibration import CalibrationSet, FeedReader
 from pipeline.config import QuantizeParams, Variant
 from pipeline.errors import GateFailure, UserError
 from pipeline.fsutil import atomic_dir, sha256_tree, write_json
-from pipeline.graph_check import check_graph
+from pipeline.graph_check import check_bundle_graphs
 from pipeline.quant_backends import QuantBackend, get_backend
 from pipeline.runtime import BUNDLE_FILE, Bundle, Transcriber
 from pipeline.sensitivity import VARIANT_GRID, ranked_layers
@@ -91,10 +91,7 @@ def _quantize_graphs(
 def _write_meta(out: Path, fp32: Bundle, meta: dict[str, Any]) -> None:
     full = {**fp32.meta, **meta}
     full.pop("parity", None)  # the fp32 parity gate does not describe a quantized graph
-    reports = {name: check_graph(out / f"{name}.onnx") for name in GRAPHS}
-    full["graphs"] = {
-        name: {"opset": r.opset, "op_counts": r.op_counts} for name, r in reports.items()
-    }
+    full["graphs"] = {name: report.summary() for name, report in check_bundle_graphs(out).items()}
     full["files"] = {
         name: digest
         for name, digest in sha256_tree(out).items()
