@@ -141,9 +141,8 @@ class OrtRunner:
 
     bundle: Bundle
     providers: list[str] = field(default_factory=lambda: [CPU])
-    provider_options: list[dict[str, Any]] | None = None
     threads: int | None = None
-    # Per graph: another model file (an EPContext model) and other provider options.
+    # Per graph: another model file (an EPContext model) and the providers' options.
     graph_files: dict[str, Path] = field(default_factory=dict)
     graph_options: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
@@ -172,7 +171,7 @@ class OrtRunner:
             str(self.graph_files.get(name, self.bundle.root / f"{name}.onnx")),
             session_options(self.threads, self.bundle.meta.get("custom_ops")),
             providers=self.providers,
-            provider_options=self.graph_options.get(name, self.provider_options),
+            provider_options=self.graph_options.get(name),
         )
 
     def _bind(self, session: ort.InferenceSession) -> ort.IOBinding:
@@ -254,11 +253,10 @@ class Transcriber:
         cls,
         root: Path,
         providers: list[str] | None = None,
-        provider_options: list[dict[str, Any]] | None = None,
         threads: int | None = None,
     ) -> Transcriber:
         bundle = Bundle.load(root)
-        return cls(bundle, OrtRunner(bundle, providers or [CPU], provider_options, threads))
+        return cls(bundle, OrtRunner(bundle, providers or [CPU], threads))
 
     def text(self, tokens: list[int]) -> str:
         words = [t for t in tokens if t < self.bundle.decoding.eot]
