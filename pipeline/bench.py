@@ -160,7 +160,13 @@ def _open_ours(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
         return Sample(clip, result.text, tokens, e2e, encoder, decoder)
 
     root = transcriber.bundle.root
-    return run, {"execution": execution, "size_mb": _size_mb(root.glob("*.onnx"))}
+    quantization = transcriber.bundle.meta.get("quantization") or {}
+    return run, {
+        "execution": execution,
+        "size_mb": _size_mb(root.glob("*.onnx")),
+        # 1 when the quantize stage met its held-back WER budget (fp32: nothing to meet).
+        "budget_met": float(quantization.get("budget_met", True)),
+    }
 
 
 def _open_transformers(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
@@ -527,7 +533,7 @@ def engine_metrics(
     }
     out: dict[str, dict[str, float]] = {}
     for name, runs in latency_pass.items():
-        figures = {
+        figures: dict[str, float] = {
             **scores[name],
             "wer_delta_vs_fp32": 100 * (scores[name]["wer"] - scores[BASELINE]["wer"]),
             **latency_stats(runs, clips.durations),
@@ -537,7 +543,11 @@ def engine_metrics(
                 for peer in peers
                 if peer != name and name not in PEERS
             },
-            **{key: workers[name][key] for key in ("peak_rss_mb", "size_mb", "load_s")},
+            **{
+                key: workers[name][key]
+                for key in ("peak_rss_mb", "size_mb", "load_s", "budget_met")
+                if key in workers[name]
+            },
         }
         out[name] = {key: round_sig(value) for key, value in figures.items()}
     return out
@@ -553,13 +563,28 @@ def _versions() -> dict[str, str | None]:
     return found
 
 
+# bench.json's top-level keys that are not variants: the peers' rows (context, not gated) and
+# the machine it was measured on.
+PEERS_KEY = "peers"
+MACHINE = "machine"
+NOT_VARIANTS = (PEERS_KEY, MACHINE)
+# CPU features that change which ONNX Runtime kernels run, and so a variant's time against fp32.
+KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+
+
 def _cpu_model() -> str:
+    """The CPU's name and its kernel-relevant features: two runs compare only if these match."""
     cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    if not cpuinfo.is_file():
+        return platform.processor() or platform.machine()
+    name, flags = platform.machine(), set()
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            name = value.strip()
+        elif key.strip() == "flags":
+            flags = set(value.split())
+    return " ".join([name, *(flag for flag in KERNEL_FLAGS if flag in flags)])
 
 
 def _open_workers(specs: Sequence[EngineSpec], stack: ExitStack) -> list[Worker]:
@@ -667,7 +692,8 @@ def run_bench(
     figures = engine_metrics(wer_pass, latency_pass, clips, info)
     metrics: dict[str, Any] = {k: v for k, v in figures.items() if k not in PEERS}
     if peers:
-        metrics["peers"] = {k: v for k, v in figures.items() if k in PEERS}
+        metrics[PEERS_KEY] = {k: v for k, v in figures.items() if k in PEERS}
+    metrics[MACHINE] = {"cpu": _cpu_model()}  # the gate compares latency on like CPUs
     run = {
         **run_info(specs, info, skipped, clips, latency_pass, params),
         "wall_s": round(time.perf_counter() - started, 1),
@@ -702,8 +728,8 @@ def format_table(result: BenchResult) -> str:
     """The scoreboard a person reads: time and WER against fp32 CPU and against each peer,
     then where the time and memory go."""
     rows = {
-        **{k: v for k, v in result.metrics.items() if k != "peers"},
-        **result.metrics.get("peers", {}),
+        **{k: v for k, v in result.metrics.items() if k not in NOT_VARIANTS},
+        **result.metrics.get(PEERS_KEY, {}),
     }
     engines, clips = result.run["engines"], result.run["clips"]
     peers = [p for p in PEERS if p in rows]
@@ -775,6 +801,12 @@ def format_table(result: BenchResult) -> str:
             f"{name}: NPU wanted, ran on CPU: {e['fallback']}"
             for name, e in engines.items()
             if e.get("fallback")
+        ),
+        *(
+            f"{name}: quantized outside its held-back WER budget (budget_met 0; see its "
+            "QUANTIZATION.md)"
+            for name, m in rows.items()
+            if m.get("budget_met") == 0
         ),
         f"bench took {result.run['wall_s']:.0f} s",
     ]

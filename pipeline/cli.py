@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.config import DEFAULT_PARAMS, Params, load_params
 from pipeline.errors import UserError
 
-Command = Callable[[argparse.Namespace, Params], Any]
+if TYPE_CHECKING:  # imported in main, after the SIGTERM handler: an early signal is no traceback
+    from pipeline.config import Params
+
 ARTIFACT_HELP = (
     "bundle, compiled (runs on the VitisAI EP where it is installed) or release directory"
 )
@@ -100,6 +103,12 @@ def _compile(args: argparse.Namespace, params: Params) -> int:
 
 
 def _bench(args: argparse.Namespace, params: Params) -> int:
+    """Output paths are checked first: a refusal after the measurements would waste the run."""
+    from pipeline.fsutil import check_output_dir
+
+    if os.path.lexists(args.out) and not args.out.is_file():
+        raise UserError(f"{args.out}: exists and is not a file; bench writes its JSON there")
+    check_output_dir(args.plots, args.compiled, args.data, args.baseline_bundle, args.model)
     from pipeline.bench import format_table, run_bench
 
     result = run_bench(
@@ -128,10 +137,30 @@ def _check(args: argparse.Namespace, params: Params) -> int:
 
 
 def _non_negative(text: str) -> float:
+    """A finite threshold >= 0: nan would compare False and pass every regression."""
     value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
+def _shown(path: Path) -> str:
+    """A path as printable text: undecodable bytes of a file name become \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _os_error(exc: OSError) -> str:
+    """An OS error the user can cause (permissions, a full disk, a symlink loop) in one line."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    names = [_shown(Path(name)) for name in (exc.filename, exc.filename2) if name]
+    return f"{' -> '.join(names)}: {reason}" if names else reason
 
 
 def _transcribe(args: argparse.Namespace, params: Params) -> int:
@@ -145,13 +174,13 @@ def _transcribe(args: argparse.Namespace, params: Params) -> int:
     for path in args.audio:
         try:
             text = transcriber.transcribe(load_audio(path)).text
-        except UserError as exc:
-            print(f"whisper-npu transcribe: error: {exc}", file=sys.stderr)
+        except (UserError, OSError) as exc:
+            _error("transcribe", _os_error(exc) if isinstance(exc, OSError) else str(exc))
             failed = True
             continue
-        results.append({"path": str(path), "text": text})
+        results.append({"path": _shown(path), "text": text})
         if not args.json:
-            print(text if len(args.audio) == 1 else f"{path}\t{text}", flush=True)
+            print(text if len(args.audio) == 1 else f"{_shown(path)}\t{text}", flush=True)
     if args.json:
         print(json.dumps(results, indent=2, ensure_ascii=False))
     return 2 if failed else 0
@@ -171,6 +200,8 @@ def _verify(args: argparse.Namespace, params: Params | None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pipeline.config import DEFAULT_PARAMS
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--params", type=Path, default=DEFAULT_PARAMS, help="params file (default: params.yaml)"
@@ -307,7 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     transcribe.add_argument("--json", action="store_true", help="print a JSON list of {path, text}")
     transcribe.add_argument(
-        "--threads", type=int, default=None, help="intra-op threads (default: ORT's choice)"
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="intra-op threads (default: ORT's choice)",
     )
     transcribe.add_argument("audio", nargs="+", type=Path)
     # Deployments transcribe with a pulled release and no params.yaml beside it.
@@ -344,22 +378,43 @@ def _interrupt_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    _interrupt_on_sigterm()
-    try:
-        params = load_params(args.params) if getattr(args, "needs_params", True) else None
-        outcome = args.run(args, params)
-    except UserError as exc:
-        print(f"whisper-npu {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(
-            f"whisper-npu {args.command}: interrupted; previous outputs left untouched",
-            file=sys.stderr,
-        )
-        return 130
+def _error(command: str | None, message: str) -> None:
+    """The one stderr line of a refused call (a message never spans lines)."""
+    prefix = f"whisper-npu {command}" if command else "whisper-npu"
+    print(f"{prefix}: error: {' '.join(message.splitlines())}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipeline.config import load_params
+
+    params = load_params(args.params) if getattr(args, "needs_params", True) else None
+    outcome = args.run(args, params)
     if isinstance(outcome, int):
         return outcome
     print(json.dumps(outcome, indent=2, default=str))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Every failure a user can cause ends here as one line and its exit code, including
+    interrupts during the (slow) imports and OS errors such as a full disk."""
+    _interrupt_on_sigterm()
+    command = None
+    try:
+        args = build_parser().parse_args(argv)
+        command = args.command
+        return _run(args)
+    except UserError as exc:
+        _error(command, str(exc))
+        return exc.exit_code
+    except BrokenPipeError:
+        # stdout closed early (`| head`): say nothing, and keep the exit flush from failing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 2
+    except OSError as exc:
+        _error(command, _os_error(exc))
+        return 2
+    except KeyboardInterrupt:
+        prefix = f"whisper-npu {command}" if command else "whisper-npu"
+        print(f"{prefix}: interrupted; previous outputs left untouched", file=sys.stderr)
+        return 130

@@ -13,17 +13,25 @@ and writes the forecast alone: nothing here pretends to have compiled.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
 from pipeline import vitisai
 from pipeline.config import CompileParams
 from pipeline.errors import GateFailure, UserError
 from pipeline.forecast import describe_split, forecast_bundle, summary_lines
-from pipeline.fsutil import atomic_dir, sha256_file, write_json
+from pipeline.fsutil import (
+    atomic_dir,
+    check_output_dir,
+    excerpt,
+    read_json_object,
+    sha256_file,
+    write_json,
+)
 from pipeline.graph_check import ops_table
 from pipeline.runtime import (
     BUNDLE_FILE,
@@ -38,7 +46,7 @@ from pipeline.whisper_io import GRAPHS
 def _variant(bundle: Bundle) -> str:
     variant = str(bundle.meta.get("variant"))
     if variant not in vitisai.TABLE_COLUMN:
-        raise UserError(f"{bundle.root}: unknown bundle variant {variant!r}")
+        raise UserError(f"{bundle.root}: unknown bundle variant {excerpt(variant)}")
     return variant
 
 
@@ -64,9 +72,7 @@ def _compile_with_ep(
             session_options(None, bundle.meta.get("custom_ops")),
         )
         reports[name] = (
-            vitisai.parse_ep_report(json.loads(report.read_text(encoding="utf-8")))
-            if report.is_file()
-            else None
+            vitisai.parse_ep_report(read_json_object(report)) if report.is_file() else None
         )
     return reports
 
@@ -79,9 +85,13 @@ def compile_bundle(
     allow_split: bool = False,
 ) -> dict[str, Any]:
     """Forecast, gate (unless `allow_split`) and write the compiled directory."""
+    check_output_dir(Path(out_dir), Path(bundle_dir))
     bundle = Bundle.load(Path(bundle_dir))
     variant, target = _variant(bundle), target or params.target
-    forecast = forecast_bundle(bundle.root, variant, target, params.tokens_per_window)
+    try:
+        forecast = forecast_bundle(bundle.root, variant, target, params.tokens_per_window)
+    except DecodeError as exc:  # a graph file that is not ONNX
+        raise UserError(f"{bundle.root}: a graph is not a readable ONNX model ({exc})") from None
     providers = vitisai.available_providers()
     ep = vitisai.PROVIDER in providers
     if not ep:
@@ -91,6 +101,14 @@ def compile_bundle(
             file=sys.stderr,
         )
     print("\n".join(summary_lines(variant, forecast)), flush=True)
+    # A quantized bundle that missed its held-back WER budget is compiled all the same.
+    budget_met = bool((bundle.meta.get("quantization") or {}).get("budget_met", True))
+    if not budget_met:
+        print(
+            f"whisper-npu compile: note: {variant} missed its held-back WER budget when it was "
+            "quantized (budget_met: false in its bundle.json)",
+            file=sys.stderr,
+        )
     if not forecast["clean"] and not allow_split:
         raise GateFailure(
             f"{bundle_dir} would split on the NPU ({forecast['npu_dtype']}, {target}): "
@@ -113,6 +131,7 @@ def compile_bundle(
             "providers": providers,
             "bundle": Path(os.path.relpath(bundle.root.resolve(), out_dir.resolve())).as_posix(),
             "bundle_sha256": sha256_file(bundle.root / BUNDLE_FILE),
+            "budget_met": budget_met,
             "forecast": forecast,
             "report": report,
         }

@@ -108,7 +108,8 @@ def _quantization(card: dict[str, Any]) -> list[str]:
         f"- backend {q['backend']} {q['backend_version'] or ''}, grid {q['grid']}, decoder "
         f"{q['decoder_variant']}, op types {', '.join(q['op_types'] or [])}",
         f"- held-back WER {_metric('wer', q['holdout_wer'])} against fp32 "
-        f"{_metric('wer', q['fp32_holdout_wer'])} (budget +{q['max_wer_delta']} points)",
+        f"{_metric('wer', q['fp32_holdout_wer'])} on {q.get('holdout_words')} words "
+        f"(budget +{q['max_wer_delta']} points: {'met' if q['budget_met'] else 'NOT MET'})",
         f"- calibration set `{calibration['manifest_sha256']}`: {calibration['clips']} clips "
         f"({calibration['decoder_steps']} decoder steps) recorded through the fp32 bundle "
         f"`{calibration['fp32_bundle_sha256']}`, {calibration['holdout_clips']} held back",
@@ -125,7 +126,11 @@ def _quantization(card: dict[str, Any]) -> list[str]:
         ]
         lines.append(f"- {graph}: {', '.join(kept) or 'none'}")
     rows = [
-        (a["excluded_per_graph"], _metric("wer", a["holdout_wer"]), f"{a['wer_delta']:+.2f}")
+        (
+            a["excluded_per_graph"],
+            ("" if a.get("complete", True) else "≥ ") + _metric("wer", a["holdout_wer"]),
+            ("" if a.get("complete", True) else "≥ ") + f"{a['wer_delta']:+.2f}",
+        )
         for a in q["attempts"]
     ]
     return [*lines, "", *_table(("layers kept float per graph", "held-back WER", "delta"), rows)]

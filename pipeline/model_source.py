@@ -41,13 +41,9 @@ def classify_source(source: str) -> tuple[str, Path | str]:
     if path.is_dir():
         if (path / "model.bin").is_file() and not (path / "model.safetensors").exists():
             return "ct2", path
-        config = path / "config.json"
-        model_type = (
-            json.loads(config.read_text(encoding="utf-8")).get("model_type")
-            if config.is_file()
-            else None
-        )
-        if model_type == "whisper":
+        config = _read_config(path / "config.json")
+        if config.get("model_type") == "whisper":
+            _refuse_remote_code(config, str(path))
             return "transformers", path
         raise UserError(
             f"{path}: not a Whisper model directory "
@@ -59,6 +55,25 @@ def classify_source(source: str) -> tuple[str, Path | str]:
             "or hub id like openai/whisper-tiny.en"
         )
     return "hub", source
+
+
+def _read_config(config: Path) -> dict[str, Any]:
+    """A model directory's config.json as a mapping ({} when there is none)."""
+    if not config.is_file():
+        return {}
+    try:
+        loaded = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{config}: unreadable model config ({type(exc).__name__})") from None
+    if not isinstance(loaded, dict):
+        raise UserError(f"{config}: model config is not a JSON object")
+    return loaded
+
+
+def _refuse_remote_code(config: dict[str, Any], where: str) -> None:
+    """`auto_map` names Python classes to import from the model's own files: never run them."""
+    if "auto_map" in config:
+        raise UserError(f"{where}: config.json asks for remote code (auto_map); refusing it")
 
 
 def _check_hub(repo_id: str, revision: str) -> None:
@@ -76,6 +91,7 @@ def _check_hub(repo_id: str, revision: str) -> None:
         raise UserError(
             f"cannot reach the Hugging Face hub for {repo_id!r} (offline? {reason})"
         ) from None
+    _refuse_remote_code(info.config or {}, f"hub model {repo_id!r}")
     files = {sibling.rfilename for sibling in info.siblings or []}
     if not any(name.endswith(".safetensors") for name in files):
         raise UserError(

@@ -74,17 +74,19 @@ def _wer_vs_latency(
     axes.axhline(100 * baseline["wer"], color="grey", linewidth=0.8, linestyle="--")
     axes.axvline(baseline["e2e_ms_p50"], color="grey", linewidth=0.8, linestyle="--")
     for name, latency, wer, speedup in rows:
+        missed = figures[name].get("budget_met") == 0  # quantized outside its WER budget
         axes.scatter(
             latency,
             wer,
             s=90,
             color=colours[name],
-            marker="s" if name in PEERS else "o",
+            marker="s" if name in PEERS else "X" if missed else "o",
             edgecolor="black",
             linewidth=0.6,
             zorder=3,
             # In the legend rather than beside the points: close points cannot hide each other.
-            label=f"{name}: {speedup:.2f}x fp32 speed, WER {wer:.2f}%",
+            label=f"{name}: {speedup:.2f}x fp32 speed, WER {wer:.2f}%"
+            + (" (held-back WER budget missed)" if missed else ""),
         )
     # Log scale: an NPU variant several times faster and a slow peer both stay readable.
     axes.set_xscale("log")
@@ -94,7 +96,8 @@ def _wer_vs_latency(
     axes.set_xlabel("end-to-end ms per clip, median (log scale)  ← faster")
     axes.set_ylabel("WER % on the eval set  ↓ better")
     axes.set_title(
-        f"WER vs latency (dashed: fp32 CPU baseline; squares: peers)\n{_subtitle(run)}",
+        f"WER vs latency (dashed: fp32 CPU baseline; squares: peers; X: budget missed)\n"
+        f"{_subtitle(run)}",
         fontsize=10,
     )
     axes.margins(x=0.15, y=0.2)

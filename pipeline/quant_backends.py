@@ -10,12 +10,15 @@ import contextlib
 import copy
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from pipeline.calibration import FeedReader
 from pipeline.errors import UserError
 
+# Quark rounds bf16 without calibrating, and then asks its range cache for ranges it never saved.
+UNCALIBRATED = frozenset({"bf16"})
 QUARK_PRESETS = {
     "xint8": "XINT8_QCONFIG",
     "a8w8": "A8W8_QCONFIG",
@@ -24,21 +27,50 @@ QUARK_PRESETS = {
 }
 
 
+@dataclass(frozen=True)
+class QuantJob:
+    """One graph to quantize: what every backend is given.
+
+    `ranges_cache` is a file the backend may fill with the calibrated activation ranges on its
+    first run and read back on later runs of the same graph and grid: the ranges come from the
+    float model and do not depend on which layers are kept float, so the exclusion ladder
+    calibrates once instead of once per attempt.
+    """
+
+    fp32: Path
+    out: Path
+    reader: FeedReader
+    variant: str
+    exclude: list[str]
+    op_types: list[str]
+    ranges_cache: Path | None = None
+
+
 class QuantBackend(Protocol):
     name: str
 
     def custom_ops_for(self, variant: str) -> str | None:
         """A custom-op library the quantized graph needs at run time, if any."""
 
-    def quantize(
-        self,
-        fp32: Path,
-        out: Path,
-        reader: FeedReader,
-        variant: str,
-        exclude: list[str],
-        op_types: list[str],
-    ) -> None: ...
+    def quantize(self, job: QuantJob) -> None: ...
+
+
+class _FirstFeedOnly:
+    """The first feed of a reader, once: Quark refuses an empty reader even when it has
+    restored its ranges and runs none."""
+
+    def __init__(self, reader: FeedReader) -> None:
+        self.reader, self.given = reader, False
+
+    def get_next(self) -> dict[str, Any] | None:
+        if self.given:
+            return None
+        self.given = True
+        return self.reader.get_next()
+
+    def rewind(self) -> None:
+        self.given = False
+        self.reader.rewind()
 
 
 class QuarkBackend:
@@ -53,14 +85,14 @@ class QuarkBackend:
             ) from None
 
     def custom_ops_for(self, variant: str) -> str | None:
-        return "quark" if variant == "bf16" else None  # BFloat16 Q/DQ are Quark custom ops on CPU
+        return None  # bf16 is written as Cast pairs (below), which ONNX Runtime runs itself
 
-    def config(self, variant: str, exclude: list[str], op_types: list[str], tmp_dir: str) -> Any:
+    def config(self, job: QuantJob, tmp_dir: str) -> Any:
         import quark.onnx as quark
         from quark.onnx import QConfig, QLayerConfig
 
         preset = copy.deepcopy(
-            getattr(quark, QUARK_PRESETS[variant])
+            getattr(quark, QUARK_PRESETS[job.variant])
         )  # presets are shared singletons
         # Presets keep their options one level down, as {"extra_options": {...}}; Quark unwraps one
         # level only, so they are flattened here or they would be silently dropped.
@@ -68,7 +100,7 @@ class QuarkBackend:
         options.update({k: v for k, v in preset.extra_options.items() if k != "extra_options"})
         options.update(
             {
-                "OpTypesToQuantize": op_types,
+                "OpTypesToQuantize": job.op_types,
                 "TmpDir": tmp_dir,
                 # The presets force-quantize every tensor, so Softmax, Add and LayerNorm outputs
                 # all land on one 8-bit grid and no exclusion can save 8-bit Whisper (held-back
@@ -81,34 +113,47 @@ class QuarkBackend:
                 "SimplifyModel": False,
             }
         )
-        if variant == "a16w8":
+        if job.ranges_cache is not None and job.variant not in UNCALIBRATED:
+            # Quark's own range cache: saved by the first run, read (calibration skipped) after.
+            options["SaveAndRestore"] = str(job.ranges_cache)
+        if job.variant == "bf16":
+            # AMD's form for VAIML: BF16 Q/DQ become Cast(float→bfloat16)→Cast(→float) pairs,
+            # which ONNX Runtime's CPU provider runs natively instead of through Quark's
+            # custom-op library (5x slower than fp32 on CPU, and a torch import).
+            options["BF16QDQToCast"] = True
+        if job.variant == "a16w8":
             options["AlignConcat"] = False  # Quark 0.13 crashes in align_concat on this graph
         layer = preset.global_config
         return QConfig(
             global_config=QLayerConfig(
                 input_tensors=layer.input_tensors or layer.activation, weight=layer.weight
             ),
-            exclude=list(exclude),
+            exclude=list(job.exclude),
             algo_config=preset.algo_config,
             extra_options=options,
         )
 
-    def quantize(
-        self,
-        fp32: Path,
-        out: Path,
-        reader: FeedReader,
-        variant: str,
-        exclude: list[str],
-        op_types: list[str],
-    ) -> None:
+    def quantize(self, job: QuantJob) -> None:
         from quark.onnx import ModelQuantizer
 
-        fp32, out = Path(fp32).resolve(), Path(out).resolve()
+        job = replace(
+            job,
+            fp32=job.fp32.resolve(),
+            out=job.out.resolve(),
+            ranges_cache=job.ranges_cache.resolve() if job.ranges_cache else None,
+        )
+        # With the ranges restored Quark runs no feed, but it still copies every feed the reader
+        # gives into memory first (96 decoder feeds, each replayed through the fp32 graphs).
+        restored = (
+            job.ranges_cache is not None
+            and job.variant not in UNCALIBRATED
+            and job.ranges_cache.is_file()
+        )
+        reader = _FirstFeedOnly(job.reader) if restored else job.reader
         with tempfile.TemporaryDirectory(prefix="quark-") as tmp_dir, contextlib.chdir(tmp_dir):
             # chdir: Quark writes quantized_info.csv into the working directory.
-            quantizer = ModelQuantizer(self.config(variant, exclude, op_types, tmp_dir))
-            quantizer.quantize_model(str(fp32), str(out), reader)
+            quantizer = ModelQuantizer(self.config(job, tmp_dir))
+            quantizer.quantize_model(str(job.fp32), str(job.out), reader)
 
 
 class VaiQOnnxBackend:
@@ -127,34 +172,26 @@ class VaiQOnnxBackend:
     def custom_ops_for(self, variant: str) -> str | None:
         return None
 
-    def quantize(
-        self,
-        fp32: Path,
-        out: Path,
-        reader: FeedReader,
-        variant: str,
-        exclude: list[str],
-        op_types: list[str],
-    ) -> None:
+    def quantize(self, job: QuantJob) -> None:
         import vai_q_onnx
 
-        if variant == "bf16":
+        if job.variant == "bf16":
             raise UserError("quantize.backend vai_q_onnx: no bf16; use quark")
         quant = vai_q_onnx.QuantType
         vai_q_onnx.quantize_static(
-            str(fp32),
-            str(out),
-            reader,
+            str(job.fp32),
+            str(job.out),
+            job.reader,
             quant_format=vai_q_onnx.QuantFormat.QDQ,
             calibrate_method=vai_q_onnx.PowerOfTwoMethod.MinMSE
-            if variant == "xint8"
+            if job.variant == "xint8"
             else vai_q_onnx.CalibrationMethod.MinMax,
-            activation_type=quant.QInt16 if variant == "a16w8" else quant.QUInt8,
+            activation_type=quant.QInt16 if job.variant == "a16w8" else quant.QUInt8,
             weight_type=quant.QInt8,
-            op_types_to_quantize=op_types,
-            nodes_to_exclude=exclude,
+            op_types_to_quantize=job.op_types,
+            nodes_to_exclude=job.exclude,
             enable_ipu_transformer=True,
-            extra_options={"ActivationSymmetric": variant == "xint8", "WeightSymmetric": True},
+            extra_options={"ActivationSymmetric": job.variant == "xint8", "WeightSymmetric": True},
         )
 
 
@@ -166,30 +203,22 @@ class OrtBackend:
     def custom_ops_for(self, variant: str) -> str | None:
         return None
 
-    def quantize(
-        self,
-        fp32: Path,
-        out: Path,
-        reader: FeedReader,
-        variant: str,
-        exclude: list[str],
-        op_types: list[str],
-    ) -> None:
+    def quantize(self, job: QuantJob) -> None:
         from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-        if variant in ("xint8", "bf16"):
+        if job.variant in ("xint8", "bf16"):
             raise UserError(
-                f"quantize.backend ort: no {variant} (power-of-two / bfloat16 need quark)"
+                f"quantize.backend ort: no {job.variant} (power-of-two / bfloat16 need quark)"
             )
         quantize_static(
-            str(fp32),
-            str(out),
-            reader,
+            str(job.fp32),
+            str(job.out),
+            job.reader,
             quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=op_types,
-            activation_type=QuantType.QUInt16 if variant == "a16w8" else QuantType.QUInt8,
+            op_types_to_quantize=job.op_types,
+            activation_type=QuantType.QUInt16 if job.variant == "a16w8" else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            nodes_to_exclude=exclude,
+            nodes_to_exclude=job.exclude,
             extra_options={"WeightSymmetric": True},
         )
 

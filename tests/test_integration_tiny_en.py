@@ -10,7 +10,7 @@ import pytest
 from pipeline.reference import greedy_tokens, load_model, log_mel
 from pipeline.speech_sets import LONG_FORM_S, build_speech_sets, clip_samples, load_saved_set
 from pipeline.wer import normalise
-from tests.conftest import REPO
+from tests.conftest import default_data_params
 
 pytestmark = pytest.mark.integration
 EOT = 50256
@@ -30,20 +30,7 @@ def test_default_sets_meet_the_brief(default_data_dir):
 
 
 def test_default_sets_rebuild_byte_identically(default_data_dir, default_params, tmp_path):
-    data = default_params.data
-    again = data.model_copy(
-        update={
-            "calibration": data.calibration.model_copy(
-                update={"sentences": REPO / data.calibration.sentences}
-            ),
-            "eval": data.eval.model_copy(
-                update={
-                    "sentences": REPO / data.eval.sentences,
-                    "longform": REPO / data.eval.longform,
-                }
-            ),
-        }
-    )
+    again = default_data_params(default_params)
     rebuilt = build_speech_sets(again, tmp_path / "again")
     first = (default_data_dir / "manifest.json").read_text()
     assert {k: v["arrow_sha256"] for k, v in rebuilt["sets"].items()} == {

@@ -63,3 +63,20 @@ def test_directory_that_is_not_whisper(tmp_path):
 def test_ct2_directory_and_hub_id_are_recognised(tmp_path):
     assert classify_source("builtin:tiny.en")[0] == "ct2"
     assert classify_source("openai/whisper-base.en") == ("hub", "openai/whisper-base.en")
+
+
+def test_remote_code_is_refused_not_copied(tmp_path):
+    """A whisper config with auto_map names Python classes in the model's own files: refused
+    before anything loads, never carried into artifacts."""
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "whisper", "auto_map": {"AutoModel": "modeling.Evil"}})
+    )
+    with pytest.raises(UserError, match=r"asks for remote code \(auto_map\); refusing it"):
+        classify_source(str(tmp_path))
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe not utf-8", b"{not json", b"[1, 2]"])
+def test_unreadable_model_config_is_one_line(tmp_path, content):
+    (tmp_path / "config.json").write_bytes(content)
+    with pytest.raises(UserError, match="config"):
+        classify_source(str(tmp_path))

@@ -7,10 +7,18 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from pipeline.config import QuantizeParams
 from pipeline.errors import UserError
-from pipeline.quant_backends import OrtBackend, get_backend
-from pipeline.quantize import exclusion_ladder
+from pipeline.quant_backends import OrtBackend, QuantJob, QuarkBackend, get_backend
+from pipeline.quantize import (
+    exclusion_ladder,
+    graph_rankings,
+    graph_variants,
+    search_ladder,
+    wer_standard_error,
+)
 from pipeline.sensitivity import Precision, _round_to_grid, layer_sensitivity, snr_db
+from pipeline.wer import EditCounts, clip_edits, corpus_wer
 
 
 def test_exclusion_ladder():
@@ -25,7 +33,7 @@ def test_backends_that_are_missing_or_cannot_do_a_variant_say_so(tmp_path):
     for variant in ("xint8", "bf16"):
         with pytest.raises(UserError, match=f"no {variant}"):
             OrtBackend().quantize(
-                tmp_path / "a.onnx", tmp_path / "b.onnx", None, variant, [], ["MatMul"]
+                QuantJob(tmp_path / "a.onnx", tmp_path / "b.onnx", None, variant, [], ["MatMul"])
             )
 
 
@@ -83,3 +91,139 @@ def test_snr():
     reference = [np.ones(10, np.float32)]
     assert snr_db(reference, reference) == float("inf")
     assert snr_db(reference, [np.full(10, 1.1, np.float32)]) == pytest.approx(20.0)
+
+
+@pytest.mark.parametrize("smallest_passing", [0, 1, 2, 4, 8, 16, None])
+def test_search_stops_at_the_first_passing_rung(smallest_passing):
+    ladder = exclusion_ladder(16)
+    tried: list[int] = []
+
+    def passes(k: int) -> bool:
+        tried.append(k)
+        return smallest_passing is not None and k >= smallest_passing
+
+    assert search_ladder(ladder, passes) == smallest_passing
+    expected = ladder if smallest_passing is None else ladder[: ladder.index(smallest_passing) + 1]
+    assert tried == expected  # in order, and only one passing rung (the costly one) is tried
+
+
+def test_the_decoder_is_ranked_on_its_own_grid(tmp_path):
+    """decoder_variant {a8w8: a16w8}: the decoder's kept-float layers come from a16w8's
+    sensitivities, not the encoder's a8w8 ones."""
+    import json
+
+    for grid, order in (("a8w8", ["d1", "d2"]), ("a16w8", ["d2", "d1"])):
+        snr = {"encoder": {"e1": 1.0, "e2": 2.0}, "decoder": {order[0]: 1.0, order[1]: 2.0}}
+        (tmp_path / f"{grid}.json").write_text(json.dumps({"snr_db": snr}))
+    params = QuantizeParams(variants=["a8w8"], decoder_variant={"a8w8": "a16w8"})
+    variants = graph_variants(params, "a8w8")
+    assert variants == {"encoder": "a8w8", "decoder": "a16w8"}
+    ranking = graph_rankings(tmp_path, variants)
+    assert [name for name, _ in ranking["decoder"]] == ["d2", "d1"]
+    assert [name for name, _ in ranking["encoder"]] == ["e1", "e2"]
+
+
+def test_edit_counts_add_up_to_corpus_wer():
+    refs = ["the cat sat on the mat", "hello world", "Mr. Smith is here"]
+    hyps = ["the cat sat on mat", "hello there world", "mister smith is here"]
+    total = sum((clip_edits(r, h) for r, h in zip(refs, hyps, strict=True)), EditCounts())
+    assert total.wer == pytest.approx(corpus_wer(refs, hyps))
+    assert total.words == 6 + 2 + 4
+    assert wer_standard_error(0.02, 1300) == pytest.approx(0.00388, abs=1e-5)
+
+
+class CountingReader:
+    """A calibration reader that counts the feeds a quantizer asks for."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+        self.feeds, self.served, self.position = feeds, 0, 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.position >= len(self.feeds):
+            return None
+        self.position += 1
+        self.served += 1
+        return self.feeds[self.position - 1]
+
+    def rewind(self) -> None:
+        self.position = 0
+
+    def reset(self) -> None:
+        self.position = 0
+
+
+def _scales(path) -> dict[str, float]:
+    graph = onnx.load(str(path)).graph
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    return {
+        node.input[0]: float(values[node.input[1]])
+        for node in graph.node
+        if node.op_type == "QuantizeLinear" and node.input[1] in values
+    }
+
+
+def test_quark_bf16_needs_no_range_cache(tmp_path):
+    """bf16 is not calibrated: a range cache offered for it is neither written nor asked for."""
+    two_layer_graph(tmp_path / "m.onnx", outlier_scale=3.0)
+    feeds = [{"x": np.ones((8, 64), np.float32)}]
+    cache = tmp_path / "ranges.json"
+    for out in ("a.onnx", "b.onnx"):
+        job = QuantJob(
+            tmp_path / "m.onnx",
+            tmp_path / out,
+            CountingReader(feeds),
+            "bf16",
+            [],
+            ["MatMul"],
+            cache,
+        )
+        QuarkBackend().quantize(job)
+        assert (tmp_path / out).is_file() and not cache.exists()
+
+
+def test_quark_bf16_is_cast_pairs_that_plain_onnxruntime_runs(tmp_path):
+    """bf16 in AMD's VAIML form: Cast pairs and no custom op; it runs on a plain CPU session
+    and rounds activations and weights to bfloat16 (close to float, not equal)."""
+    import onnxruntime
+
+    two_layer_graph(tmp_path / "m.onnx", outlier_scale=3.0)
+    x = {"x": np.random.default_rng(0).normal(size=(8, 64)).astype(np.float32)}
+    job = QuantJob(
+        tmp_path / "m.onnx", tmp_path / "b.onnx", CountingReader([x]), "bf16", [], ["MatMul"]
+    )
+    QuarkBackend().quantize(job)
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "b.onnx")).graph.node}
+    assert "Cast" in ops and not any("Quantize" in op for op in ops)
+    assert QuarkBackend().custom_ops_for("bf16") is None
+    run = onnxruntime.InferenceSession(str(tmp_path / "b.onnx"), providers=["CPUExecutionProvider"])
+    ref = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    got, want = run.run(None, x)[0], ref.run(None, x)[0]
+    assert 0 < np.abs(got - want).max() < 0.05 * np.abs(want).max()
+
+
+@pytest.mark.parametrize("variant", ["a8w8", "xint8", "a16w8"])
+def test_quark_reuses_calibrated_ranges_across_attempts(tmp_path, variant):
+    """The second attempt reads the first one's ranges: no feed is run again, and the scales of
+    the activations still quantized are the ones a fresh calibration gives."""
+    two_layer_graph(tmp_path / "m.onnx", outlier_scale=3.0)
+    feeds = [
+        {"x": np.random.default_rng(i).normal(size=(8, 64)).astype(np.float32)} for i in range(4)
+    ]
+    cache = tmp_path / "ranges.json"
+    ops = ["MatMul"]
+    first = CountingReader(feeds)
+    QuarkBackend().quantize(
+        QuantJob(tmp_path / "m.onnx", tmp_path / "a.onnx", first, variant, [], ops, cache)
+    )
+    assert first.served > 0 and cache.is_file()
+    again = CountingReader(feeds)
+    QuarkBackend().quantize(
+        QuantJob(tmp_path / "m.onnx", tmp_path / "b.onnx", again, variant, ["second"], ops, cache)
+    )
+    assert again.served == 1  # one feed only: Quark copies every feed it is given first
+    fresh = CountingReader(feeds)
+    QuarkBackend().quantize(
+        QuantJob(tmp_path / "m.onnx", tmp_path / "c.onnx", fresh, variant, ["second"], ops)
+    )
+    assert _scales(tmp_path / "b.onnx") == _scales(tmp_path / "c.onnx")
+    assert "hs" in _scales(tmp_path / "a.onnx") and "hs" not in _scales(tmp_path / "b.onnx")

@@ -72,11 +72,27 @@ def fake_bundle(root: Path, variant: str = "a16w8") -> Path:
             "op_types": ["MatMul"],
             "max_wer_delta": 1.0,
             "fp32_holdout_wer": 0.01,
+            "holdout_wer": 0.015,
+            "holdout_words": 1305,
+            "holdout_wer_se": 0.0028,
+            "budget_met": True,
             "excluded": {"encoder": ["/enc/MatMul"], "decoder": []},
             "sensitivity_db": {"encoder": {"/enc/MatMul": 31.5}, "decoder": {}},
             "attempts": [
-                {"excluded_per_graph": 0, "holdout_wer": 0.05, "wer_delta": 4.0},
-                {"excluded_per_graph": 1, "holdout_wer": 0.015, "wer_delta": 0.5},
+                {
+                    "excluded_per_graph": 0,
+                    "holdout_wer": 0.05,
+                    "wer_delta": 4.0,
+                    "complete": False,
+                    "passed": False,
+                },
+                {
+                    "excluded_per_graph": 1,
+                    "holdout_wer": 0.015,
+                    "wer_delta": 0.5,
+                    "complete": True,
+                    "passed": True,
+                },
             ],
             "calibration": CALIBRATION_MANIFEST,
         },
@@ -176,6 +192,9 @@ def test_release_layout_card_and_verify(inputs, tmp_path: Path) -> None:
     assert card["metrics"] == {"wer": 0.03, "e2e_ms_p50": 410.5}
     assert card["quantization"]["excluded"]["encoder"] == [{"node": "/enc/MatMul", "snr_db": 31.5}]
     assert card["quantization"]["holdout_wer"] == 0.015
+    assert card["quantization"]["budget_met"] is True
+    assert "budget +1.0 points: met" in (out / MODEL_CARD_FILE).read_text()
+    assert "| 0 | ≥ 5.00% | ≥ +4.00 |" in (out / MODEL_CARD_FILE).read_text()
     assert card["quantization"]["calibration"]["clips"] == 2
     assert card["compile"]["forecast"]["decoder"]["outside_table"] == [
         {"op_type": "Gather", "count": 2}
@@ -260,6 +279,20 @@ def test_missing_forecast_is_noted(inputs, tmp_path: Path) -> None:
     assert card["compile"]["forecast"] is None
     assert card["notes"] == [f"no partition forecast in {COMPILE_FILE}"]
     assert "No partition forecast." in (out / MODEL_CARD_FILE).read_text()
+
+
+def test_a_missed_budget_is_a_note_and_said_in_the_card(tmp_path: Path) -> None:
+    bundle = fake_bundle(tmp_path / "bundles" / "a16w8")
+    meta = json.loads((bundle / "bundle.json").read_text())
+    meta["quantization"].update(budget_met=False, holdout_wer=0.035)
+    (bundle / "bundle.json").write_text(json.dumps(meta))
+    compiled = fake_compiled(tmp_path / "compiled" / "a16w8", bundle)
+    out = tmp_path / "release"
+    build_release(bundle, compiled, tmp_path / "no-bench.json", out)
+    card = json.loads((out / CARD_FILE).read_text())
+    assert card["quantization"]["budget_met"] is False
+    assert any(note.startswith("WER budget not met: held-back WER 3.50%") for note in card["notes"])
+    assert "budget +1.0 points: NOT MET" in (out / MODEL_CARD_FILE).read_text()
 
 
 def previous_release(tmp_path: Path) -> Path:

@@ -115,6 +115,34 @@ def test_espeak_voice_reads_text():
     assert rate > 0 and samples.size > rate // 2
 
 
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="Debian espeak-ng not installed")
+def test_sentence_text_never_becomes_an_espeak_option(tmp_path):
+    """A sentence line `-w<path>` is read aloud, not taken as espeak-ng's write-to-file option;
+    `--version` is speech too, and the call never waits on an open stdin."""
+    target = tmp_path / "written-by-espeak.wav"
+    for text in (f"-w{target}", "--version", "--stdin"):
+        samples, rate = synthesize(text, EspeakVoice(engine="espeak-ng"))
+        assert samples.size > rate // 10
+    assert not target.exists()
+
+
+def test_espeak_voice_names_cannot_be_options():
+    with pytest.raises(ValueError, match="pattern"):
+        EspeakVoice(engine="espeak-ng", voice="-w/tmp/x")
+
+
+def test_piper_samples_do_not_depend_on_the_thread_count():
+    """Piper's session is pinned to one thread and basic graph optimisations, whatever ORT
+    would pick: the same text gives the same bytes under any process thread setting."""
+    import onnxruntime
+
+    from pipeline.synthesis import _piper_voice
+
+    options = _piper_voice().session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    assert options.graph_optimization_level == onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+
+
 def test_builtin_sets_must_not_share_sentences(tmp_path):
     shared = tmp_path / "shared.txt"
     shared.write_text("The same sentence twice.\n")

@@ -1,0 +1,566 @@
+"""Hostile input: every bad file or argument is one line on stderr and exit code 2, never a
+traceback, a hang, a read outside the artifact or a lost previous output."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pipeline.cli import main
+from pipeline.decoding import DecodingSpec
+from pipeline.whisper_io import WhisperDims
+from tests.conftest import REPO, tiny_whisper
+
+PARAMS = ["--params", str(REPO / "params.yaml")]
+SPEC = DecodingSpec((50257,), 50256, 50362, (), (), None, 8)
+DIMS = WhisperDims(80, 1500, 64, 2, 4, 51864, 8)
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str], command: str, expected: str) -> str:
+    """The single stderr line of a refused call, checked to name the problem."""
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"whisper-npu {command}: error: "), lines[0]
+    assert expected in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def runnable_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Whisper exported into a bundle the runtime can open."""
+    from tokenizers import Tokenizer, models
+
+    from pipeline.export import export_graphs
+
+    model = tiny_whisper()
+    model.config._attn_implementation = "eager"
+    root = tmp_path_factory.mktemp("bundles") / "a16w8"
+    root.mkdir()
+    export_graphs(model, DIMS, root)
+    meta = {"variant": "a16w8", "dims": DIMS.to_json(), "decoding": SPEC.to_json()}
+    (root / "bundle.json").write_text(json.dumps(meta))
+    Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]")).save(str(root / "tokenizer.json"))
+    np.save(root / "mel_filters.npy", np.zeros((201, 80)))
+    return root
+
+
+@pytest.fixture
+def bundle(runnable_bundle: Path, tmp_path: Path) -> Path:
+    """A private copy of the runnable bundle, for a test to damage."""
+    return Path(shutil.copytree(runnable_bundle, tmp_path / "bundle"))
+
+
+@pytest.fixture
+def wav(tmp_path: Path) -> Path:
+    path = tmp_path / "ok.wav"
+    sf.write(path, np.zeros(1600, np.float32), 16000)
+    return path
+
+
+@pytest.fixture
+def deadline():
+    """Fail, instead of hanging the suite, if a test's command blocks (on a FIFO it opened)."""
+
+    def expire(signum: int, frame: object) -> None:
+        raise TimeoutError("blocked: a FIFO was opened")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def transcribe(capsys: pytest.CaptureFixture[str], artifact: Path, *audio: Path) -> int:
+    capsys.readouterr()
+    return main(["transcribe", "--artifact", str(artifact), *map(str, audio)])
+
+
+# --- the bundle a command opens ------------------------------------------------------------
+
+
+def test_swapped_graphs_are_refused_when_opened(bundle, wav, capsys):
+    encoder, decoder = bundle / "encoder.onnx", bundle / "decoder.onnx"
+    encoder.rename(bundle / "x"), decoder.rename(encoder), (bundle / "x").rename(decoder)
+    assert transcribe(capsys, bundle, wav) == 2
+    one_line_error(capsys, "transcribe", "not the encoder graph of this bundle")
+
+
+@pytest.mark.parametrize(
+    ("name", "payload", "expected"),
+    [
+        ("encoder.onnx", b"not onnx at all", "not a loadable ONNX graph"),
+        ("bundle.json", b"{not json", "not valid JSON"),
+        ("bundle.json", b"[1, 2]", "expected a JSON object"),
+        ("bundle.json", b"\xff\xfe\x00garbage", "not UTF-8"),
+        ("bundle.json", b"", "empty file"),
+        ("bundle.json", b'{"variant": "a16w8"}', "not a bundle record (KeyError: 'dims')"),
+        ("mel_filters.npy", b"\x93NUMPY garbage", "not a numpy array file"),
+        ("tokenizer.json", b"{]", "not a tokenizer"),
+    ],
+)
+def test_corrupt_bundle_files_are_one_line(bundle, wav, capsys, name, payload, expected):
+    (bundle / name).write_bytes(payload)
+    assert transcribe(capsys, bundle, wav) == 2
+    one_line_error(capsys, "transcribe", expected)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"dims": {**DIMS.to_json(), "n_mels": "80"}}, "must hold non-negative integers"),
+        ({"dims": [80]}, "not a bundle record (TypeError"),
+        ({"decoding": {**SPEC.to_json(), "prefix": 7}}, "not a bundle record (TypeError"),
+        ({"files": {"../outside.txt": "0" * 64}}, "a path outside its directory"),
+    ],
+)
+def test_malformed_bundle_json_is_one_line(bundle, wav, capsys, change, expected):
+    meta = json.loads((bundle / "bundle.json").read_text())
+    (bundle / "bundle.json").write_text(json.dumps({**meta, **change}))
+    assert transcribe(capsys, bundle, wav) == 2
+    one_line_error(capsys, "transcribe", expected)
+
+
+def test_mel_filters_of_the_wrong_shape_are_refused(bundle, wav, capsys):
+    np.save(bundle / "mel_filters.npy", np.zeros((201, 128)))
+    assert transcribe(capsys, bundle, wav) == 2
+    one_line_error(capsys, "transcribe", "expected finite floats of shape (201, 80)")
+
+
+def test_corrupt_compile_report_is_one_line(bundle, wav, tmp_path, capsys):
+    compiled = tmp_path / "compiled"
+    compiled.mkdir()
+    (compiled / "compile_report.json").write_text('{"bundle": ')
+    assert transcribe(capsys, compiled, wav) == 2
+    one_line_error(capsys, "transcribe", "compile_report.json: not valid JSON")
+
+
+# --- release and verify: an artifact's bytes are its own -----------------------------------
+
+
+@pytest.fixture
+def release_inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
+    from tests.test_release import fake_bundle, fake_compiled
+
+    bundle = fake_bundle(tmp_path / "bundles" / "a16w8")
+    compiled = fake_compiled(tmp_path / "compiled" / "a16w8", bundle)
+    metrics = tmp_path / "bench.json"
+    metrics.write_text(json.dumps({"a16w8": {"wer": 0.03}}))
+    return bundle, compiled, metrics
+
+
+def release(capsys, inputs: tuple[Path, Path, Path], out: Path) -> int:
+    bundle, compiled, metrics = inputs
+    capsys.readouterr()
+    args = ["--bundle", str(bundle), "--compiled", str(compiled), "--metrics", str(metrics)]
+    return main(["release", *PARAMS, *args, "--out", str(out)])
+
+
+@pytest.mark.parametrize(
+    ("where", "make"),
+    [
+        ("bundle", lambda d, outside: (d / "extra.txt").symlink_to(outside / "secret.txt")),
+        ("compiled", lambda d, outside: (d / "cache").symlink_to(outside)),
+        ("compiled", lambda d, outside: os.mkfifo(d / "pipe")),
+    ],
+    ids=["file-link", "dir-link", "fifo"],
+)
+def test_release_refuses_links_and_special_files(
+    release_inputs, tmp_path, capsys, deadline, where, make
+):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("not part of any artifact")
+    bundle, compiled, _ = release_inputs
+    make(bundle if where == "bundle" else compiled, outside)
+    out = tmp_path / "release"
+    assert release(capsys, release_inputs, out) == 2
+    line = one_line_error(capsys, "release", "")
+    assert "symbolic link" in line or "FIFO" in line
+    assert not out.exists()
+
+
+@pytest.fixture
+def built_release(release_inputs, tmp_path, capsys) -> Path:
+    out = tmp_path / "release"
+    assert release(capsys, release_inputs, out) == 0
+    return out
+
+
+def verify(target: Path) -> tuple[int, list[str]]:
+    """The CLI in a subprocess with a timeout: a FIFO that is opened would block forever."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "verify", str(target)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=False,
+        timeout=60,
+    )
+    return result.returncode, [line for line in result.stderr.splitlines() if line.strip()]
+
+
+def _replace_with_link_to_copy(release: Path, outside: Path) -> None:
+    shutil.copy(release / "tokenizer.json", outside / "tokenizer.json")
+    (release / "tokenizer.json").unlink()
+    (release / "tokenizer.json").symlink_to(outside / "tokenizer.json")
+
+
+def _edit_card(name: str) -> object:
+    def edit(release: Path, outside: Path) -> None:
+        card = json.loads((release / "card.json").read_text())
+        card["files"][name] = "0" * 64
+        (release / "card.json").write_text(json.dumps(card))
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (_replace_with_link_to_copy, "tokenizer.json: is a symbolic link"),
+        (lambda r, o: (r / "npu" / "more").symlink_to(o), "npu/more: is a symbolic link"),
+        (lambda r, o: (r / "dangling").symlink_to(o / "nowhere"), "dangling: is a symbolic"),
+        (lambda r, o: os.mkfifo(r / "pipe"), "pipe: is not a regular file"),
+        (lambda r, o: ((r / "card.json").unlink(), os.mkfifo(r / "card.json")), "card.json"),
+        (_edit_card("../outside.txt"), "lists '../outside.txt', a path outside its directory"),
+        (_edit_card("/etc/passwd"), "lists '/etc/passwd', a path outside its directory"),
+        (lambda r, o: (r / "card.json").write_text("{oops"), "card.json: not valid JSON"),
+        (lambda r, o: (r / "card.json").write_bytes(b"\xff\xfe"), "card.json: not UTF-8"),
+    ],
+    ids=[
+        "listed-file-linked-to-copy",
+        "dir-link",
+        "dangling-link",
+        "fifo",
+        "fifo-card",
+        "dotdot-name",
+        "absolute-name",
+        "corrupt-card",
+        "non-utf8-card",
+    ],
+)
+def test_verify_refuses_links_fifos_and_escaping_names(built_release, tmp_path, damage, expected):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    damage(built_release, outside)
+    code, lines = verify(built_release)
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("whisper-npu verify: error: ") and expected in lines[0]
+
+
+# --- outputs are never lost ------------------------------------------------------------------
+
+
+def compile_(capsys, bundle: Path, out: Path) -> int:
+    capsys.readouterr()
+    return main(["compile", *PARAMS, "--bundle", str(bundle), "--out", str(out), "--allow-split"])
+
+
+@pytest.mark.parametrize("relation", ["same", "inside", "containing"])
+def test_compile_out_overlapping_the_bundle_is_refused(release_inputs, capsys, relation):
+    bundle = release_inputs[0]
+    before = sorted(p.name for p in bundle.iterdir())
+    out = {"same": bundle, "inside": bundle / "npu", "containing": bundle.parent}[relation]
+    assert compile_(capsys, bundle, out) == 2
+    one_line_error(capsys, "compile", "output overlaps input")
+    assert sorted(p.name for p in bundle.iterdir()) == before
+
+
+def test_compile_out_naming_a_file_is_refused(release_inputs, tmp_path, capsys):
+    precious = tmp_path / "notes.txt"
+    precious.write_text("keep me")
+    assert compile_(capsys, release_inputs[0], precious) == 2
+    one_line_error(capsys, "compile", "exists and is not a directory")
+    assert precious.read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["notes.txt", "bundles", "compiled", "bench.json"]
+    )
+
+
+def test_release_out_equal_to_an_input_is_refused(release_inputs, capsys):
+    compiled = release_inputs[1]
+    before = sorted(p.name for p in compiled.iterdir())
+    assert release(capsys, release_inputs, compiled) == 2
+    one_line_error(capsys, "release", "output overlaps input")
+    assert sorted(p.name for p in compiled.iterdir()) == before
+
+
+def test_sigterm_inside_the_swap_leaves_an_output(tmp_path, monkeypatch):
+    """SIGTERM between renaming the old output away and the new one in: the swap finishes,
+    then the interrupt is delivered."""
+    from pipeline.fsutil import atomic_dir
+
+    final = tmp_path / "out"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    rename = Path.rename
+
+    def rename_then_signal(self: Path, target: Path) -> Path:
+        moved = rename(self, target)
+        if self == final:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return moved
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "rename", rename_then_signal)
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt), atomic_dir(final) as scratch:
+            (scratch / "new.txt").write_text("new")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert [p.name for p in final.iterdir()] == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_bench_out_on_a_directory_fails_before_measuring(tmp_path, capsys, monkeypatch):
+    import pipeline.bench
+
+    def measure(*args: object, **kwargs: object) -> None:
+        raise AssertionError("measured before checking --out")
+
+    monkeypatch.setattr(pipeline.bench, "run_bench", measure)
+    (tmp_path / "bench.json").mkdir()
+    args = ["--out", str(tmp_path / "bench.json"), "--plots", str(tmp_path / "plots")]
+    assert main(["bench", *PARAMS, *args]) == 2
+    one_line_error(capsys, "bench", "exists and is not a file")
+
+
+# --- thresholds and counts -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--max-wer-increase", "nan"],
+        ["--max-wer-increase", "inf"],
+        ["--max-latency-increase", "nan"],
+    ],
+)
+def test_check_refuses_non_finite_thresholds(tmp_path, capsys, args):
+    metrics = tmp_path / "bench.json"
+    metrics.write_text(json.dumps({"a16w8": {"wer": 0.5, "speedup_vs_fp32": 0.1}}))
+    with pytest.raises(SystemExit) as exit_:
+        main(["check", *PARAMS, "--baseline", str(metrics), "--current", str(metrics), *args])
+    assert exit_.value.code == 2
+    assert "must be a finite number >= 0" in capsys.readouterr().err
+
+
+def test_params_refuse_non_finite_gate(tmp_path, capsys):
+    import yaml
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["gate"]["max_wer_increase"] = float("nan")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    metrics = tmp_path / "bench.json"
+    metrics.write_text(json.dumps({"a16w8": {"wer": 0.5, "speedup_vs_fp32": 0.1}}))
+    args = ["--baseline", str(metrics), "--current", str(metrics)]
+    assert main(["check", "--params", str(params), *args]) == 2
+    one_line_error(capsys, "check", "gate.max_wer_increase: Input should be a finite number")
+
+
+@pytest.mark.parametrize("threads", ["-1", "0"])
+def test_transcribe_refuses_non_positive_threads(wav, capsys, threads):
+    with pytest.raises(SystemExit) as exit_:
+        main(["transcribe", "--threads", threads, str(wav)])
+    assert exit_.value.code == 2
+    assert "must be an integer >= 1" in capsys.readouterr().err
+
+
+# --- params and metrics files: never block, never balloon -------------------------------------
+
+BOMB = "\n".join(
+    [
+        'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]',
+        *(
+            f"{x}: &{x} [{', '.join([f'*{p}'] * 9)}]"
+            for p, x in zip("abcdefgh", "bcdefghi", strict=True)
+        ),
+    ]
+)
+
+
+def hostile_file(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / f"hostile-{kind}"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "non-utf8":
+        path.write_bytes(b"base:\n  seed: 0  # caf\xe9\n")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "loop":
+        path.symlink_to(path)
+    elif kind == "bomb":
+        path.write_text(BOMB)
+    return path
+
+
+PARAMS_CASES = {
+    "fifo": "is a FIFO, socket or device",
+    "directory": "is a directory",
+    "non-utf8": "not UTF-8 text",
+    "empty": "empty file",
+    "loop": "Too many levels of symbolic links",
+    "bomb": "anchors and aliases are not allowed",
+}
+
+
+@pytest.mark.parametrize("kind", PARAMS_CASES)
+def test_hostile_params_file_is_one_line(tmp_path, capsys, deadline, kind):
+    metrics = tmp_path / "bench.json"
+    metrics.write_text(json.dumps({"a16w8": {"wer": 0.5, "speedup_vs_fp32": 0.1}}))
+    params = hostile_file(tmp_path, kind)
+    args = ["--baseline", str(metrics), "--current", str(metrics)]
+    assert main(["check", "--params", str(params), *args]) == 2
+    one_line_error(capsys, "check", PARAMS_CASES[kind])
+
+
+@pytest.mark.parametrize("kind", [k for k in PARAMS_CASES if k != "bomb"])
+def test_hostile_metrics_file_is_one_line(tmp_path, capsys, deadline, kind):
+    metrics = tmp_path / "bench.json"
+    metrics.write_text(json.dumps({"a16w8": {"wer": 0.5, "speedup_vs_fp32": 0.1}}))
+    args = ["--baseline", str(hostile_file(tmp_path, kind)), "--current", str(metrics)]
+    assert main(["check", *PARAMS, *args]) == 2
+    one_line_error(capsys, "check", PARAMS_CASES[kind])
+
+
+def test_a_huge_value_is_not_echoed_in_full(tmp_path, capsys):
+    import yaml
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["base"] = {"seed": "9" * 100_000 + "x"}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    assert main(["verify", str(tmp_path)]) == 2  # needs no params: shows the CLI still works
+    capsys.readouterr()
+    assert main(["check", "--params", str(params), "--baseline", str(params)]) == 2
+    line = one_line_error(capsys, "check", "base.seed")
+    assert len(line) < 300
+
+
+# --- audio -----------------------------------------------------------------------------------
+
+
+def write_audio_cases(root: Path) -> dict[str, str]:
+    """Bad audio files and the words their one line must contain."""
+    root.mkdir()
+    sf.write(root / "low-rate.wav", np.zeros(500, np.float32), 500)
+    sf.write(root / "high-rate.wav", np.zeros(4000, np.float32), 400_000)
+    sf.write(root / "long.wav", np.zeros(4 * 1000, np.int16), 1000)  # 4 s: MAX_SECONDS is 3
+    nan = np.array([0.0, np.nan, 0.1] * 100, np.float32)
+    sf.write(root / "nan.wav", nan, 16000, subtype="FLOAT")
+    sf.write(root / "inf.wav", np.nan_to_num(nan, nan=np.inf), 16000, subtype="FLOAT")
+    (root / "empty.wav").write_bytes(b"")
+    sf.write(root / "whole.wav", np.zeros(1600, np.float32), 16000)
+    (root / "truncated.wav").write_bytes((root / "whole.wav").read_bytes()[:30])
+    (root / "text.wav").write_text("this is not audio\n" * 40)
+    (root / "dir.wav").mkdir()
+    os.mkfifo(root / "fifo.wav")
+    (root / "loop.wav").symlink_to(root / "loop.wav")
+    return {
+        "low-rate.wav": "sample rate 500 Hz is outside 1000..384000 Hz",
+        "high-rate.wav": "sample rate 400000 Hz is outside",
+        "long.wav": "h of audio, more than the",
+        "nan.wav": "NaN or infinite samples",
+        "inf.wav": "NaN or infinite samples",
+        "empty.wav": "empty file",
+        "truncated.wav": "not readable audio",
+        "text.wav": "not readable audio",
+        "dir.wav": "is a directory",
+        "fifo.wav": "is a FIFO, socket or device",
+        "loop.wav": "Too many levels of symbolic links",
+        "missing.wav": "no such file",
+    }
+
+
+def test_bad_audio_is_one_line_each_and_the_rest_is_transcribed(
+    runnable_bundle, tmp_path, capsys, monkeypatch, deadline
+):
+    import pipeline.audio
+
+    monkeypatch.setattr(pipeline.audio, "MAX_SECONDS", 3)
+    cases = write_audio_cases(tmp_path / "audio")
+    good = tmp_path / "audio" / "eight-channels.wav"
+    sf.write(good, np.zeros((16000, 8), np.float32), 16000)
+    odd_name = Path(os.fsdecode(bytes(tmp_path / "audio") + b"/caf\xe9.wav"))
+    shutil.copy(tmp_path / "audio" / "whole.wav", odd_name)
+    audio = [tmp_path / "audio" / name for name in cases]
+    code = transcribe(capsys, runnable_bundle, good, *audio, odd_name)
+    out, err = capsys.readouterr()
+    assert code == 2
+    lines = err.splitlines()
+    assert len(lines) == len(cases), lines
+    for line, (name, expected) in zip(lines, cases.items(), strict=True):
+        assert line.startswith(f"whisper-npu transcribe: error: {tmp_path / 'audio' / name}: ")
+        assert expected in line, line
+    assert [line.split("\t")[0] for line in out.splitlines()] == [
+        str(good),
+        f"{tmp_path / 'audio'}/caf\\xe9.wav",
+    ]
+
+
+# --- OS errors and signals ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (PermissionError(13, "Permission denied", "/srv/out"), "/srv/out: Permission denied"),
+        (OSError(28, "No space left on device", "/srv/out/x"), "No space left on device"),
+    ],
+)
+def test_os_errors_are_one_line(release_inputs, tmp_path, capsys, monkeypatch, error, expected):
+    import pipeline.release
+
+    def fail(*args: object) -> None:
+        raise error
+
+    monkeypatch.setattr(pipeline.release, "build_release", fail)
+    assert release(capsys, release_inputs, tmp_path / "release") == 2
+    one_line_error(capsys, "release", expected)
+
+
+def test_closed_stdout_exits_quietly(built_release):
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "verify", str(built_release)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()
+    err = child.stderr.read()
+    assert child.wait(timeout=60) == 2
+    assert err == b""
+
+
+def test_sigterm_during_imports_is_the_interrupted_line(runnable_bundle, wav):
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "transcribe", "--artifact", str(runnable_bundle), wav],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    time.sleep(0.4)
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].endswith("interrupted; previous outputs left untouched")
