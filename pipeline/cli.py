@@ -14,13 +14,14 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pipeline.errors import UserError
 
 if TYPE_CHECKING:  # imported in main, after the SIGTERM handler: an early signal is no traceback
     from pipeline.config import Params
 
+INTERRUPTED = 130  # exit code of a run stopped by SIGINT/SIGTERM (128 + SIGINT, as shells do)
 ARTIFACT_HELP = (
     "bundle, compiled (runs on the VitisAI EP where it is installed) or release directory"
 )
@@ -368,14 +369,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _interrupt_on_sigterm() -> None:
-    """Turn SIGTERM (dvc, CI or a user stopping the stage) into KeyboardInterrupt, so scratch
-    outputs are removed and the previous outputs stay as they were."""
+class _Interrupts:
+    """SIGINT/SIGTERM (dvc, CI or a user stopping the stage) become KeyboardInterrupt, so scratch
+    outputs are removed and the previous outputs stay as they were; and the arrival is noted,
+    because a KeyboardInterrupt raised inside a C extension's import (onnxruntime's) comes out
+    as an ImportError instead."""
 
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+    seen = False
 
-    signal.signal(signal.SIGTERM, handler)
+    @classmethod
+    def install(cls) -> None:
+        def handler(signum: int, frame: object) -> None:
+            cls.seen = True
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
 
 
 def _error(command: str | None, message: str) -> None:
@@ -398,12 +407,17 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Every failure a user can cause ends here as one line and its exit code, including
     interrupts during the (slow) imports and OS errors such as a full disk."""
-    _interrupt_on_sigterm()
+    _Interrupts.install()
     command = None
     try:
-        args = build_parser().parse_args(argv)
-        command = args.command
-        return _run(args)
+        try:
+            args = build_parser().parse_args(argv)
+            command = args.command
+            return _run(args)
+        except Exception:
+            if _Interrupts.seen:  # the interrupt, disguised by the code it stopped
+                raise KeyboardInterrupt from None
+            raise
     except UserError as exc:
         _error(command, str(exc))
         return exc.exit_code
@@ -417,4 +431,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         prefix = f"whisper-npu {command}" if command else "whisper-npu"
         print(f"{prefix}: interrupted; previous outputs left untouched", file=sys.stderr)
-        return 130
+        return INTERRUPTED
+
+
+def run() -> NoReturn:
+    """The process entry point: main's exit code, also after an interrupt.
+
+    CPython kills itself with SIGINT at exit when a KeyboardInterrupt went unhandled inside code
+    a C extension ran during its import (pybind11's), even though main caught the interrupt and
+    returned 130; flushing and leaving with os._exit keeps the documented code.
+    """
+    code = main()
+    if code == INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)

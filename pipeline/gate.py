@@ -112,7 +112,8 @@ def format_comparisons(
 ) -> str:
     limit = comparisons[0].max_latency_increase if comparisons else 0.0
     machines = (
-        f" (baseline measured on {baseline.cpu!r}, this run on {current.cpu!r})"
+        f" (baseline measured on {baseline.cpu or 'an unrecorded CPU'!r}, "
+        f"this run on {current.cpu or 'an unrecorded CPU'!r})"
         if baseline.cpu != current.cpu
         else ""
     )

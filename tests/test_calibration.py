@@ -76,8 +76,8 @@ def test_reader_rewinds_and_bad_sizes_fail(
     assert first[-1] is None and first[0]["input_features"].shape == (1, 80, 3000)
     reader.rewind()
     np.testing.assert_array_equal(reader.get_next()["input_features"], first[0]["input_features"])
-    with pytest.raises(UserError, match=r"calibrate\.clips \+ calibrate\.holdout = 60"):
+    with pytest.raises(UserError, match=r"calibrate\.clips \+ calibrate\.holdout = 160"):
         run_calibration(
-            CalibrateParams(clips=50, holdout=10), fp32_bundle, default_data_dir, tmp_path / "c"
+            CalibrateParams(clips=150, holdout=10), fp32_bundle, default_data_dir, tmp_path / "c"
         )
     assert not (tmp_path / "c").exists()

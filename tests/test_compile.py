@@ -16,16 +16,13 @@ from pipeline import vitisai
 from pipeline.cli import main
 from pipeline.compile import compile_bundle
 from pipeline.config import CompileParams
-from pipeline.decoding import DecodingSpec
 from pipeline.errors import UserError
 from pipeline.forecast import forecast_bundle, forecast_graph
 from pipeline.runtime import COMPILE_FILE, Transcriber
-from pipeline.whisper_io import WhisperDims
-from tests.conftest import REPO, tiny_whisper
+from tests.conftest import REPO, TINY_DIMS, TINY_SPEC, write_tiny_bundle
 
 PARAMS = ["--params", str(REPO / "params.yaml")]
-SPEC = DecodingSpec((50257,), 50256, 50362, (), (), None, 8)
-DIMS = WhisperDims(80, 1500, 64, 2, 4, 51864, 8)
+SPEC, DIMS = TINY_SPEC, TINY_DIMS
 
 # The report in the format AMD documents (Ryzen AI model-deployment, Operator Assignment Report).
 AMD_REPORT = {
@@ -305,20 +302,7 @@ def test_with_the_ep_the_report_is_parsed_into_the_record(tmp_path, monkeypatch)
 @pytest.fixture(scope="module")
 def runnable_bundle(tmp_path_factory) -> Path:
     """A tiny random Whisper exported into a bundle the runtime can open."""
-    from tokenizers import Tokenizer, models
-
-    from pipeline.export import export_graphs
-
-    model = tiny_whisper()
-    model.config._attn_implementation = "eager"
-    root = tmp_path_factory.mktemp("bundles") / "a16w8"
-    root.mkdir()
-    export_graphs(model, DIMS, root)
-    meta = {"variant": "a16w8", "dims": DIMS.to_json(), "decoding": SPEC.to_json()}
-    (root / "bundle.json").write_text(json.dumps(meta))
-    Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]")).save(str(root / "tokenizer.json"))
-    np.save(root / "mel_filters.npy", np.zeros((201, 80)))
-    return root
+    return write_tiny_bundle(tmp_path_factory.mktemp("bundles") / "a16w8")
 
 
 def test_compiled_dir_without_the_ep_runs_on_cpu_and_says_so(runnable_bundle, tmp_path, capsys):

@@ -17,13 +17,10 @@ import pytest
 import soundfile as sf
 
 from pipeline.cli import main
-from pipeline.decoding import DecodingSpec
-from pipeline.whisper_io import WhisperDims
-from tests.conftest import REPO, tiny_whisper
+from tests.conftest import REPO, TINY_DIMS, TINY_SPEC, write_tiny_bundle
 
 PARAMS = ["--params", str(REPO / "params.yaml")]
-SPEC = DecodingSpec((50257,), 50256, 50362, (), (), None, 8)
-DIMS = WhisperDims(80, 1500, 64, 2, 4, 51864, 8)
+SPEC, DIMS = TINY_SPEC, TINY_DIMS
 
 
 def one_line_error(capsys: pytest.CaptureFixture[str], command: str, expected: str) -> str:
@@ -38,20 +35,7 @@ def one_line_error(capsys: pytest.CaptureFixture[str], command: str, expected: s
 @pytest.fixture(scope="module")
 def runnable_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Whisper exported into a bundle the runtime can open."""
-    from tokenizers import Tokenizer, models
-
-    from pipeline.export import export_graphs
-
-    model = tiny_whisper()
-    model.config._attn_implementation = "eager"
-    root = tmp_path_factory.mktemp("bundles") / "a16w8"
-    root.mkdir()
-    export_graphs(model, DIMS, root)
-    meta = {"variant": "a16w8", "dims": DIMS.to_json(), "decoding": SPEC.to_json()}
-    (root / "bundle.json").write_text(json.dumps(meta))
-    Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]")).save(str(root / "tokenizer.json"))
-    np.save(root / "mel_filters.npy", np.zeros((201, 80)))
-    return root
+    return write_tiny_bundle(tmp_path_factory.mktemp("bundles") / "a16w8")
 
 
 @pytest.fixture
@@ -550,7 +534,24 @@ def test_closed_stdout_exits_quietly(built_release):
     assert err == b""
 
 
-def test_sigterm_during_imports_is_the_interrupted_line(runnable_bundle, wav):
+def handles_sigterm(pid: int) -> None:
+    """Wait until the process has installed its SIGTERM handler (Linux: SigCgt in /proc); before
+    that, in the first ~50 ms of interpreter start-up, Python's default action applies."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = Path(f"/proc/{pid}/status").read_text()
+        caught = int(
+            next(line for line in status.splitlines() if line.startswith("SigCgt"))[7:], 16
+        )
+        if caught & (1 << (signal.SIGTERM - 1)):
+            return
+        time.sleep(0.005)
+    raise AssertionError("the SIGTERM handler was never installed")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc")
+@pytest.mark.parametrize("delay_s", [0.0, 0.02, 0.1])
+def test_sigterm_during_imports_is_the_interrupted_line(runnable_bundle, wav, delay_s):
     child = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "transcribe", "--artifact", str(runnable_bundle), wav],
         stdout=subprocess.PIPE,
@@ -558,7 +559,8 @@ def test_sigterm_during_imports_is_the_interrupted_line(runnable_bundle, wav):
         text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
-    time.sleep(0.4)
+    handles_sigterm(child.pid)  # then the imports are still running: torch, onnxruntime
+    time.sleep(delay_s)  # at several moments of them (and of the transcription after)
     child.send_signal(signal.SIGTERM)
     _, err = child.communicate(timeout=60)
     assert child.returncode == 130, err
