@@ -387,10 +387,14 @@ class _Interrupts:
         signal.signal(signal.SIGINT, handler)
 
 
+def _speaker(command: str | None) -> str:
+    """Who a stderr line comes from: the command once argparse has named it."""
+    return f"whisper-npu {command}" if command else "whisper-npu"
+
+
 def _error(command: str | None, message: str) -> None:
     """The one stderr line of a refused call (a message never spans lines)."""
-    prefix = f"whisper-npu {command}" if command else "whisper-npu"
-    print(f"{prefix}: error: {' '.join(message.splitlines())}", file=sys.stderr)
+    print(f"{_speaker(command)}: error: {' '.join(message.splitlines())}", file=sys.stderr)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -429,8 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(command, _os_error(exc))
         return 2
     except KeyboardInterrupt:
-        prefix = f"whisper-npu {command}" if command else "whisper-npu"
-        print(f"{prefix}: interrupted; previous outputs left untouched", file=sys.stderr)
+        print(f"{_speaker(command)}: interrupted; previous outputs left untouched", file=sys.stderr)
         return INTERRUPTED
 
 
