@@ -62,7 +62,8 @@ def _decode_with_ffmpeg(path: Path, handle: IO[bytes]) -> tuple[np.ndarray, int]
 
         decoder = AudioDecoder(handle, sample_rate=SAMPLE_RATE, num_channels=1)
         _check_header(path, decoder.metadata.sample_rate, decoder.metadata.duration_seconds)
-        samples = decoder.get_all_samples()
+        # Decoding stops past the limit, so a header without a duration cannot exhaust memory.
+        samples = decoder.get_samples_played_in_range(0.0, MAX_SECONDS + 1.0)
     except UserError:
         raise
     except Exception as exc:
@@ -70,7 +71,7 @@ def _decode_with_ffmpeg(path: Path, handle: IO[bytes]) -> tuple[np.ndarray, int]
         reason = (str(exc).strip() or type(exc).__name__).splitlines()[-1].rsplit(", ", 1)[-1]
         raise UserError(f"{path}: not readable audio ({reason[:200]})") from None
     mono = samples.data.numpy()[0].astype(np.float32)
-    _check_header(path, SAMPLE_RATE, mono.size / SAMPLE_RATE)  # a header without a duration
+    _check_header(path, SAMPLE_RATE, mono.size / SAMPLE_RATE)  # the header had no duration
     return mono, SAMPLE_RATE
 
 

@@ -10,10 +10,15 @@ How it stays honest on a noisy shared machine:
 - Ratios against fp32 are medians of per-clip ratios measured back to back, so the machine's
   speed cancels out; `check` gates on those ratios, never on milliseconds.
 
-After `bench.warmup` untimed transcriptions per engine, one pass over the whole eval set gives
-WER; then `bench.repeats` passes over `bench.latency_clips` short-form clips (spread evenly by
-duration) give the latency figures. Decoder time by token position pools every decoder call of
-both passes (the long-form clips reach the far positions).
+After `bench.warmup` untimed transcriptions per engine, `bench.repeats` passes over
+`bench.latency_clips` short-form clips (spread evenly by duration) give the latency figures; then
+one pass over the rest of the eval set completes every engine's transcripts for WER. Two engines
+skip that pass when they can: the fp32 baseline, whose export parity gate proved its transcript
+of every eval clip identical to the reference stage's, and the transformers peer, which is the
+reference stage's own model and code; each takes the reference transcripts only if its timed
+transcripts match them here, clip for clip, and is run over the whole set otherwise. Decoder time
+by token position pools every decoder call of both passes (the long-form clips reach the far
+positions).
 
 This module is also the worker (`serve`), so its top level imports only the standard library
 and numpy: the coordinator's data loading stays out of the workers' memory figures.
@@ -511,25 +516,19 @@ def time_split(samples: Samples) -> dict[str, dict[str, float]]:
     return out
 
 
-def engine_metrics(
-    wer_pass: Samples,
-    latency_pass: Samples,
-    clips: EvalClips,
-    workers: dict[str, dict[str, Any]],
-) -> dict[str, dict[str, float]]:
+def engine_metrics(measured: Measurement, clips: EvalClips) -> dict[str, dict[str, float]]:
     """Every engine's figures, with same-run ratios against fp32 and against each peer."""
     from pipeline.evaluate import score
 
+    latency_pass = measured.latency
     peers = [name for name in PEERS if name in latency_pass]
     scores = {
         name: {
             key: value
-            for key, value in score(
-                clips.references, clips.durations, [s.text for s in runs]
-            ).items()
+            for key, value in score(clips.references, clips.durations, texts).items()
             if value is not None
         }
-        for name, runs in wer_pass.items()
+        for name, texts in measured.texts.items()
     }
     out: dict[str, dict[str, float]] = {}
     for name, runs in latency_pass.items():
@@ -544,9 +543,9 @@ def engine_metrics(
                 if peer != name and name not in PEERS
             },
             **{
-                key: workers[name][key]
+                key: measured.info[name][key]
                 for key in ("peak_rss_mb", "size_mb", "load_s", "budget_met")
-                if key in workers[name]
+                if key in measured.info[name]
             },
         }
         out[name] = {key: round_sig(value) for key, value in figures.items()}
@@ -607,10 +606,50 @@ class BenchResult:
     split: dict[str, dict[str, float]]
 
 
+@dataclass(frozen=True)
+class Measurement:
+    """What the workers measured, and every engine's transcript of every eval clip."""
+
+    latency: Samples  # the timed passes over the latency clips
+    accuracy: Samples  # the pass over the other clips, for engines without known transcripts
+    texts: dict[str, list[str]]  # per engine, its transcript of each eval clip in order
+    text_source: dict[str, str]  # per engine, where those transcripts came from
+    info: dict[str, dict[str, Any]]  # per engine, what its worker reported (with peak RSS)
+
+
+def known_transcripts(
+    reference_dir: Path | None, baseline_bundle: Path, clip_ids: Sequence[str]
+) -> dict[str, dict[str, str]]:
+    """Engines whose transcripts of the eval set are already on disk: the transformers peer
+    (the reference stage is that model) and the fp32 baseline when its parity gate matched the
+    reference on every eval clip. The bench still checks them on the clips it times."""
+    from pipeline.evaluate import reference_texts
+    from pipeline.fsutil import read_json_object
+    from pipeline.runtime import BUNDLE_FILE
+
+    if reference_dir is None:
+        return {}
+    texts = reference_texts(reference_dir)
+    if not set(clip_ids) <= texts.keys():
+        return {}
+    known = {"transformers": texts}
+    parity = read_json_object(baseline_bundle / BUNDLE_FILE).get("parity")
+    if (
+        isinstance(parity, dict)
+        and parity.get("transcript_clips") == len(clip_ids)
+        and parity.get("transcripts_differing") == []
+    ):
+        known[BASELINE] = texts
+    return known
+
+
 def measure(
-    specs: Sequence[EngineSpec], clips: EvalClips, params: BenchParams
-) -> tuple[Samples, Samples, dict[str, dict[str, Any]]]:
-    """Warm-up, the WER pass and the latency passes; also each worker's info and peak RSS."""
+    specs: Sequence[EngineSpec],
+    clips: EvalClips,
+    params: BenchParams,
+    known: dict[str, dict[str, str]],
+) -> Measurement:
+    """Warm-up, the latency passes, then the rest of the eval set for the engines that need it."""
     from tqdm import tqdm
 
     from pipeline.speech_sets import LONG_FORM_S
@@ -620,37 +659,60 @@ def measure(
         raise UserError("the eval set has no clip of 30 s or less to time")
     warmup = [latency[i % len(latency)] for i in range(params.warmup)]
     timed = latency * params.repeats
-    total = len(specs) * (len(warmup) + len(clips.samples) + len(timed))
+    others = [clip for clip in range(len(clips.samples)) if clip not in set(latency)]
     with ExitStack() as stack:
         workers = _open_workers(specs, stack)
-        with tqdm(total=total, desc="bench", unit="run", file=sys.stderr) as progress:
+        with tqdm(
+            total=len(specs) * (len(warmup) + len(timed)), desc="bench", unit="run", file=sys.stderr
+        ) as progress:
             interleave(workers, warmup, clips.samples, progress.update)
-            wer_pass = interleave(
-                workers, range(len(clips.samples)), clips.samples, progress.update
-            )
             latency_pass = interleave(workers, timed, clips.samples, progress.update)
+            timed_texts = {
+                name: {s.clip: s.text for s in runs} for name, runs in latency_pass.items()
+            }
+            settled = {
+                name
+                for name, texts in known.items()
+                if name in timed_texts
+                and all(timed_texts[name][clip] == texts[clips.ids[clip]] for clip in latency)
+            }
+            remaining = [w for w in workers if w.spec.name not in settled]
+            progress.total += len(remaining) * len(others)
+            progress.refresh()
+            accuracy = interleave(remaining, others, clips.samples, progress.update)
         info = {w.spec.name: {**w.info, "peak_rss_mb": w.finish()} for w in workers}
-    return wer_pass, latency_pass, info
+    texts, source = {}, {}
+    for name in latency_pass:
+        if name in settled:
+            texts[name] = [known[name][clip_id] for clip_id in clips.ids]
+            source[name] = (
+                f"the reference stage's transcripts (identical on the {len(latency)} timed clips)"
+            )
+        else:
+            by_clip = {**timed_texts[name], **{s.clip: s.text for s in accuracy[name]}}
+            texts[name] = [by_clip[clip] for clip in range(len(clips.samples))]
+            source[name] = "transcribed in this run"
+    return Measurement(latency_pass, accuracy, texts, source, info)
 
 
 def run_info(
     specs: Sequence[EngineSpec],
-    info: dict[str, dict[str, Any]],
+    measured: Measurement,
     skipped: dict[str, str],
     clips: EvalClips,
-    latency_pass: Samples,
     params: BenchParams,
 ) -> dict[str, Any]:
     from pipeline.speech_sets import LONG_FORM_S
 
-    latency_ids = sorted({clips.ids[s.clip] for s in latency_pass[BASELINE]})
+    latency_ids = sorted({clips.ids[s.clip] for s in measured.latency[BASELINE]})
     return {
         "engines": {
             spec.name: {
                 "kind": spec.kind,
                 "path": spec.path.as_posix(),
                 "threads": spec.threads,
-                **info[spec.name]["execution"],
+                "transcripts": measured.text_source[spec.name],
+                **measured.info[spec.name]["execution"],
             }
             for spec in specs
         },
@@ -678,8 +740,12 @@ def run_bench(
     plots_dir: Path,
     baseline_bundle: Path,
     model_dir: Path,
+    reference_dir: Path | None = None,
 ) -> BenchResult:
-    """Measure, then write bench.json (metrics) and `plots_dir` (run.json, plot data, PNGs)."""
+    """Measure, then write bench.json (metrics) and `plots_dir` (run.json, plot data, PNGs).
+
+    With `reference_dir` (the reference stage's output), engines whose transcripts it already
+    holds are timed but not run over the whole eval set again (see the module's docstring)."""
     from pipeline.fsutil import atomic_dir, write_json
     from pipeline.plots import write_plots
 
@@ -688,18 +754,23 @@ def run_bench(
     specs = variant_specs(variants, compiled_dir, baseline_bundle, params.threads)
     peers, skipped = peer_specs(model_dir, params.threads) if params.peers else ([], {})
     specs += peers
-    wer_pass, latency_pass, info = measure(specs, clips, params)
-    figures = engine_metrics(wer_pass, latency_pass, clips, info)
+    known = known_transcripts(reference_dir, Path(baseline_bundle), clips.ids)
+    measured = measure(specs, clips, params, known)
+    figures = engine_metrics(measured, clips)
     metrics: dict[str, Any] = {k: v for k, v in figures.items() if k not in PEERS}
     if peers:
         metrics[PEERS_KEY] = {k: v for k, v in figures.items() if k in PEERS}
     metrics[MACHINE] = {"cpu": _cpu_model()}  # the gate compares latency on like CPUs
     run = {
-        **run_info(specs, info, skipped, clips, latency_pass, params),
+        **run_info(specs, measured, skipped, clips, params),
         "wall_s": round(time.perf_counter() - started, 1),
     }
-    everything = {name: [*wer_pass[name], *latency_pass[name]] for name in wer_pass}
-    result = BenchResult(metrics, run, decoder_by_position(everything), time_split(latency_pass))
+    everything = {
+        name: [*runs, *measured.accuracy.get(name, [])] for name, runs in measured.latency.items()
+    }
+    result = BenchResult(
+        metrics, run, decoder_by_position(everything), time_split(measured.latency)
+    )
     with atomic_dir(Path(plots_dir)) as scratch:
         write_json(scratch / "run.json", run)
         write_plots(scratch, figures, result.positions, result.split, run)
@@ -791,7 +862,13 @@ def format_table(result: BenchResult) -> str:
         "load s",
     ]
     notes = [
-        f"WER: {clips['eval']} eval clips ({clips['long_form']} long-form). Latency: "
+        f"WER: {clips['eval']} eval clips ({clips['long_form']} long-form)"
+        + "".join(
+            f"; {name}: {e['transcripts']}"
+            for name, e in engines.items()
+            if e.get("transcripts", "").startswith("the reference")
+        )
+        + ". Latency: "
         f"{len(clips['latency'])} clips x {clips['repeats']} repeats after "
         f"{clips['warmup_runs_per_engine']} warm-up run(s), engines interleaved, "
         f"threads {result.run['threads'] or 'ORT default'}. Speed = median of per-clip time "

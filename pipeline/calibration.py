@@ -5,7 +5,8 @@ encoder's log-mels, stored as they are, and for the decoder the greedy token pat
 with a few sampled steps. A decoder step's full feed (its self-attention cache and the cross
 K/V) is ~24 MB for tiny.en, so it is not stored: the reader replays the fp32 bundle along the
 recorded path, which reproduces the exact inputs. The first clips calibrate; the next ones are
-held back for the quantize stage's WER budget and never calibrate anything.
+held back for the quantize stage's WER budget and never calibrate anything. The fp32 bundle's
+transcripts of those are made here, once, rather than once per quantized variant.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pipeline.decoding import greedy_decode
 from pipeline.errors import UserError
 from pipeline.features import log_mel
 from pipeline.fsutil import atomic_dir, sha256_file, write_json
-from pipeline.runtime import Bundle, OrtRunner, Transcriber
+from pipeline.runtime import Bundle, OrtRunner, Transcriber, transcribe_all
 from pipeline.speech_sets import clip_samples, load_saved_set
 from pipeline.whisper_io import ENCODER_INPUT
 
@@ -70,14 +71,20 @@ def run_calibration(
                 "positions": _sampled_positions(len(fed), params.decoder_steps_per_clip),
             }
         )
-    holdout_ids = list(calibration.select(range(params.clips, needed))["id"])
+    holdout = calibration.select(range(params.clips, needed))
+    transcripts = transcribe_all(bundle_dir, [clip_samples(row) for row in holdout])
+    holdout_texts = [
+        t.text
+        for t in tqdm(transcripts, total=len(holdout), desc="held-back (fp32 bundle)", unit="clip")
+    ]
     with atomic_dir(Path(out_dir)) as scratch:
         np.save(scratch / MELS_FILE, np.stack(mels).astype(np.float32))
         write_json(scratch / STEPS_FILE, paths)
         manifest = {
             "bundle_sha256": sha256_file(Path(bundle_dir) / "bundle.json"),
             "calibration_clips": [p["id"] for p in paths],
-            "holdout_clips": holdout_ids,
+            "holdout_clips": list(holdout["id"]),
+            "holdout_fp32_texts": holdout_texts,
             "decoder_steps": sum(len(p["positions"]) for p in paths),
             "bytes": {name: (scratch / name).stat().st_size for name in (MELS_FILE, STEPS_FILE)},
         }
@@ -98,6 +105,13 @@ class CalibrationSet:
         self.paths = json.loads((root / STEPS_FILE).read_text(encoding="utf-8"))
         if len(self.mels) == 0 or len(self.paths) != len(self.mels):
             raise UserError(f"{root}: empty or inconsistent calibration set")
+        self.holdout_ids: list[str] = self.manifest.get("holdout_clips", [])
+        self.holdout_fp32_texts: list[str] = self.manifest.get("holdout_fp32_texts", [])
+        if len(self.holdout_ids) != len(self.holdout_fp32_texts):
+            raise UserError(
+                f"{root}: held-back clips without their fp32 transcripts "
+                "(run `whisper-npu calibrate` again)"
+            )
 
     def check_fits(self, bundle: Bundle) -> None:
         expected = (bundle.dims.n_mels, 3000)

@@ -109,7 +109,8 @@ def _bench(args: argparse.Namespace, params: Params) -> int:
 
     if os.path.lexists(args.out) and not args.out.is_file():
         raise UserError(f"{args.out}: exists and is not a file; bench writes its JSON there")
-    check_output_dir(args.plots, args.compiled, args.data, args.baseline_bundle, args.model)
+    inputs = [args.compiled, args.data, args.baseline_bundle, args.model]
+    check_output_dir(args.plots, *inputs, *([args.reference] if args.reference else []))
     from pipeline.bench import format_table, run_bench
 
     result = run_bench(
@@ -121,6 +122,7 @@ def _bench(args: argparse.Namespace, params: Params) -> int:
         args.plots,
         baseline_bundle=args.baseline_bundle,
         model_dir=args.model,
+        reference_dir=args.reference,
     )
     print(format_table(result))
     return 0
@@ -316,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--model", type=Path, default=Path("artifacts/model"), help="weights for the peers"
     )
+    bench.add_argument(
+        "--reference",
+        type=Path,
+        help="the reference stage's output: the fp32 baseline and the transformers peer take "
+        "their eval transcripts from it (checked on the timed clips) instead of a full pass",
+    )
     bench.set_defaults(run=_bench)
 
     check = commands.add_parser(
@@ -437,14 +445,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return INTERRUPTED
 
 
-def run() -> NoReturn:
-    """The process entry point: main's exit code, also after an interrupt.
+def run(argv: Sequence[str] | None = None) -> NoReturn:
+    """The process entry point (console script, `python -m pipeline`, every DVC stage): main's
+    exit code, also after an interrupt.
 
     CPython kills itself with SIGINT at exit when a KeyboardInterrupt went unhandled inside code
     a C extension ran during its import (pybind11's), even though main caught the interrupt and
     returned 130; flushing and leaving with os._exit keeps the documented code.
     """
-    code = main()
+    code = main(argv)
     if code == INTERRUPTED:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from pipeline.errors import UserError
+from pipeline.fsutil import read_text
 from pipeline.runtime import Transcriber
 from pipeline.speech_sets import LONG_FORM_S, clip_samples, load_saved_set
 from pipeline.wer import corpus_wer
+
+TRANSCRIPTS_FILE = "transcripts.json"  # the reference stage's transcripts of the eval set
+
+
+def reference_texts(reference_dir: Path) -> dict[str, str]:
+    """The reference stage's transcript of each eval clip, by clip id, checked at the door."""
+    path = Path(reference_dir) / TRANSCRIPTS_FILE
+    if not path.is_file():
+        raise UserError(f"{path}: no reference transcripts (run `whisper-npu reference` first)")
+    try:
+        rows = json.loads(read_text(path))
+        texts = {row["id"]: row["text"] for row in rows}
+    except (json.JSONDecodeError, RecursionError, TypeError, KeyError):
+        raise UserError(f"{path}: not the reference stage's transcripts") from None
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in texts.items()):
+        raise UserError(f"{path}: not the reference stage's transcripts")
+    return texts
 
 
 def score(

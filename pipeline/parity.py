@@ -8,7 +8,6 @@ transformers transcript (long-form clips included).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,11 @@ from transformers import WhisperForConditionalGeneration
 
 from pipeline.config import ParityParams
 from pipeline.decoding import greedy_decode
-from pipeline.errors import GateFailure, UserError
+from pipeline.errors import GateFailure
+from pipeline.evaluate import reference_texts
 from pipeline.features import WINDOW_SAMPLES, log_mel
 from pipeline.npu_graph import EncoderWithCrossKV
-from pipeline.runtime import Bundle, OrtRunner, Transcriber
+from pipeline.runtime import Bundle, OrtRunner, Transcriber, transcribe_all
 from pipeline.speech_sets import clip_samples, load_saved_set
 from pipeline.whisper_io import CROSS_K, CROSS_V
 
@@ -78,27 +78,29 @@ def run_parity(
     reference_dir: Path,
     params: ParityParams,
 ) -> dict[str, Any]:
-    transcripts_file = Path(reference_dir) / "transcripts.json"
-    if not transcripts_file.is_file():
-        raise UserError(
-            f"{transcripts_file}: no reference transcripts (run `whisper-npu reference` first)"
-        )
-    reference = {
-        t["id"]: t["text"] for t in json.loads(transcripts_file.read_text(encoding="utf-8"))
-    }
+    reference = reference_texts(reference_dir)
     transcriber = Transcriber(bundle, OrtRunner(bundle))
     eval_set = load_saved_set(data_dir, "eval")
+    clips = [clip_samples(row) for row in eval_set]
     cross_error = logits_error = 0.0
-    differing: list[str] = []
     tensor_clips = 0
-    for row in tqdm(eval_set, desc="parity (ONNX vs PyTorch)", unit="clip"):
-        samples = clip_samples(row)
-        if tensor_clips < params.tensor_clips and samples.size <= WINDOW_SAMPLES:
+    for samples in clips:
+        if tensor_clips == params.tensor_clips:
+            break
+        if samples.size <= WINDOW_SAMPLES:
             errors = _tensor_errors(model, transcriber, samples)
             cross_error, logits_error = max(cross_error, errors[0]), max(logits_error, errors[1])
             tensor_clips += 1
-        if transcriber.transcribe(samples).text != reference.get(row["id"]):
-            differing.append(row["id"])
+    transcripts = transcribe_all(bundle.root, clips)
+    differing = [
+        row["id"]
+        for row, transcript in zip(
+            eval_set,
+            tqdm(transcripts, total=len(clips), desc="parity (ONNX vs PyTorch)", unit="clip"),
+            strict=True,
+        )
+        if transcript.text != reference.get(row["id"])
+    ]
     result = {
         "tensor_clips": tensor_clips,
         "cross_kv_max_abs_error": cross_error,

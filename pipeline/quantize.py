@@ -22,6 +22,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -36,7 +37,7 @@ from pipeline.errors import UserError
 from pipeline.fsutil import atomic_dir, sha256_tree, write_json
 from pipeline.graph_check import check_bundle_graphs
 from pipeline.quant_backends import QuantBackend, QuantJob, get_backend
-from pipeline.runtime import BUNDLE_FILE, Bundle, Transcriber
+from pipeline.runtime import BUNDLE_FILE, Bundle, transcribe_all
 from pipeline.sensitivity import VARIANT_GRID, ranked_layers
 from pipeline.speech_sets import clip_samples, load_saved_set
 from pipeline.wer import EditCounts, clip_edits
@@ -66,42 +67,44 @@ def search_ladder(ladder: list[int], passes: Callable[[int], bool]) -> int | Non
 
 @dataclass(frozen=True)
 class Holdout:
-    """The held-back calibration clips, decoded once and scored clip by clip."""
+    """The held-back calibration clips with the fp32 bundle's transcripts (made once, by the
+    calibrate stage), scored clip by clip."""
 
-    ids: list[str]
     texts: list[str]
     samples: list[np.ndarray]
+    baseline: EditCounts  # the fp32 bundle's edits: what each variant's budget is measured from
 
     @classmethod
-    def load(cls, data_dir: Path, clip_ids: list[str]) -> Holdout:
-        calibration = load_saved_set(data_dir, "calibration")
-        wanted = set(clip_ids)
-        rows = [row for row in calibration if row["id"] in wanted]
-        if len(rows) != len(clip_ids):
+    def load(cls, data_dir: Path, calibration: CalibrationSet) -> Holdout:
+        wanted = dict(zip(calibration.holdout_ids, calibration.holdout_fp32_texts, strict=True))
+        rows = [row for row in load_saved_set(data_dir, "calibration") if row["id"] in wanted]
+        if len(rows) != len(wanted):
             raise UserError(f"{data_dir}: held-back clips missing from the calibration set")
-        return cls(
-            [row["id"] for row in rows],
-            [row["text"] for row in rows],
-            [clip_samples(row) for row in rows],
+        texts = [row["text"] for row in rows]
+        baseline = sum(
+            (clip_edits(text, wanted[row["id"]]) for text, row in zip(texts, rows, strict=True)),
+            EditCounts(),
         )
+        return cls(texts, [clip_samples(row) for row in rows], baseline)
 
-    def score(self, bundle_dir: Path, give_up_above: int | None = None) -> tuple[EditCounts, bool]:
-        """Summed edits of a bundle over the clips, and whether every clip was scored.
+    def score(self, bundle_dir: Path, give_up_above: int | None = None) -> tuple[int, bool]:
+        """A bundle's word errors over the clips, and whether every clip was scored.
 
         With `give_up_above`, scoring stops once the errors exceed it (they cannot come back).
         """
-        transcriber = Transcriber.from_bundle(bundle_dir)
-        total = EditCounts()
-        for text, samples in zip(self.texts, self.samples, strict=True):
-            total = total + clip_edits(text, transcriber.transcribe(samples).text)
-            if give_up_above is not None and total.errors > give_up_above:
-                return total, False
-        return total, True
+        errors = 0
+        with closing(transcribe_all(bundle_dir, self.samples)) as transcripts:
+            for text, transcript in zip(self.texts, transcripts, strict=True):
+                errors += clip_edits(text, transcript.text).errors
+                if give_up_above is not None and errors > give_up_above:
+                    return errors, False
+        return errors, True
 
 
 @dataclass(frozen=True)
 class Attempt:
-    """One rung of the ladder as measured; an abandoned attempt's WER is a lower bound."""
+    """One rung of the ladder as measured. An abandoned attempt's WER counts its errors so far
+    over all held-back words: a lower bound, since errors only accumulate."""
 
     excluded_per_graph: int
     holdout_wer: float
@@ -113,6 +116,11 @@ class Attempt:
 def wer_standard_error(wer: float, words: int) -> float:
     """Binomial standard error of a WER measured on `words` reference words."""
     return math.sqrt(max(wer * (1 - wer), 0.0) / words) if words else float("nan")
+
+
+def kept_float(ranking: dict[str, list[tuple[str, float]]], k: int) -> dict[str, list[str]]:
+    """The `k` most sensitive layers of each graph: the ones a rung of the ladder keeps float."""
+    return {graph: [name for name, _ in ranking[graph][:k]] for graph in GRAPHS}
 
 
 def _quantize_graphs(
@@ -226,8 +234,8 @@ def quantize_variant(
     calibration.check_fits(fp32)
     variants = graph_variants(params, variant)
     ranking = graph_rankings(sensitivity_dir, variants)
-    holdout = Holdout.load(data_dir, calibration.manifest["holdout_clips"])
-    baseline, _ = holdout.score(fp32.root)
+    holdout = Holdout.load(data_dir, calibration)
+    baseline = holdout.baseline
     budget = params.max_wer_delta[variant]
     allowed_errors = baseline.errors + math.floor(budget / 100 * baseline.words + 1e-9)
     ladder = exclusion_ladder(params.max_excluded)
@@ -246,20 +254,27 @@ def quantize_variant(
 
         def passes(k: int) -> bool:
             start = time.perf_counter()
-            exclude = {graph: [name for name, _ in ranking[graph][:k]] for graph in GRAPHS}
             target = attempt_dir(k)
             target.mkdir()
             _quantize_graphs(
-                backend, params, variants, fp32, calibration, exclude, target, ranges_dir
+                backend,
+                params,
+                variants,
+                fp32,
+                calibration,
+                kept_float(ranking, k),
+                target,
+                ranges_dir,
             )
             write_json(
                 target / BUNDLE_FILE, {**fp32.meta, "custom_ops": backend.custom_ops_for(variant)}
             )
             # The largest rung is the fallback when nothing passes: it is always scored whole.
             give_up = None if k == ladder[-1] else allowed_errors
-            edits, complete = holdout.score(target, give_up)
-            ok = complete and edits.errors <= allowed_errors
-            attempts.append(Attempt(k, edits.wer, 100 * (edits.wer - baseline.wer), complete, ok))
+            errors, complete = holdout.score(target, give_up)
+            ok = complete and errors <= allowed_errors
+            wer = errors / baseline.words
+            attempts.append(Attempt(k, wer, 100 * (wer - baseline.wer), complete, ok))
             if not ok and k != ladder[-1]:
                 shutil.rmtree(target)
             seconds[k] = time.perf_counter() - start
@@ -275,7 +290,6 @@ def quantize_variant(
         for stale in [*scratch.glob(".attempt-*"), ranges_dir]:
             shutil.rmtree(stale)
         final = next(a for a in attempts if a.excluded_per_graph == kept)
-        exclude = {graph: [name for name, _ in ranking[graph][:kept]] for graph in GRAPHS}
         if not budget_met:
             print(
                 f"whisper-npu quantize: warning: {variant}: no setting within +{budget} WER "
@@ -299,8 +313,8 @@ def quantize_variant(
                 "holdout_wer": final.holdout_wer,
                 "holdout_words": baseline.words,
                 "holdout_wer_se": wer_standard_error(baseline.wer, baseline.words),
-                "holdout_clips": holdout.ids,
-                "excluded": exclude,
+                "holdout_clips": calibration.holdout_ids,
+                "excluded": kept_float(ranking, kept),
                 "sensitivity_db": {graph: dict(ranking[graph]) for graph in GRAPHS},
                 "attempts": [asdict(a) for a in attempts],
                 "calibration": calibration.manifest,

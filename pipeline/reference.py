@@ -18,9 +18,11 @@ from transformers import WhisperForConditionalGeneration, WhisperProcessor
 from transformers.utils import logging as transformers_logging
 
 from pipeline.errors import UserError
+from pipeline.evaluate import TRANSCRIPTS_FILE
 from pipeline.fsutil import atomic_dir, write_json
 from pipeline.speech_sets import LONG_FORM_S, SAMPLE_RATE, clip_samples, load_saved_set
 from pipeline.wer import corpus_wer
+from pipeline.workers import map_in_workers
 
 
 @dataclass(frozen=True)
@@ -88,17 +90,37 @@ def transcribe_clip(
     return processor.tokenizer.decode(tokens, skip_special_tokens=True).strip(), tokens
 
 
+_WORKER_MODEL: list[tuple[WhisperForConditionalGeneration, WhisperProcessor]] = []
+
+
+def _open_model(model_dir: Path) -> None:
+    torch.set_num_threads(1)  # one thread per worker: the transcripts do not follow core count
+    _WORKER_MODEL[:] = [load_model(model_dir)]
+
+
+def _transcribe_in_worker(samples: np.ndarray) -> tuple[str, list[int]]:
+    return transcribe_clip(*_WORKER_MODEL[0], samples)
+
+
 def run_reference(
     model_dir: Path, data_dir: Path, out_dir: Path, metrics_file: Path
 ) -> dict[str, Any]:
-    """Transcribe the eval set with the float transformers model; write transcripts and WER."""
-    model, processor = load_model(model_dir)
+    """Transcribe the eval set with the float transformers model (one single-threaded worker
+    per core); write transcripts and WER."""
+    if not (Path(model_dir) / "model.safetensors").is_file():
+        raise UserError(f"{model_dir}: no model here (run `whisper-npu model` first)")
     eval_set = load_saved_set(data_dir, "eval")
-    torch.manual_seed(0)
-    transcripts = []
-    for row in tqdm(eval_set, desc="reference (transformers)", unit="clip"):
-        text, tokens = transcribe_clip(model, processor, clip_samples(row))
-        transcripts.append(Transcript(row["id"], row["text"], text, tokens, row["duration_s"]))
+    outputs = map_in_workers(
+        _transcribe_in_worker, [clip_samples(row) for row in eval_set], _open_model, (model_dir,)
+    )
+    transcripts = [
+        Transcript(row["id"], row["text"], text, tokens, row["duration_s"])
+        for row, (text, tokens) in zip(
+            eval_set,
+            tqdm(outputs, total=len(eval_set), desc="reference (transformers)", unit="clip"),
+            strict=True,
+        )
+    ]
     long_form = [t for t in transcripts if t.duration_s > LONG_FORM_S]
     metrics = {
         "wer": corpus_wer([t.reference for t in transcripts], [t.text for t in transcripts]),
@@ -109,7 +131,7 @@ def run_reference(
         "long_clips": len(long_form),
     }
     with atomic_dir(Path(out_dir)) as scratch:
-        write_json(scratch / "transcripts.json", [t.__dict__ for t in transcripts])
+        write_json(scratch / TRANSCRIPTS_FILE, [t.__dict__ for t in transcripts])
     Path(metrics_file).parent.mkdir(parents=True, exist_ok=True)
     write_json(Path(metrics_file), metrics)
     return metrics

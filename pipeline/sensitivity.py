@@ -7,12 +7,16 @@ float; the model's outputs on calibration feeds are compared with fp32 as an SNR
 drop marks a layer to keep wide. This needs no quantizer: it ranks layers the same way for
 Quark, vai_q_onnx and ORT, and finds outlier layers (huge activation ranges) by measurement,
 not by name.
+
+Every node is a fresh copy of the graph and a fresh session, which costs more than running the
+decoder's feeds through it, so nodes are scored in one single-threaded worker process per core.
+Every session here runs one thread: the scores do not depend on the machine's core count.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,7 @@ from pipeline.config import QuantizeParams
 from pipeline.errors import UserError
 from pipeline.fsutil import atomic_dir, write_json
 from pipeline.runtime import Bundle
+from pipeline.workers import map_in_workers
 
 COMPUTE_OPS = ("MatMul", "Gemm", "Conv")
 CPU = "CPUExecutionProvider"
@@ -72,7 +77,7 @@ def activation_ranges(
     for name in wanted:
         if name not in existing and name not in graph_inputs:
             model.graph.output.append(helper.make_empty_tensor_value_info(name))
-    session = ort.InferenceSession(model.SerializeToString(), quiet_options(), providers=[CPU])
+    session = _session(model)
     ranges = {name: (0.0, 0.0) for name in wanted}
     readable = [name for name in wanted if name not in graph_inputs]
     for feed in feeds:
@@ -84,12 +89,15 @@ def activation_ranges(
     return ranges
 
 
-def quiet_options() -> ort.SessionOptions:
-    """ORT warns for every unused initializer a rewired copy leaves behind; that is expected."""
+def _session(model: onnx.ModelProto) -> ort.InferenceSession:
+    """A one-thread CPU session; quiet, since ORT warns for every unused initializer a rewired
+    copy leaves behind, which is expected."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    return options
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), options, providers=[CPU])
 
 
 def _round_to_grid(values: np.ndarray, bits: int | None) -> np.ndarray:
@@ -182,24 +190,55 @@ def snr_db(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float:
     return float("inf") if noise == 0 else 10.0 * np.log10(signal / noise)
 
 
-def layer_sensitivity(
-    model_path: Path, feeds: list[dict[str, np.ndarray]], outputs: list[str], precision: Precision
-) -> dict[str, float]:
-    """Output SNR (dB) with one node at a time at `precision`; lower means more sensitive."""
+@dataclass(frozen=True)
+class _Scoring:
+    """What a worker scores nodes against: the graph, its feeds and its fp32 outputs."""
+
+    model: onnx.ModelProto
+    feeds: list[dict[str, np.ndarray]]
+    outputs: list[str]
+    ranges: dict[str, tuple[float, float]]
+    reference: list[np.ndarray]
+
+
+_WORKER_SCORING: list[_Scoring] = []  # this worker's, set once when it starts
+
+
+def _open_scoring(
+    model_path: Path,
+    feeds: list[dict[str, np.ndarray]],
+    outputs: list[str],
+    ranges: dict[str, tuple[float, float]],
+) -> None:
     model = onnx.load(str(model_path))
-    baseline = ort.InferenceSession(model.SerializeToString(), quiet_options(), providers=[CPU])
+    baseline = _session(model)
     reference = [value for feed in feeds for value in baseline.run(outputs, feed)]
+    _WORKER_SCORING[:] = [_Scoring(model, feeds, outputs, ranges, reference)]
+
+
+def _score_node(task: tuple[str, Precision]) -> float:
+    node_name, precision = task
+    scoring = _WORKER_SCORING[0]
+    session = _session(with_layer_quantized(scoring.model, node_name, precision, scoring.ranges))
+    candidate = [value for feed in scoring.feeds for value in session.run(scoring.outputs, feed)]
+    return snr_db(scoring.reference, candidate)
+
+
+def layer_sensitivity(
+    model_path: Path,
+    feeds: list[dict[str, np.ndarray]],
+    outputs: list[str],
+    precisions: Sequence[Precision],
+) -> dict[Precision, dict[str, float]]:
+    """Per precision, the output SNR (dB) with one node at a time rounded to it; lower means
+    more sensitive."""
+    names = [node.name for node in compute_nodes(onnx.load(str(model_path)))]
     ranges = activation_ranges(model_path, feeds)
-    scores = {}
-    for node in compute_nodes(model):
-        variant = with_layer_quantized(model, node.name, precision, ranges)
-        session = ort.InferenceSession(
-            variant.SerializeToString(), quiet_options(), providers=[CPU]
-        )
-        scores[node.name] = snr_db(
-            reference, [value for feed in feeds for value in session.run(outputs, feed)]
-        )
-    return scores
+    tasks = [(name, precision) for precision in precisions for name in names]
+    scores = iter(
+        map_in_workers(_score_node, tasks, _open_scoring, (model_path, feeds, outputs, ranges))
+    )
+    return {precision: {name: next(scores) for name in names} for precision in precisions}
 
 
 # The rounding grid each quantized variant puts on activations and weights.
@@ -226,15 +265,19 @@ def run_sensitivity(
     grids = sorted(
         {VARIANT_GRID[variant] for variant in [*params.variants, *params.decoder_variant.values()]}
     )
+    scores = {
+        model: layer_sensitivity(
+            bundle.root / f"{model}.onnx",
+            feeds[model],
+            MODEL_OUTPUTS[model],
+            [GRIDS[grid] for grid in grids],
+        )
+        for model in tqdm(("encoder", "decoder"), desc="sensitivity", unit="graph")
+    }
     summary = {}
     with atomic_dir(Path(out_dir)) as scratch:
         for grid in grids:
-            result = {
-                model: layer_sensitivity(
-                    bundle.root / f"{model}.onnx", feeds[model], MODEL_OUTPUTS[model], GRIDS[grid]
-                )
-                for model in tqdm(("encoder", "decoder"), desc=f"sensitivity {grid}", unit="graph")
-            }
+            result = {model: scores[model][GRIDS[grid]] for model in scores}
             write_json(
                 scratch / f"{grid}.json",
                 {
@@ -244,7 +287,7 @@ def run_sensitivity(
                 },
             )
             summary[grid] = {
-                model: min(scores, key=lambda n: scores[n]) for model, scores in result.items()
+                model: min(layers, key=lambda n: layers[n]) for model, layers in result.items()
             }
     return {"most_sensitive": summary}
 

@@ -27,7 +27,7 @@ from pipeline.config import (
 )
 from pipeline.errors import UserError
 from pipeline.fsutil import atomic_dir, sha256_tree, write_json
-from pipeline.synthesis import describe, synthesize
+from pipeline.synthesis import describe, synthesize_all
 
 SAMPLE_RATE = 16_000
 LONG_FORM_S = 30.0
@@ -62,11 +62,14 @@ def _synthesise_audiofolder(
     with (folder / "metadata.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["file_name", "id", "text", "voice"])
-        for index, (clip_id, text) in enumerate(
-            tqdm(items, desc=f"synthesise {name}", unit="clip")
+        jobs = [(text, voices[index % len(voices)]) for index, (_, text) in enumerate(items)]
+        audio = synthesize_all(jobs)
+        for (clip_id, text), (_, voice), (samples, rate) in zip(
+            items,
+            jobs,
+            tqdm(audio, total=len(jobs), desc=f"synthesise {name}", unit="clip"),
+            strict=True,
         ):
-            voice = voices[index % len(voices)]
-            samples, rate = synthesize(text, voice)
             sf.write(folder / f"{clip_id}.wav", samples, rate, subtype="PCM_16")
             writer.writerow([f"{clip_id}.wav", clip_id, text, describe(voice)])
     return folder

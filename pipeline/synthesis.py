@@ -20,6 +20,7 @@ import io
 import json
 import shutil
 import subprocess
+from collections.abc import Iterator, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ import soundfile as sf
 
 from pipeline.config import EspeakVoice, PiperVoice, VoiceParams
 from pipeline.errors import UserError
+from pipeline.workers import map_in_workers
 
 
 @cache
@@ -89,6 +91,17 @@ def synthesize(text: str, voice: VoiceParams) -> tuple[np.ndarray, int]:
     if isinstance(voice, PiperVoice):
         return _piper(text, voice)
     return _espeak(text, voice)
+
+
+def _synthesize_job(job: tuple[str, VoiceParams]) -> tuple[np.ndarray, int]:
+    return synthesize(*job)
+
+
+def synthesize_all(jobs: Sequence[tuple[str, VoiceParams]]) -> Iterator[tuple[np.ndarray, int]]:
+    """`synthesize` of every (text, voice), in order, one worker process per core: each clip is
+    made alone on one pinned thread, so the samples are the same bytes whichever worker makes
+    them."""
+    return map_in_workers(_synthesize_job, jobs)
 
 
 def describe(voice: VoiceParams) -> str:

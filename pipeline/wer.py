@@ -48,12 +48,13 @@ def clip_edits(reference: str, hypothesis: str) -> EditCounts:
 
 
 def corpus_wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
-    """Corpus WER over pairs whose normalised reference is not empty (Whisper's convention)."""
+    """Corpus WER over pairs whose normalised reference is not empty (Whisper's convention):
+    the clips' edits summed, so it is the same number however the clips are grouped."""
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
-    pairs = [(normalise(r), normalise(h)) for r, h in zip(references, hypotheses, strict=True)]
-    pairs = [(r, h) for r, h in pairs if r]
-    if not pairs:
+    total = sum(
+        (clip_edits(r, h) for r, h in zip(references, hypotheses, strict=True)), EditCounts()
+    )
+    if not total.words:
         raise ValueError("no non-empty reference to score")
-    refs, hyps = zip(*pairs, strict=True)
-    return float(jiwer.wer(list(refs), list(hyps)))
+    return total.wer

@@ -2,6 +2,8 @@
 
 import sys
 
-from pipeline.cli import main
+from pipeline.cli import run
 
-raise SystemExit(main(["bench", *sys.argv[1:]]))
+# Guarded: worker processes (spawn) import this module again under another name.
+if __name__ == "__main__":
+    run(["bench", *sys.argv[1:]])

@@ -3,6 +3,8 @@ paths come from dvc.yaml."""
 
 import sys
 
-from pipeline.cli import main
+from pipeline.cli import run
 
-raise SystemExit(main(["data", *sys.argv[1:]]))
+# Guarded: worker processes (spawn) import this module again under another name.
+if __name__ == "__main__":
+    run(["data", *sys.argv[1:]])

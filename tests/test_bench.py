@@ -9,14 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import pipeline.bench
 from pipeline.bench import (
     BASELINE,
     EngineSpec,
+    EvalClips,
     Sample,
     TimingRunner,
     Worker,
     interleave,
     latency_stats,
+    measure,
     paired_speedup,
     percentile,
     pick_latency_clips,
@@ -252,9 +255,57 @@ def test_plots_write_data_and_pngs(tmp_path):
     assert "fp32 encoder,fp32,encoder,200.0" in (tmp_path / "time_split.csv").read_text()
 
 
+class ScriptedWorker:
+    """A worker that answers from a script of texts, recording which clips it was given."""
+
+    def __init__(self, name: str, texts: list[str]) -> None:
+        self.spec = EngineSpec(name, "ours", Path(name), 1)
+        self.info = {"execution": {"provider": "scripted"}}
+        self.texts, self.clips = texts, []
+
+    def transcribe(self, clip: int, samples: np.ndarray) -> Sample:
+        self.clips.append(clip)
+        return Sample(clip, self.texts[clip], 1, 1.0)
+
+    def finish(self) -> float:
+        return 1.0
+
+
+def test_known_transcripts_stand_in_only_where_the_timed_clips_match(monkeypatch):
+    """A known engine whose timed transcripts match skips the WER pass; one that differs on a
+    timed clip is run over every clip, and its own transcripts are scored."""
+    from pipeline.config import BenchParams
+
+    known = {"c0": "one", "c1": "two", "c2": "three", "c3": "four"}
+    matching = ScriptedWorker(BASELINE, ["one", "two", "three", "four"])
+    drifting = ScriptedWorker("transformers", ["one", "too", "three", "for"])
+    variant = ScriptedWorker("a16w8", ["one", "two", "tree", "four"])
+    workers = [matching, drifting, variant]
+    monkeypatch.setattr(pipeline.bench, "_open_workers", lambda specs, stack: workers)
+    clips = EvalClips([np.zeros(16)] * 4, list(known.values()), [1.0] * 4, list(known))
+    params = BenchParams(warmup=0, repeats=2, latency_clips=2)
+
+    measured = measure(
+        [w.spec for w in workers], clips, params, {BASELINE: known, "transformers": known}
+    )
+
+    timed = [0, 3, 0, 3]  # equal durations: the shortest and the longest by index
+    assert matching.clips == timed and measured.texts[BASELINE] == list(known.values())
+    assert measured.text_source[BASELINE].startswith("the reference stage's transcripts")
+    assert sorted(drifting.clips) == sorted([*timed, 1, 2])
+    assert measured.texts["transformers"] == drifting.texts
+    assert measured.text_source["transformers"] == "transcribed in this run"
+    assert measured.texts["a16w8"] == variant.texts and sorted(variant.clips) == [0, 0, 1, 2, 3, 3]
+    assert BASELINE not in measured.accuracy and len(measured.latency[BASELINE]) == 4
+
+
 @pytest.mark.integration
-def test_bench_on_the_real_fp32_bundle(tmp_path, fp32_bundle, default_data_dir, tiny_en_dir):
-    """A few clips, one repeat: the figures exist and make sense; no timing threshold."""
+def test_bench_on_the_real_fp32_bundle(
+    tmp_path, fp32_bundle, default_data_dir, tiny_en_dir, reference_outputs
+):
+    """A few clips, one repeat: the figures exist and make sense; no timing threshold. The
+    fp32 baseline and transformers take the reference transcripts; a variant slot holding the
+    same fp32 weights is transcribed in full and must score exactly the same."""
     from pipeline.bench import run_bench
     from pipeline.config import BenchParams
     from pipeline.speech_sets import load_saved_set
@@ -271,6 +322,7 @@ def test_bench_on_the_real_fp32_bundle(tmp_path, fp32_bundle, default_data_dir, 
     result = run_bench(
         ["fp32", "a16w8"], params, compiled, tmp_path / "data", out, tmp_path / "plots",
         baseline_bundle=fp32_bundle, model_dir=tiny_en_dir,
+        reference_dir=reference_outputs.directory,
     )  # fmt: skip
 
     metrics = json.loads(out.read_text())
@@ -287,6 +339,9 @@ def test_bench_on_the_real_fp32_bundle(tmp_path, fp32_bundle, default_data_dir, 
     assert metrics["peers"]["transformers"]["wer"] == fp32["wer"]
     run = json.loads((tmp_path / "plots" / "run.json").read_text())
     assert run["engines"]["fp32"]["provider"] == "CPUExecutionProvider"
+    for reused in ("fp32", "transformers"):
+        assert run["engines"][reused]["transcripts"].startswith("the reference stage's")
+    assert run["engines"]["a16w8"]["transcripts"] == "transcribed in this run"
     assert run["clips"]["eval"] == 4 and run["clips"]["long_form"] == 1
     assert run["versions"]["onnxruntime"]
     for name in ("wer_vs_latency", "decoder_by_position", "time_split"):

@@ -129,3 +129,21 @@ def test_runtime_does_not_import_torch(fp32_bundle, sky_clip, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == SKY
+
+
+def test_transcribe_all_matches_one_session_in_order_and_stops_early(fp32_bundle, default_data_dir):
+    """The worker processes give each clip the text a one-thread session gives it, in order;
+    leaving the loop early drops the clips not yet started instead of finishing them."""
+    from contextlib import closing
+
+    from pipeline.runtime import Transcriber, transcribe_all
+
+    rows = load_saved_set(default_data_dir, "calibration").select(range(6))
+    clips = [clip_samples(row) for row in rows]
+    one = Transcriber.from_bundle(fp32_bundle, threads=1)
+    assert [t.text for t in transcribe_all(fp32_bundle, clips)] == [
+        one.transcribe(clip).text for clip in clips
+    ]
+    with closing(transcribe_all(fp32_bundle, clips * 50)) as transcripts:
+        first = next(transcripts).text
+    assert first == one.transcribe(clips[0]).text  # and closing did not wait for 299 more

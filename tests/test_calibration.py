@@ -36,6 +36,10 @@ def test_calibration_output_is_small_and_disjoint(calibration_dir):
     manifest = json.loads((calibration_dir / "manifest.json").read_text())
     assert len(manifest["calibration_clips"]) == 4 and len(manifest["holdout_clips"]) == 2
     assert not set(manifest["calibration_clips"]) & set(manifest["holdout_clips"])
+    # The fp32 bundle's transcripts of the held-back clips: every quantize budget starts there.
+    calibration = CalibrationSet(calibration_dir)
+    assert calibration.holdout_ids == manifest["holdout_clips"]
+    assert len(calibration.holdout_fp32_texts) == 2 and all(calibration.holdout_fp32_texts)
     assert manifest["bytes"]["encoder_inputs.npy"] == 4 * 80 * 3000 * 4 + 128
     assert manifest["bytes"]["decoder_steps.json"] < 10_000
 

@@ -11,7 +11,7 @@ import soundfile as sf
 from pipeline.config import AudioFolderSet, BuiltinSet, DataParams, EspeakVoice, PiperVoice
 from pipeline.errors import UserError
 from pipeline.speech_sets import SAMPLE_RATE, build_speech_sets, load_saved_set
-from pipeline.synthesis import synthesize
+from pipeline.synthesis import synthesize, synthesize_all
 
 PIPER = PiperVoice(engine="piper")
 
@@ -99,6 +99,16 @@ def test_piper_is_repeatable_with_noise_off():
     assert rate == 22_050
     assert first.size > rate  # more than a second of speech
     np.testing.assert_array_equal(first, second)
+
+
+def test_worker_processes_make_the_same_samples_in_order():
+    """The data stage reads clips aloud in one worker per core: same bytes, same order."""
+    texts = ["One short line.", "A second, longer line of speech.", "Three.", "Four at last."]
+    jobs = [(text, PIPER) for text in texts]
+    together = list(synthesize_all(jobs))
+    assert [rate for _, rate in together] == [22_050] * 4
+    for (samples, _), text in zip(together, texts, strict=True):
+        np.testing.assert_array_equal(samples, synthesize(text, PIPER)[0])
 
 
 def test_length_scale_changes_speed():
