@@ -636,7 +636,7 @@ def known_transcripts(
     parity = read_json_object(baseline_bundle / BUNDLE_FILE).get("parity")
     if (
         isinstance(parity, dict)
-        and parity.get("transcript_clips") == len(clip_ids)
+        and parity.get("transcript_clips") == len(texts)  # it compared every reference clip
         and parity.get("transcripts_differing") == []
     ):
         known[BASELINE] = texts

@@ -4,7 +4,9 @@ spread over one single-threaded worker process per core.
 On 2 cores two one-thread ONNX Runtime sessions get through ~1.2x the clips of one two-thread
 session (measured on tiny.en), and Python-side work (protobuf copies, session creation) runs in
 parallel at all only this way. Each worker pins its sessions to one thread, so results do not
-depend on how many cores the machine has. Workers are spawned, not forked, as on Windows.
+depend on how many cores the machine has. Workers are spawned, not forked, as on Windows; like
+any spawned worker they import the caller's main module again, so a script that calls this
+(through `runtime.transcribe_all`, say) keeps its own work under `if __name__ == "__main__":`.
 """
 
 from __future__ import annotations

@@ -255,6 +255,9 @@ def test_plots_write_data_and_pngs(tmp_path):
     assert "fp32 encoder,fp32,encoder,200.0" in (tmp_path / "time_split.csv").read_text()
 
 
+PEER = "transformers"
+
+
 class ScriptedWorker:
     """A worker that answers from a script of texts, recording which clips it was given."""
 
@@ -297,6 +300,37 @@ def test_known_transcripts_stand_in_only_where_the_timed_clips_match(monkeypatch
     assert measured.text_source["transformers"] == "transcribed in this run"
     assert measured.texts["a16w8"] == variant.texts and sorted(variant.clips) == [0, 0, 1, 2, 3, 3]
     assert BASELINE not in measured.accuracy and len(measured.latency[BASELINE]) == 4
+
+
+@pytest.mark.parametrize(
+    ("parity", "ids", "known"),
+    [
+        (
+            {"transcript_clips": 3, "transcripts_differing": []},
+            ["a", "c"],
+            {"fp32", "transformers"},
+        ),
+        ({"transcript_clips": 3, "transcripts_differing": ["b"]}, ["a"], {PEER}),
+        ({"transcript_clips": 2, "transcripts_differing": []}, ["a"], {PEER}),
+        (None, ["a"], {PEER}),
+        ({"transcript_clips": 3, "transcripts_differing": []}, ["a", "z"], set()),
+    ],
+)
+def test_fp32_takes_reference_transcripts_only_after_a_clean_parity_gate(
+    tmp_path, parity, ids, known
+):
+    from pipeline.bench import known_transcripts
+
+    (tmp_path / "reference").mkdir()
+    rows = [{"id": i, "text": i.upper()} for i in ("a", "b", "c")]
+    (tmp_path / "reference" / "transcripts.json").write_text(json.dumps(rows))
+    (tmp_path / "bundle").mkdir()
+    meta = {"parity": parity} if parity else {}
+    (tmp_path / "bundle" / "bundle.json").write_text(json.dumps(meta))
+    found = known_transcripts(tmp_path / "reference", tmp_path / "bundle", ids)
+    assert set(found) == known
+    assert all(texts["a"] == "A" for texts in found.values())
+    assert known_transcripts(None, tmp_path / "bundle", ids) == {}
 
 
 @pytest.mark.integration
