@@ -659,7 +659,8 @@ def measure(
         raise UserError("the eval set has no clip of 30 s or less to time")
     warmup = [latency[i % len(latency)] for i in range(params.warmup)]
     timed = latency * params.repeats
-    others = [clip for clip in range(len(clips.samples)) if clip not in set(latency)]
+    timed_clips = set(latency)
+    others = [clip for clip in range(len(clips.samples)) if clip not in timed_clips]
     with ExitStack() as stack:
         workers = _open_workers(specs, stack)
         with tqdm(

@@ -8,6 +8,7 @@ long-form decoding (which needs timestamps to move from one window to the next).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,13 @@ class Transcript:
     duration_s: float
 
 
-def load_model(model_dir: Path) -> tuple[WhisperForConditionalGeneration, WhisperProcessor]:
+def _require_model(model_dir: Path) -> None:
     if not (Path(model_dir) / "model.safetensors").is_file():
         raise UserError(f"{model_dir}: no model here (run `whisper-npu model` first)")
+
+
+def load_model(model_dir: Path) -> tuple[WhisperForConditionalGeneration, WhisperProcessor]:
+    _require_model(model_dir)
     # generate() warns on every call that the suppress-token processors it builds from the
     # generation config are also built by Whisper's own generate; both are the same lists.
     transformers_logging.set_verbosity_error()
@@ -90,16 +95,16 @@ def transcribe_clip(
     return processor.tokenizer.decode(tokens, skip_special_tokens=True).strip(), tokens
 
 
-_WORKER_MODEL: list[tuple[WhisperForConditionalGeneration, WhisperProcessor]] = []
+Model = tuple[WhisperForConditionalGeneration, WhisperProcessor]
 
 
-def _open_model(model_dir: Path) -> None:
+def _open_model(model_dir: Path) -> Model:
     torch.set_num_threads(1)  # one thread per worker: the transcripts do not follow core count
-    _WORKER_MODEL[:] = [load_model(model_dir)]
+    return load_model(model_dir)
 
 
-def _transcribe_in_worker(samples: np.ndarray) -> tuple[str, list[int]]:
-    return transcribe_clip(*_WORKER_MODEL[0], samples)
+def _transcribe_in_worker(model: Model, samples: np.ndarray) -> tuple[str, list[int]]:
+    return transcribe_clip(*model, samples)
 
 
 def run_reference(
@@ -107,11 +112,12 @@ def run_reference(
 ) -> dict[str, Any]:
     """Transcribe the eval set with the float transformers model (one single-threaded worker
     per core); write transcripts and WER."""
-    if not (Path(model_dir) / "model.safetensors").is_file():
-        raise UserError(f"{model_dir}: no model here (run `whisper-npu model` first)")
+    _require_model(model_dir)  # before any worker starts
     eval_set = load_saved_set(data_dir, "eval")
     outputs = map_in_workers(
-        _transcribe_in_worker, [clip_samples(row) for row in eval_set], _open_model, (model_dir,)
+        _transcribe_in_worker,
+        [clip_samples(row) for row in eval_set],
+        partial(_open_model, Path(model_dir)),
     )
     transcripts = [
         Transcript(row["id"], row["text"], text, tokens, row["duration_s"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -345,20 +346,14 @@ class Transcriber:
         return Transcription(self.text(tokens), tokens)
 
 
-# The transcriber of a `transcribe_all` worker process, opened once when the worker starts.
-_WORKER_TRANSCRIBER: list[Transcriber] = []
-
-
-def _open_worker(root: Path) -> None:
-    _WORKER_TRANSCRIBER[:] = [Transcriber.from_bundle(root, threads=1)]
-
-
-def _transcribe_in_worker(samples: np.ndarray) -> Transcription:
-    return _WORKER_TRANSCRIBER[0].transcribe(samples)
+def _transcribe_in_worker(transcriber: Transcriber, samples: np.ndarray) -> Transcription:
+    return transcriber.transcribe(samples)
 
 
 def transcribe_all(root: Path, clips: Sequence[np.ndarray]) -> Generator[Transcription, None, None]:
     """A bundle's transcript of every clip on the CPU, in order, in one single-threaded
     process per core: for throughput, not latency. Every session runs one thread, so the text
     does not depend on the machine's core count."""
-    return map_in_workers(_transcribe_in_worker, clips, _open_worker, (Path(root),))
+    return map_in_workers(
+        _transcribe_in_worker, clips, partial(Transcriber.from_bundle, Path(root), threads=1)
+    )

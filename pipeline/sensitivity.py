@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -154,11 +155,16 @@ def with_layer_quantized(
     """A copy of `model` where only `node_name` sees rounded inputs and a rounded weight.
     `lifted` holds the values of weights `lift_weights` turned into graph inputs."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
+    target = next(node for node in model.graph.node if node.name == node_name)
+    initializers = _initializers(model)
     weights = {
-        **{name: numpy_helper.to_array(init) for name, init in _initializers(model).items()},
+        **{
+            name: numpy_helper.to_array(initializers[name])
+            for name in target.input
+            if name in initializers
+        },
         **(lifted or {}),
     }
-    target = next(node for node in model.graph.node if node.name == node_name)
     added_nodes: list[onnx.NodeProto] = []
     for index, name in enumerate(list(target.input)):
         if not name:
@@ -231,25 +237,21 @@ class _Scoring:
     reference: list[np.ndarray]
 
 
-_WORKER_SCORING: list[_Scoring] = []  # this worker's, set once when it starts
-
-
 def _open_scoring(
     model_path: Path,
     feeds: list[dict[str, np.ndarray]],
     outputs: list[str],
     ranges: dict[str, tuple[float, float]],
-) -> None:
+) -> _Scoring:
     model, lifted = lift_weights(onnx.load(str(model_path)))
     feeds = [{**feed, **lifted} for feed in feeds]
     baseline = _session(model)
     reference = [value for feed in feeds for value in baseline.run(outputs, feed)]
-    _WORKER_SCORING[:] = [_Scoring(model, lifted, feeds, outputs, ranges, reference)]
+    return _Scoring(model, lifted, feeds, outputs, ranges, reference)
 
 
-def _score_node(task: tuple[str, Precision]) -> float:
+def _score_node(scoring: _Scoring, task: tuple[str, Precision]) -> float:
     node_name, precision = task
-    scoring = _WORKER_SCORING[0]
     variant = with_layer_quantized(
         scoring.model, node_name, precision, scoring.ranges, scoring.lifted
     )
@@ -270,7 +272,9 @@ def layer_sensitivity(
     ranges = activation_ranges(model_path, feeds)
     tasks = [(name, precision) for precision in precisions for name in names]
     scores = iter(
-        map_in_workers(_score_node, tasks, _open_scoring, (model_path, feeds, outputs, ranges))
+        map_in_workers(
+            _score_node, tasks, partial(_open_scoring, model_path, feeds, outputs, ranges)
+        )
     )
     return {precision: {name: next(scores) for name in names} for precision in precisions}
 

@@ -30,7 +30,7 @@ import soundfile as sf
 
 from pipeline.config import EspeakVoice, PiperVoice, VoiceParams
 from pipeline.errors import UserError
-from pipeline.workers import map_in_workers
+from pipeline.workers import map_in_workers, no_state
 
 
 @cache
@@ -93,7 +93,7 @@ def synthesize(text: str, voice: VoiceParams) -> tuple[np.ndarray, int]:
     return _espeak(text, voice)
 
 
-def _synthesize_job(job: tuple[str, VoiceParams]) -> tuple[np.ndarray, int]:
+def _synthesize_job(_: None, job: tuple[str, VoiceParams]) -> tuple[np.ndarray, int]:
     return synthesize(*job)
 
 
@@ -101,7 +101,7 @@ def synthesize_all(jobs: Sequence[tuple[str, VoiceParams]]) -> Iterator[tuple[np
     """`synthesize` of every (text, voice), in order, one worker process per core: each clip is
     made alone on one pinned thread, so the samples are the same bytes whichever worker makes
     them."""
-    return map_in_workers(_synthesize_job, jobs)
+    return map_in_workers(_synthesize_job, jobs, no_state)
 
 
 def describe(voice: VoiceParams) -> str:

@@ -16,44 +16,55 @@ import os
 import signal
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from typing import Any, TypeVar
 
+State = TypeVar("State")
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
+# What `open_state` returned in this worker process: a spawned worker serves one call only.
+_worker_state: list[Any] = []
 
-def _start_worker(setup: Callable[..., None] | None, setup_args: tuple[Any, ...]) -> None:
+
+def _start_worker(open_state: Callable[[], Any]) -> None:
     # Ctrl-C reaches the whole process group; the command, not each worker, answers it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if setup is not None:
-        setup(*setup_args)
+    _worker_state[:] = [open_state()]
+
+
+def _run_in_worker(function: Callable[[Any, Item], Result], item: Item) -> Result:
+    return function(_worker_state[0], item)
+
+
+def no_state() -> None:
+    """The `open_state` of work that needs nothing opened first."""
 
 
 def map_in_workers(
-    function: Callable[[Item], Result],
+    function: Callable[[State, Item], Result],
     items: Sequence[Item],
-    setup: Callable[..., None] | None = None,
-    setup_args: tuple[Any, ...] = (),
+    open_state: Callable[[], State],
 ) -> Generator[Result, None, None]:
-    """`function(item)` for every item, yielded in order; `setup(*setup_args)` runs once in each
-    worker first (to open a model, say). Stop iterating and the items not started are dropped.
+    """`function(state, item)` for every item, yielded in order, where `state` is what
+    `open_state()` returned once in the same worker (an opened model, say). Stop iterating and
+    the items not started are dropped.
 
-    `function` and `setup` must be module-level functions (they are pickled by name). With one
-    core or one item, everything runs in this process instead.
+    `function` and `open_state` must pickle: module-level functions, or `functools.partial` of
+    them. With one core or one item, everything runs in this process instead.
     """
     workers = min(os.cpu_count() or 1, len(items))
     if workers <= 1:
-        if setup is not None:
-            setup(*setup_args)
-        yield from map(function, items)
+        state = open_state()
+        yield from (function(state, item) for item in items)
         return
     pool = ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_start_worker,
-        initargs=(setup, setup_args),
+        initargs=(open_state,),
     )
     try:
-        yield from pool.map(function, items)
+        yield from pool.map(partial(_run_in_worker, function), items)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
