@@ -28,13 +28,13 @@ ARTIFACT_HELP = (
 
 
 def _model(args: argparse.Namespace, params: Params) -> Any:
-    from pipeline.model_source import fetch_model
+    from pipeline.sources.model import fetch_model
 
     return fetch_model(params.model, args.out)
 
 
 def _data(args: argparse.Namespace, params: Params) -> Any:
-    from pipeline.speech_sets import build_speech_sets
+    from pipeline.sources.speech_sets import build_speech_sets
 
     manifest = build_speech_sets(params.data, args.out)
     return {
@@ -44,31 +44,31 @@ def _data(args: argparse.Namespace, params: Params) -> Any:
 
 
 def _reference(args: argparse.Namespace, params: Params) -> Any:
-    from pipeline.reference import run_reference
+    from pipeline.export.reference import run_reference
 
     return run_reference(args.model, args.data, args.out, args.metrics)
 
 
 def _export(args: argparse.Namespace, params: Params) -> Any:
-    from pipeline.export import export_bundle
+    from pipeline.export.onnx_bundle import export_bundle
 
     return export_bundle(params.export, args.model, args.data, args.reference, args.out)
 
 
 def _calibrate(args: argparse.Namespace, params: Params) -> Any:
-    from pipeline.calibration import run_calibration
+    from pipeline.quant.calibration import run_calibration
 
     return run_calibration(params.calibrate, args.bundle, args.data, args.out)
 
 
 def _sensitivity(args: argparse.Namespace, params: Params) -> Any:
-    from pipeline.sensitivity import run_sensitivity
+    from pipeline.quant.sensitivity import run_sensitivity
 
     return run_sensitivity(params.quantize, args.bundle, args.calibration, args.out)
 
 
 def _quantize(args: argparse.Namespace, params: Params) -> Any:
-    from pipeline.quantize import quantize_variant
+    from pipeline.quant.quantize import quantize_variant
 
     out = args.out or Path("artifacts/bundles") / args.variant
     return quantize_variant(
@@ -89,7 +89,7 @@ def _say_fallback(command: str, execution: dict[str, Any]) -> None:
 
 
 def _evaluate(args: argparse.Namespace, params: Params) -> Any:
-    from pipeline.evaluate import evaluate_bundle
+    from pipeline.bench.evaluate import evaluate_bundle
 
     result = evaluate_bundle(args.artifact, args.data)
     _say_fallback("evaluate", result["execution"])
@@ -97,7 +97,7 @@ def _evaluate(args: argparse.Namespace, params: Params) -> Any:
 
 
 def _compile(args: argparse.Namespace, params: Params) -> int:
-    from pipeline.compile import compile_bundle
+    from pipeline.npu.compile import compile_bundle
 
     compile_bundle(params.compile, args.bundle, args.out, args.target, args.allow_split)
     return 0
@@ -111,7 +111,7 @@ def _bench(args: argparse.Namespace, params: Params) -> int:
         raise UserError(f"{args.out}: exists and is not a file; bench writes its JSON there")
     inputs = [args.compiled, args.data, args.baseline_bundle, args.model]
     check_output_dir(args.plots, *inputs, *([args.reference] if args.reference else []))
-    from pipeline.bench import format_table, run_bench
+    from pipeline.bench.run import format_table, run_bench
 
     result = run_bench(
         params.compile.variants,
@@ -129,7 +129,7 @@ def _bench(args: argparse.Namespace, params: Params) -> int:
 
 
 def _check(args: argparse.Namespace, params: Params) -> int:
-    from pipeline.gate import check
+    from pipeline.bench.gate import check
 
     overrides = {
         "max_wer_increase": args.max_wer_increase,
@@ -168,8 +168,8 @@ def _os_error(exc: OSError) -> str:
 
 def _transcribe(args: argparse.Namespace, params: Params) -> int:
     """One line per file (or a JSON list); a bad file is reported and the others still run."""
-    from pipeline.audio import load_audio
-    from pipeline.runtime import Transcriber
+    from pipeline.runtime.audio import load_audio
+    from pipeline.runtime.transcriber import Transcriber
 
     transcriber = Transcriber.from_artifact(args.artifact, threads=args.threads)
     _say_fallback("transcribe", transcriber.execution)
@@ -190,13 +190,13 @@ def _transcribe(args: argparse.Namespace, params: Params) -> int:
 
 
 def _release(args: argparse.Namespace, params: Params) -> Any:
-    from pipeline.release import build_release
+    from pipeline.release.build import build_release
 
     return build_release(args.bundle, args.compiled, args.metrics, args.out)
 
 
 def _verify(args: argparse.Namespace, params: Params | None) -> int:
-    from pipeline.verify import verify_artifact
+    from pipeline.release.verify import verify_artifact
 
     print(verify_artifact(args.artifact))
     return 0

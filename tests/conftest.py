@@ -13,12 +13,12 @@ import pytest
 from transformers import WhisperConfig, WhisperForConditionalGeneration
 
 from pipeline.config import BuiltinSet, DataParams, ModelParams, Params, load_params
-from pipeline.decoding import DecodingSpec
-from pipeline.export import export_bundle
-from pipeline.model_source import fetch_model
-from pipeline.reference import run_reference
-from pipeline.speech_sets import build_speech_sets
-from pipeline.whisper_io import WhisperDims
+from pipeline.export.onnx_bundle import export_bundle
+from pipeline.export.reference import run_reference
+from pipeline.runtime.decoding import DecodingSpec
+from pipeline.runtime.whisper_io import WhisperDims
+from pipeline.sources.model import fetch_model
+from pipeline.sources.speech_sets import build_speech_sets
 
 REPO = Path(__file__).resolve().parent.parent
 # The tiny random Whisper's bundle shapes: 8 cache slots keep its graphs small.
@@ -157,7 +157,7 @@ def write_tiny_bundle(root: Path) -> Path:
     import numpy as np
     from tokenizers import Tokenizer, models
 
-    from pipeline.export import export_graphs
+    from pipeline.export.onnx_bundle import export_graphs
 
     model = tiny_whisper()
     model.config._attn_implementation = "eager"

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import pipeline.bench
-from pipeline.bench import (
+import pipeline.bench.run
+from pipeline.bench.plots import write_plots
+from pipeline.bench.run import (
     BASELINE,
     EngineSpec,
     EvalClips,
@@ -27,7 +28,6 @@ from pipeline.bench import (
 )
 from pipeline.cli import main
 from pipeline.errors import UserError
-from pipeline.plots import write_plots
 
 REPO = Path(__file__).resolve().parent.parent
 PARAMS = REPO / "params.yaml"  # gate: max_wer_increase 1.0 points, max_latency_increase 0.25
@@ -284,7 +284,7 @@ def test_known_transcripts_stand_in_only_where_the_timed_clips_match(monkeypatch
     drifting = ScriptedWorker("transformers", ["one", "too", "three", "for"])
     variant = ScriptedWorker("a16w8", ["one", "two", "tree", "four"])
     workers = [matching, drifting, variant]
-    monkeypatch.setattr(pipeline.bench, "_open_workers", lambda specs, stack: workers)
+    monkeypatch.setattr(pipeline.bench.run, "_open_workers", lambda specs, stack: workers)
     clips = EvalClips([np.zeros(16)] * 4, list(known.values()), [1.0] * 4, list(known))
     params = BenchParams(warmup=0, repeats=2, latency_clips=2)
 
@@ -319,7 +319,7 @@ def test_known_transcripts_stand_in_only_where_the_timed_clips_match(monkeypatch
 def test_fp32_takes_reference_transcripts_only_after_a_clean_parity_gate(
     tmp_path, parity, ids, known
 ):
-    from pipeline.bench import known_transcripts
+    from pipeline.bench.run import known_transcripts
 
     (tmp_path / "reference").mkdir()
     rows = [{"id": i, "text": i.upper()} for i in ("a", "b", "c")]
@@ -340,9 +340,9 @@ def test_bench_on_the_real_fp32_bundle(
     """A few clips, one repeat: the figures exist and make sense; no timing threshold. The
     fp32 baseline and transformers take the reference transcripts; a variant slot holding the
     same fp32 weights is transcribed in full and must score exactly the same."""
-    from pipeline.bench import run_bench
+    from pipeline.bench.run import run_bench
     from pipeline.config import BenchParams
-    from pipeline.speech_sets import load_saved_set
+    from pipeline.sources.speech_sets import load_saved_set
 
     full = load_saved_set(default_data_dir, "eval")
     long_form = [i for i, seconds in enumerate(full["duration_s"]) if seconds > 30]

@@ -8,10 +8,15 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from pipeline.calibration import CalibrationSet, FeedReader, _sampled_positions, run_calibration
 from pipeline.config import CalibrateParams
 from pipeline.errors import UserError
-from pipeline.runtime import Bundle
+from pipeline.quant.calibration import (
+    CalibrationSet,
+    FeedReader,
+    _sampled_positions,
+    run_calibration,
+)
+from pipeline.runtime.bundle import Bundle
 
 
 def test_sampled_positions_cover_the_path():

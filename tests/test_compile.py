@@ -12,13 +12,14 @@ import pytest
 import soundfile as sf
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline import vitisai
 from pipeline.cli import main
-from pipeline.compile import compile_bundle
 from pipeline.config import CompileParams
 from pipeline.errors import UserError
-from pipeline.forecast import forecast_bundle, forecast_graph
-from pipeline.runtime import COMPILE_FILE, Transcriber
+from pipeline.npu import vitisai
+from pipeline.npu.compile import compile_bundle
+from pipeline.npu.forecast import forecast_bundle, forecast_graph
+from pipeline.runtime.bundle import COMPILE_FILE
+from pipeline.runtime.transcriber import Transcriber
 from tests.conftest import REPO, TINY_DIMS, TINY_SPEC, write_tiny_bundle
 
 PARAMS = ["--params", str(REPO / "params.yaml")]

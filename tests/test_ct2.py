@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.ct2 import _tokenizer, convert_ct2_whisper, read_ct2_model
 from pipeline.errors import UserError
-from pipeline.model_source import _builtin_dir
+from pipeline.sources.ct2 import _tokenizer, convert_ct2_whisper, read_ct2_model
+from pipeline.sources.model import _builtin_dir
 from tests.conftest import tiny_whisper
 
 ctranslate2 = pytest.importorskip("ctranslate2")

@@ -8,7 +8,7 @@ import torch
 from transformers import GenerationConfig
 from transformers.generation.logits_process import WhisperTimeStampLogitsProcessor
 
-from pipeline.decoding import (
+from pipeline.runtime.decoding import (
     DecodingSpec,
     _apply_timestamp_rules,
     _complete_segments,

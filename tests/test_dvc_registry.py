@@ -17,7 +17,7 @@ import soundfile as sf
 import yaml
 
 from pipeline.config import load_params
-from pipeline.release import model_slug
+from pipeline.release.build import model_slug
 from tests.dvc_helpers import REPO, dvc, git, seeded_clone
 
 CACHE = REPO / ".dvc" / "cache" / "files" / "md5"
@@ -78,7 +78,7 @@ def whisper_npu(*args: str, cwd: Path) -> str:
 
 def first_eval_clip(tmp_path: Path) -> tuple[Path, str]:
     """eval-0000 as a WAV file and the transcript the fp32 bundle must give (= reference)."""
-    from pipeline.speech_sets import clip_samples, load_saved_set
+    from pipeline.sources.speech_sets import clip_samples, load_saved_set
 
     reference = REPO / "artifacts" / "reference" / "transcripts.json"
     if not reference.is_file():

@@ -8,11 +8,12 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from pipeline.decoding import DecodingSpec
-from pipeline.export import export_graphs
-from pipeline.graph_check import check_graph, npu_ops
-from pipeline.runtime import Bundle, OrtRunner
-from pipeline.whisper_io import WhisperDims
+from pipeline.export.onnx_bundle import export_graphs
+from pipeline.npu.graph_check import check_graph, npu_ops
+from pipeline.runtime.bundle import Bundle
+from pipeline.runtime.decoding import DecodingSpec
+from pipeline.runtime.transcriber import OrtRunner
+from pipeline.runtime.whisper_io import WhisperDims
 from tests.conftest import tiny_whisper
 
 FAMILIES = {  # (mel bins, vocabulary): .en, multilingual, large-v3 / turbo

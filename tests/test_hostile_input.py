@@ -311,12 +311,12 @@ def test_sigterm_inside_the_swap_leaves_an_output(tmp_path, monkeypatch):
 
 
 def test_bench_out_on_a_directory_fails_before_measuring(tmp_path, capsys, monkeypatch):
-    import pipeline.bench
+    import pipeline.bench.run
 
     def measure(*args: object, **kwargs: object) -> None:
         raise AssertionError("measured before checking --out")
 
-    monkeypatch.setattr(pipeline.bench, "run_bench", measure)
+    monkeypatch.setattr(pipeline.bench.run, "run_bench", measure)
     (tmp_path / "bench.json").mkdir()
     args = ["--out", str(tmp_path / "bench.json"), "--plots", str(tmp_path / "plots")]
     assert main(["bench", *PARAMS, *args]) == 2
@@ -476,9 +476,9 @@ def write_audio_cases(root: Path) -> dict[str, str]:
 def test_bad_audio_is_one_line_each_and_the_rest_is_transcribed(
     runnable_bundle, tmp_path, capsys, monkeypatch, deadline
 ):
-    import pipeline.audio
+    import pipeline.runtime.audio
 
-    monkeypatch.setattr(pipeline.audio, "MAX_SECONDS", 3)
+    monkeypatch.setattr(pipeline.runtime.audio, "MAX_SECONDS", 3)
     cases = write_audio_cases(tmp_path / "audio")
     good = tmp_path / "audio" / "eight-channels.wav"
     sf.write(good, np.zeros((16000, 8), np.float32), 16000)
@@ -510,12 +510,12 @@ def test_bad_audio_is_one_line_each_and_the_rest_is_transcribed(
     ],
 )
 def test_os_errors_are_one_line(release_inputs, tmp_path, capsys, monkeypatch, error, expected):
-    import pipeline.release
+    import pipeline.release.build
 
     def fail(*args: object) -> None:
         raise error
 
-    monkeypatch.setattr(pipeline.release, "build_release", fail)
+    monkeypatch.setattr(pipeline.release.build, "build_release", fail)
     assert release(capsys, release_inputs, tmp_path / "release") == 2
     one_line_error(capsys, "release", expected)
 

@@ -7,9 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.reference import greedy_tokens, load_model, log_mel
-from pipeline.speech_sets import LONG_FORM_S, build_speech_sets, clip_samples, load_saved_set
-from pipeline.wer import normalise
+from pipeline.bench.wer import normalise
+from pipeline.export.reference import greedy_tokens, load_model, log_mel
+from pipeline.sources.speech_sets import (
+    LONG_FORM_S,
+    build_speech_sets,
+    clip_samples,
+    load_saved_set,
+)
 from tests.conftest import default_data_params
 
 pytestmark = pytest.mark.integration
@@ -54,7 +59,7 @@ def test_converted_model_matches_faster_whisper_token_for_token(
     ctranslate2 = pytest.importorskip("ctranslate2")
     from faster_whisper import WhisperModel
 
-    from pipeline.model_source import _builtin_dir
+    from pipeline.sources.model import _builtin_dir
 
     model, processor = load_model(tiny_en_dir)
     peer = WhisperModel(str(_builtin_dir("builtin:tiny.en")), device="cpu", compute_type="float32")

@@ -6,9 +6,9 @@ import pytest
 from transformers import WhisperForConditionalGeneration
 
 from pipeline.config import ModelParams
-from pipeline.ct2 import _tokenizer
 from pipeline.errors import UserError
-from pipeline.model_source import _builtin_dir, classify_source, fetch_model
+from pipeline.sources.ct2 import _tokenizer
+from pipeline.sources.model import _builtin_dir, classify_source, fetch_model
 from tests.conftest import tiny_whisper
 
 

@@ -7,18 +7,18 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from pipeline.bench.wer import EditCounts, clip_edits, corpus_wer
 from pipeline.config import QuantizeParams
 from pipeline.errors import UserError
-from pipeline.quant_backends import OrtBackend, QuantJob, QuarkBackend, get_backend
-from pipeline.quantize import (
+from pipeline.quant.backends import OrtBackend, QuantJob, QuarkBackend, get_backend
+from pipeline.quant.quantize import (
     exclusion_ladder,
     graph_rankings,
     graph_variants,
     search_ladder,
     wer_standard_error,
 )
-from pipeline.sensitivity import Precision, _round_to_grid, layer_sensitivity, snr_db
-from pipeline.wer import EditCounts, clip_edits, corpus_wer
+from pipeline.quant.sensitivity import Precision, _round_to_grid, layer_sensitivity, snr_db
 
 
 def test_exclusion_ladder():

@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.calibration import run_calibration
 from pipeline.config import CalibrateParams, QuantizeParams, SensitivityParams
 from pipeline.errors import UserError
 from pipeline.fsutil import sha256_file
-from pipeline.graph_check import check_graph
-from pipeline.quantize import quantize_variant
-from pipeline.runtime import Transcriber
-from pipeline.sensitivity import run_sensitivity
-from pipeline.speech_sets import clip_samples, load_saved_set
+from pipeline.npu.graph_check import check_graph
+from pipeline.quant.calibration import run_calibration
+from pipeline.quant.quantize import quantize_variant
+from pipeline.quant.sensitivity import run_sensitivity
+from pipeline.runtime.transcriber import Transcriber
+from pipeline.sources.speech_sets import clip_samples, load_saved_set
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parent.parent
@@ -92,7 +92,7 @@ def test_quantized_bundle_meets_its_budget_and_says_how(a16w8):
 def test_quantized_bundle_transcribes(a16w8, default_data_dir):
     """Runs through the same runtime; the loose test budget may keep nothing float, so the
     transcript is held to a WER bound rather than to the exact fp32 words."""
-    from pipeline.wer import corpus_wer
+    from pipeline.bench.wer import corpus_wer
 
     rows = load_saved_set(default_data_dir, "eval").select(range(4))
     transcriber = Transcriber.from_bundle(a16w8)
@@ -128,7 +128,7 @@ def test_a_missed_budget_is_written_and_said_not_raised(
 ):
     """Every rung 100 points worse than fp32: the stage still writes a bundle (the most float
     rung), marks it budget_met: false, and says so, instead of failing the whole pipeline."""
-    from pipeline import quantize
+    from pipeline.quant import quantize
 
     monkeypatch.setattr(quantize, "get_backend", lambda name: CopyBackend())
 
@@ -220,8 +220,8 @@ def test_calibration_set_too_small_is_refused(fp32_bundle, default_data_dir, tmp
 def test_quark_keeps_excluded_nodes_float(fp32_bundle, calibrated, tmp_path):
     import onnx
 
-    from pipeline.calibration import CalibrationSet, FeedReader
-    from pipeline.quant_backends import QuantJob, QuarkBackend
+    from pipeline.quant.backends import QuantJob, QuarkBackend
+    from pipeline.quant.calibration import CalibrationSet, FeedReader
 
     calibration = CalibrationSet(calibrated)
     kept = "/encoder/layers.3/fc2/MatMul"

@@ -13,9 +13,9 @@ import pytest
 
 from pipeline.errors import GateFailure, UserError
 from pipeline.fsutil import sha256_file, sha256_tree
-from pipeline.release import artifact_name, build_release, model_slug
-from pipeline.runtime import COMPILE_FILE, NPU_DIR
-from pipeline.verify import CARD_FILE, MODEL_CARD_FILE, verify_artifact
+from pipeline.release.build import artifact_name, build_release, model_slug
+from pipeline.release.verify import CARD_FILE, MODEL_CARD_FILE, verify_artifact
+from pipeline.runtime.bundle import COMPILE_FILE, NPU_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -406,7 +406,7 @@ def test_artifact_name_matches_registry_names() -> None:
 
 
 def test_card_shows_wer_delta_in_points_not_percent():
-    from pipeline.model_card import _metric
+    from pipeline.release.card import _metric
 
     assert _metric("wer", 0.0306) == "3.06%"
     assert _metric("wer_delta_vs_fp32", 0.454) == "+0.45 points"

@@ -10,8 +10,8 @@ import soundfile as sf
 
 from pipeline.config import AudioFolderSet, BuiltinSet, DataParams, EspeakVoice, PiperVoice
 from pipeline.errors import UserError
-from pipeline.speech_sets import SAMPLE_RATE, build_speech_sets, load_saved_set
-from pipeline.synthesis import synthesize, synthesize_all
+from pipeline.sources.speech_sets import SAMPLE_RATE, build_speech_sets, load_saved_set
+from pipeline.sources.synthesis import synthesize, synthesize_all
 
 PIPER = PiperVoice(engine="piper")
 
@@ -146,7 +146,7 @@ def test_piper_samples_do_not_depend_on_the_thread_count():
     would pick: the same text gives the same bytes under any process thread setting."""
     import onnxruntime
 
-    from pipeline.synthesis import _piper_voice
+    from pipeline.sources.synthesis import _piper_voice
 
     options = _piper_voice().session.get_session_options()
     assert options.intra_op_num_threads == 1

@@ -31,17 +31,18 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.calibration import CalibrationSet, FeedReader
+from pipeline.bench.wer import EditCounts, clip_edits
 from pipeline.config import QuantizeParams, Variant
 from pipeline.errors import UserError
 from pipeline.fsutil import atomic_dir, sha256_tree, write_json
-from pipeline.graph_check import check_bundle_graphs
-from pipeline.quant_backends import QuantBackend, QuantJob, get_backend
-from pipeline.runtime import BUNDLE_FILE, Bundle, transcribe_all
-from pipeline.sensitivity import VARIANT_GRID, ranked_layers
-from pipeline.speech_sets import clip_samples, load_saved_set
-from pipeline.wer import EditCounts, clip_edits
-from pipeline.whisper_io import GRAPHS
+from pipeline.npu.graph_check import check_bundle_graphs
+from pipeline.quant.backends import QuantBackend, QuantJob, get_backend
+from pipeline.quant.calibration import CalibrationSet, FeedReader
+from pipeline.quant.sensitivity import VARIANT_GRID, ranked_layers
+from pipeline.runtime.bundle import BUNDLE_FILE, Bundle
+from pipeline.runtime.transcriber import transcribe_all
+from pipeline.runtime.whisper_io import GRAPHS
+from pipeline.sources.speech_sets import clip_samples, load_saved_set
 
 REPORT_FILE = "QUANTIZATION.md"
 

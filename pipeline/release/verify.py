@@ -13,8 +13,8 @@ from pathlib import Path
 
 from pipeline.errors import GateFailure, UserError
 from pipeline.fsutil import artifact_files, file_record, read_json_object, sha256_file
-from pipeline.quantize import REPORT_FILE
-from pipeline.runtime import BUNDLE_FILE
+from pipeline.quant.quantize import REPORT_FILE
+from pipeline.runtime.bundle import BUNDLE_FILE
 
 CARD_FILE = "card.json"
 MODEL_CARD_FILE = "MODEL_CARD.md"

@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipeline.calibration import FeedReader
 from pipeline.errors import UserError
+from pipeline.quant.calibration import FeedReader
 
 # Quark rounds bf16 without calibrating, and then asks its range cache for ranges it never saved.
 UNCALIBRATED = frozenset({"bf16"})

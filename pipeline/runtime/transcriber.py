@@ -22,12 +22,12 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from pipeline import vitisai
-from pipeline.decoding import DecodingSpec, decode_long_form, greedy_decode
 from pipeline.errors import UserError
-from pipeline.features import WINDOW_SAMPLES, log_mel
-from pipeline.fsutil import file_record, read_json_object, sha256_file
-from pipeline.whisper_io import (
+from pipeline.npu import vitisai
+from pipeline.runtime.bundle import CPU, Artifact, Bundle
+from pipeline.runtime.decoding import decode_long_form, greedy_decode
+from pipeline.runtime.features import WINDOW_SAMPLES, log_mel
+from pipeline.runtime.whisper_io import (
     CACHE_MASK,
     CROSS_K,
     CROSS_V,
@@ -43,60 +43,8 @@ from pipeline.whisper_io import (
     POSITION,
     SELF_K,
     SELF_V,
-    WhisperDims,
 )
 from pipeline.workers import map_in_workers
-
-BUNDLE_FILE = "bundle.json"
-COMPILE_FILE = "compile_report.json"  # the compile stage's record, beside provider_options.json
-PROVIDER_OPTIONS_FILE = "provider_options.json"
-NPU_DIR = "npu"  # a release keeps its compiled files here, beside the bundle's
-CPU = "CPUExecutionProvider"
-
-
-@dataclass(frozen=True)
-class Bundle:
-    root: Path
-    meta: dict[str, Any]
-    dims: WhisperDims
-    decoding: DecodingSpec
-
-    @classmethod
-    def load(cls, root: Path) -> Bundle:
-        root = Path(root)
-        meta_file = root / BUNDLE_FILE
-        if not meta_file.is_file():
-            raise UserError(f"{root}: not a whisper-npu bundle (no {BUNDLE_FILE})")
-        meta = read_json_object(meta_file)
-        for name in ("encoder.onnx", "decoder.onnx", "tokenizer.json", "mel_filters.npy"):
-            if not (root / name).is_file():
-                raise UserError(f"{root}: bundle is missing {name}")
-        try:
-            dims = WhisperDims(**meta["dims"])
-            decoding = DecodingSpec.from_json(meta["decoding"])
-        except (KeyError, TypeError, ValueError) as exc:
-            reason = f"{type(exc).__name__}: {exc}"[:120]
-            raise UserError(f"{meta_file}: not a bundle record ({reason})") from None
-        numbers = [
-            *decoding.prefix,
-            *decoding.suppress_tokens,
-            *decoding.begin_suppress_tokens,
-            decoding.eot,
-            decoding.no_timestamps,
-            decoding.max_length,
-            decoding.max_initial_timestamp_index or 0,
-        ]
-        if not all(_count(v, 1) for v in vars(dims).values()) or not all(
-            _count(v, 0) for v in numbers
-        ):
-            raise UserError(f"{meta_file}: dims and decoding must hold non-negative integers")
-        if "files" in meta:
-            file_record(meta_file, meta["files"])
-        return cls(root, meta, dims, decoding)
-
-
-def _count(value: object, least: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
 def session_options(threads: int | None, custom_ops: str | None = None) -> ort.SessionOptions:
@@ -110,63 +58,6 @@ def session_options(threads: int | None, custom_ops: str | None = None) -> ort.S
     if threads:
         options.intra_op_num_threads = threads
     return options
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """A bundle and, when the path is a compiled or release directory, its compiled files."""
-
-    bundle: Bundle
-    compiled: Path | None = None
-    record: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def open(cls, path: Path) -> Artifact:
-        if (path / NPU_DIR / COMPILE_FILE).is_file():
-            path = path / NPU_DIR
-        if not (path / COMPILE_FILE).is_file():
-            return cls(Bundle.load(path))
-        record = read_json_object(path / COMPILE_FILE)
-        if not isinstance(record.get("bundle"), str):
-            raise UserError(f"{path / COMPILE_FILE}: names no bundle")
-        try:
-            bundle_root = (path / record["bundle"]).resolve()
-        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
-            raise UserError(f"{path / COMPILE_FILE}: bundle {record['bundle']!r}: {exc}") from None
-        bundle = Bundle.load(bundle_root)
-        if sha256_file(bundle.root / BUNDLE_FILE) != record.get("bundle_sha256"):
-            raise UserError(
-                f"{path}: compiled from another {BUNDLE_FILE} than {bundle.root}'s; "
-                "compile that bundle again"
-            )
-        return cls(bundle, path, record)
-
-    def cpu_reason(self) -> str | None:
-        """Why this compiled artifact cannot use the NPU here; None when it can or is no
-        compiled artifact."""
-        if self.compiled is None:
-            return None
-        forecast = self.record.get("forecast")
-        no_npu = forecast.get("no_npu_reason") if isinstance(forecast, dict) else None
-        if no_npu:
-            return str(no_npu)
-        if not vitisai.ep_available():
-            return f"{vitisai.PROVIDER} not available"
-        return None
-
-    def options(self) -> dict[str, dict[str, str]]:
-        assert self.compiled is not None
-        source = self.compiled / PROVIDER_OPTIONS_FILE
-        stored = read_json_object(source)
-        if not all(isinstance(stored.get(name), dict) for name in GRAPHS):
-            raise UserError(f"{source}: expected options for each of {', '.join(GRAPHS)}")
-        return {name: vitisai.resolve_options(stored[name], self.compiled) for name in GRAPHS}
-
-    def context_models(self) -> dict[str, Path]:
-        """EPContext models the compile stage dumped, which load without recompiling."""
-        assert self.compiled is not None
-        found = {name: self.compiled / f"{name}_ctx.onnx" for name in GRAPHS}
-        return {name: file for name, file in found.items() if file.is_file()}
 
 
 @dataclass

@@ -20,15 +20,14 @@ import torch
 from transformers import GenerationConfig, WhisperForConditionalGeneration, WhisperProcessor
 
 from pipeline.config import ExportParams
-from pipeline.decoding import DecodingSpec
 from pipeline.errors import GateFailure, UserError
+from pipeline.export.parity import run_parity
+from pipeline.export.torch_modules import DecoderStep, EncoderWithCrossKV
 from pipeline.fsutil import atomic_dir, sha256_tree, write_json
-from pipeline.graph_check import check_bundle_graphs
-from pipeline.model_source import SOURCE_FILE
-from pipeline.npu_graph import DecoderStep, EncoderWithCrossKV
-from pipeline.parity import run_parity
-from pipeline.runtime import BUNDLE_FILE, Bundle
-from pipeline.whisper_io import (
+from pipeline.npu.graph_check import check_bundle_graphs
+from pipeline.runtime.bundle import BUNDLE_FILE, Bundle
+from pipeline.runtime.decoding import DecodingSpec
+from pipeline.runtime.whisper_io import (
     CROSS_K,
     CROSS_V,
     DECODER_INPUTS,
@@ -39,6 +38,7 @@ from pipeline.whisper_io import (
     OPSET,
     WhisperDims,
 )
+from pipeline.sources.model import SOURCE_FILE
 
 PROCESSOR_FILES = (
     "tokenizer.json",

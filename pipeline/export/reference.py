@@ -18,11 +18,11 @@ from tqdm import tqdm
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 from transformers.utils import logging as transformers_logging
 
+from pipeline.bench.evaluate import TRANSCRIPTS_FILE
+from pipeline.bench.wer import corpus_wer
 from pipeline.errors import UserError
-from pipeline.evaluate import TRANSCRIPTS_FILE
 from pipeline.fsutil import atomic_dir, write_json
-from pipeline.speech_sets import LONG_FORM_S, SAMPLE_RATE, clip_samples, load_saved_set
-from pipeline.wer import corpus_wer
+from pipeline.sources.speech_sets import LONG_FORM_S, SAMPLE_RATE, clip_samples, load_saved_set
 from pipeline.workers import map_in_workers
 
 

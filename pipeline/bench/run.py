@@ -51,7 +51,7 @@ from pipeline.errors import UserError
 
 if TYPE_CHECKING:
     from pipeline.config import BenchParams
-    from pipeline.decoding import Runner
+    from pipeline.runtime.decoding import Runner
 
 BASELINE = "fp32"
 CPU = "CPUExecutionProvider"
@@ -65,7 +65,7 @@ VERSIONED = (
     "faster-whisper",
     "ctranslate2",
 )
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # Decoder calls are pooled over POSITION_BIN neighbouring cache positions: few clips reach the
 # far positions, and a median of a handful of calls on a shared machine is mostly noise.
 POSITION_BIN = 4
@@ -74,8 +74,8 @@ MIN_POSITION_SAMPLES = 8
 EngineKind = Literal["ours", "transformers", "faster_whisper"]
 # What a worker imports before its load clock starts: load_s is session creation, not imports.
 IMPORTS: dict[str, tuple[str, ...]] = {
-    "ours": ("onnxruntime", "pipeline.runtime"),
-    "transformers": ("torch", "transformers", "pipeline.reference"),
+    "ours": ("onnxruntime", "pipeline.runtime.transcriber"),
+    "transformers": ("torch", "transformers", "pipeline.export.reference"),
     "faster_whisper": ("faster_whisper",),
 }
 
@@ -144,7 +144,7 @@ def _size_mb(files: Iterable[Path]) -> float:
 
 
 def _open_ours(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
-    from pipeline.runtime import Transcriber
+    from pipeline.runtime.transcriber import Transcriber
 
     if spec.cpu_only:
         transcriber = Transcriber.from_bundle(spec.path, providers=[CPU], threads=spec.threads)
@@ -177,7 +177,7 @@ def _open_ours(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
 def _open_transformers(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
     import torch
 
-    from pipeline.reference import load_model, transcribe_clip
+    from pipeline.export.reference import load_model, transcribe_clip
 
     if spec.threads:
         torch.set_num_threads(spec.threads)
@@ -199,7 +199,7 @@ def _open_transformers(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
 def _open_faster_whisper(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
     from faster_whisper import WhisperModel
 
-    from pipeline.features import WINDOW_SAMPLES
+    from pipeline.runtime.features import WINDOW_SAMPLES
 
     model = WhisperModel(
         str(spec.path), device="cpu", compute_type="float32", cpu_threads=spec.threads or 0
@@ -294,7 +294,7 @@ class Worker:
         self.spec, self.log = spec, log
         path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "from pipeline.bench import serve; serve()"],
+            [sys.executable, "-c", "from pipeline.bench.run import serve; serve()"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,
@@ -344,7 +344,7 @@ class EvalClips:
 
 
 def load_eval_clips(data_dir: Path) -> EvalClips:
-    from pipeline.speech_sets import clip_samples, load_saved_set
+    from pipeline.sources.speech_sets import clip_samples, load_saved_set
 
     rows = list(load_saved_set(data_dir, "eval"))
     return EvalClips(
@@ -372,7 +372,7 @@ def variant_specs(
     The fp32 artifact is benched beside the baseline only when the NPU is there; without it the
     two are the same bundle on the same provider.
     """
-    from pipeline.vitisai import ep_available
+    from pipeline.npu.vitisai import ep_available
 
     specs = [EngineSpec(BASELINE, "ours", Path(baseline_bundle), threads, cpu_only=True)]
     for variant in variants:
@@ -389,7 +389,7 @@ def variant_specs(
 def _faster_whisper_weights(model_dir: Path) -> Path | str:
     """The CTranslate2 directory `model_dir` was converted from, or why there is none."""
     from pipeline.fsutil import sha256_file
-    from pipeline.model_source import SOURCE_FILE, classify_source
+    from pipeline.sources.model import SOURCE_FILE, classify_source
 
     record = model_dir / SOURCE_FILE
     if not record.is_file():
@@ -518,7 +518,7 @@ def time_split(samples: Samples) -> dict[str, dict[str, float]]:
 
 def engine_metrics(measured: Measurement, clips: EvalClips) -> dict[str, dict[str, float]]:
     """Every engine's figures, with same-run ratios against fp32 and against each peer."""
-    from pipeline.evaluate import score
+    from pipeline.bench.evaluate import score
 
     latency_pass = measured.latency
     peers = [name for name in PEERS if name in latency_pass]
@@ -623,9 +623,9 @@ def known_transcripts(
     """Engines whose transcripts of the eval set are already on disk: the transformers peer
     (the reference stage is that model) and the fp32 baseline when its parity gate matched the
     reference on every eval clip. The bench still checks them on the clips it times."""
-    from pipeline.evaluate import reference_texts
+    from pipeline.bench.evaluate import reference_texts
     from pipeline.fsutil import read_json_object
-    from pipeline.runtime import BUNDLE_FILE
+    from pipeline.runtime.bundle import BUNDLE_FILE
 
     if reference_dir is None:
         return {}
@@ -652,7 +652,7 @@ def measure(
     """Warm-up, the latency passes, then the rest of the eval set for the engines that need it."""
     from tqdm import tqdm
 
-    from pipeline.speech_sets import LONG_FORM_S
+    from pipeline.sources.speech_sets import LONG_FORM_S
 
     latency = pick_latency_clips(clips.durations, params.latency_clips, LONG_FORM_S)
     if not latency:
@@ -703,7 +703,7 @@ def run_info(
     clips: EvalClips,
     params: BenchParams,
 ) -> dict[str, Any]:
-    from pipeline.speech_sets import LONG_FORM_S
+    from pipeline.sources.speech_sets import LONG_FORM_S
 
     latency_ids = sorted({clips.ids[s.clip] for s in measured.latency[BASELINE]})
     return {
@@ -747,8 +747,8 @@ def run_bench(
 
     With `reference_dir` (the reference stage's output), engines whose transcripts it already
     holds are timed but not run over the whole eval set again (see the module's docstring)."""
+    from pipeline.bench.plots import write_plots
     from pipeline.fsutil import atomic_dir, write_json
-    from pipeline.plots import write_plots
 
     started = time.perf_counter()
     clips = load_eval_clips(data_dir)

@@ -9,11 +9,11 @@ from typing import Any
 
 from tqdm import tqdm
 
+from pipeline.bench.wer import corpus_wer
 from pipeline.errors import UserError
 from pipeline.fsutil import read_text
-from pipeline.runtime import Transcriber
-from pipeline.speech_sets import LONG_FORM_S, clip_samples, load_saved_set
-from pipeline.wer import corpus_wer
+from pipeline.runtime.transcriber import Transcriber
+from pipeline.sources.speech_sets import LONG_FORM_S, clip_samples, load_saved_set
 
 TRANSCRIPTS_FILE = "transcripts.json"  # the reference stage's transcripts of the eval set
 

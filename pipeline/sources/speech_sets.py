@@ -27,7 +27,7 @@ from pipeline.config import (
 )
 from pipeline.errors import UserError
 from pipeline.fsutil import atomic_dir, sha256_tree, write_json
-from pipeline.synthesis import describe, synthesize_all
+from pipeline.sources.synthesis import describe, synthesize_all
 
 SAMPLE_RATE = 16_000
 LONG_FORM_S = 30.0

@@ -26,7 +26,7 @@ from typing import Any
 import onnx
 
 from pipeline.errors import UserError
-from pipeline.graph_check import (
+from pipeline.npu.graph_check import (
     CONTROL_FLOW,
     DEQUANTIZE,
     infer_shapes,
@@ -36,8 +36,8 @@ from pipeline.graph_check import (
     opset_of,
     table_op,
 )
-from pipeline.vitisai import no_npu_reason, npu_column
-from pipeline.whisper_io import GRAPHS
+from pipeline.npu.vitisai import no_npu_reason, npu_column
+from pipeline.runtime.whisper_io import GRAPHS
 
 NAMED_PER_OP = 5  # offending nodes named per op type in messages (all are in the JSON)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import onnx
 
-from pipeline.whisper_io import GRAPHS
+from pipeline.runtime.whisper_io import GRAPHS
 
 CONTROL_FLOW = frozenset({"If", "Loop", "Scan"})
 OPS_TABLE = "npu_ops_ryzenai_1.5.json"
@@ -36,7 +36,7 @@ QDQ_NAMES = {
 
 @cache
 def ops_table() -> dict[str, Any]:
-    return json.loads(files("pipeline").joinpath("data", OPS_TABLE).read_text(encoding="utf-8"))
+    return json.loads(files("pipeline.npu").joinpath("data", OPS_TABLE).read_text(encoding="utf-8"))
 
 
 def npu_ops(dtype: str | None = None) -> frozenset[str]:

@@ -28,11 +28,11 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from tqdm import tqdm
 
-from pipeline.calibration import CalibrationSet
 from pipeline.config import QuantizeParams
 from pipeline.errors import UserError
 from pipeline.fsutil import atomic_dir, write_json
-from pipeline.runtime import Bundle
+from pipeline.quant.calibration import CalibrationSet
+from pipeline.runtime.bundle import Bundle
 from pipeline.workers import map_in_workers
 
 COMPUTE_OPS = ("MatMul", "Gemm", "Conv")

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pipeline.whisper_io import FRAMES_PER_TIMESTAMP, N_FRAMES
+from pipeline.runtime.whisper_io import FRAMES_PER_TIMESTAMP, N_FRAMES
 
 NEG_INF = np.float32(-np.inf)
 

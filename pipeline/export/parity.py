@@ -17,15 +17,16 @@ import torch
 from tqdm import tqdm
 from transformers import WhisperForConditionalGeneration
 
+from pipeline.bench.evaluate import reference_texts
 from pipeline.config import ParityParams
-from pipeline.decoding import greedy_decode
 from pipeline.errors import GateFailure
-from pipeline.evaluate import reference_texts
-from pipeline.features import WINDOW_SAMPLES, log_mel
-from pipeline.npu_graph import EncoderWithCrossKV
-from pipeline.runtime import Bundle, OrtRunner, Transcriber, transcribe_all
-from pipeline.speech_sets import clip_samples, load_saved_set
-from pipeline.whisper_io import CROSS_K, CROSS_V
+from pipeline.export.torch_modules import EncoderWithCrossKV
+from pipeline.runtime.bundle import Bundle
+from pipeline.runtime.decoding import greedy_decode
+from pipeline.runtime.features import WINDOW_SAMPLES, log_mel
+from pipeline.runtime.transcriber import OrtRunner, Transcriber, transcribe_all
+from pipeline.runtime.whisper_io import CROSS_K, CROSS_V
+from pipeline.sources.speech_sets import clip_samples, load_saved_set
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Writes, atomically, one directory per bundle:
     provider_options.json  VitisAIExecutionProvider options per graph (paths relative to here)
-    vaip_config.json       the compiler config for the variant (see pipeline.vitisai)
+    vaip_config.json       the compiler config for the variant (see pipeline.npu.vitisai)
     compile_report.json    variant, target, the bundle it belongs to, the partition forecast,
                            and the EP's own partition report when the EP compiled it
     cache/, *_ctx.onnx     the EP's cache and EPContext models, only where the EP exists
@@ -20,10 +20,8 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from pipeline import vitisai
 from pipeline.config import CompileParams
 from pipeline.errors import GateFailure, UserError
-from pipeline.forecast import describe_split, forecast_bundle, summary_lines
 from pipeline.fsutil import (
     atomic_dir,
     check_output_dir,
@@ -32,15 +30,12 @@ from pipeline.fsutil import (
     sha256_file,
     write_json,
 )
-from pipeline.graph_check import ops_table
-from pipeline.runtime import (
-    BUNDLE_FILE,
-    COMPILE_FILE,
-    PROVIDER_OPTIONS_FILE,
-    Bundle,
-    session_options,
-)
-from pipeline.whisper_io import GRAPHS
+from pipeline.npu import vitisai
+from pipeline.npu.forecast import describe_split, forecast_bundle, summary_lines
+from pipeline.npu.graph_check import ops_table
+from pipeline.runtime.bundle import BUNDLE_FILE, COMPILE_FILE, PROVIDER_OPTIONS_FILE, Bundle
+from pipeline.runtime.transcriber import session_options
+from pipeline.runtime.whisper_io import GRAPHS
 
 
 def _variant(bundle: Bundle) -> str:

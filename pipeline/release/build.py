@@ -36,10 +36,10 @@ from pipeline.fsutil import (
     sha256_tree,
     write_json,
 )
-from pipeline.model_card import render_model_card
-from pipeline.runtime import BUNDLE_FILE, COMPILE_FILE, NPU_DIR, Bundle
-from pipeline.verify import CARD_FILE, MODEL_CARD_FILE, compare
-from pipeline.whisper_io import GRAPHS
+from pipeline.release.card import render_model_card
+from pipeline.release.verify import CARD_FILE, MODEL_CARD_FILE, compare
+from pipeline.runtime.bundle import BUNDLE_FILE, COMPILE_FILE, NPU_DIR, Bundle
+from pipeline.runtime.whisper_io import GRAPHS
 
 FORECAST_KEYS = ("coverage", "npu_subgraphs", "cpu_islands", "outside_table")
 VARIANT_TEXT = {

@@ -1,0 +1,1 @@
+"""AMD's NPU: the operator table, the VitisAI EP surface, the partition forecast, compile."""

@@ -1,0 +1,1 @@
+"""Calibration, per-layer sensitivity, the quantizer backends and the quantize stage."""

@@ -1,0 +1,1 @@
+"""Releases: the deployable directory, its model card and its verification."""

@@ -1,0 +1,1 @@
+"""What a deployment needs to run a bundle: ONNX Runtime, audio, features, decoding."""

@@ -1,0 +1,1 @@
+"""Where the inputs come from: the Whisper checkpoint and the speech sets."""
