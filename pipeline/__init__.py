@@ -1,3 +1,1 @@
 """whisper-npu: Whisper → static-shape ONNX → Vitis AI quantization → Ryzen AI NPU, with proof."""
-
-__version__ = "0.1.0"

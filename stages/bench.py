@@ -1,9 +1,70 @@
-"""DVC stage `bench`: the same code path as `whisper-npu bench`; paths come from dvc.yaml."""
+"""DVC stage `bench`: WER and latency of every compiled variant against the fp32 CPU baseline and
+the peers, in one run, as DVC metrics and plots."""
 
-import sys
+from __future__ import annotations
 
-from pipeline.cli import run
+import argparse
+import os
+from pathlib import Path
+
+from pipeline.config import load_params
+from pipeline.entry import Command, run_stage
+from pipeline.errors import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--compiled", type=Path, required=True, help="the compiled variants")
+    parser.add_argument("--data", type=Path, required=True, help="the data stage's output")
+    parser.add_argument("--out", type=Path, required=True, help="the metrics JSON to write")
+    parser.add_argument("--plots", type=Path, required=True, help="the plots directory to write")
+    parser.add_argument(
+        "--baseline-bundle",
+        type=Path,
+        required=True,
+        help="the fp32 bundle every variant is measured against, on CPU",
+    )
+    parser.add_argument("--model", type=Path, required=True, help="weights for the peers")
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        help="the reference stage's output: the fp32 baseline and the transformers peer take "
+        "their eval transcripts from it (checked on the timed clips) instead of a full pass",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Output paths are checked first: a refusal after the measurements would waste the run."""
+    from pipeline.fsutil import check_output_dir
+
+    params = load_params(args.params)
+    if os.path.lexists(args.out) and not args.out.is_file():
+        raise UserError(f"{args.out}: exists and is not a file; bench writes its JSON there")
+    inputs = [args.compiled, args.data, args.baseline_bundle, args.model]
+    check_output_dir(args.plots, *inputs, *([args.reference] if args.reference else []))
+    from pipeline.bench.run import format_table, run_bench
+
+    result = run_bench(
+        params.compile.variants,
+        params.bench,
+        args.compiled,
+        args.data,
+        args.out,
+        args.plots,
+        baseline_bundle=args.baseline_bundle,
+        model_dir=args.model,
+        reference_dir=args.reference,
+    )
+    print(format_table(result))
+    return 0
+
+
+COMMAND = Command(
+    "bench",
+    "WER and latency of every variant against fp32 CPU and the peers, one run",
+    add_arguments,
+    run,
+)
 
 # Guarded: worker processes (spawn) import this module again under another name.
 if __name__ == "__main__":
-    run(["bench", *sys.argv[1:]])
+    run_stage(COMMAND)

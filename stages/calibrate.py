@@ -1,10 +1,33 @@
-"""DVC stage `calibrate`: the same code path as `whisper-npu calibrate`;
-paths come from dvc.yaml."""
+"""DVC stage `calibrate`: real encoder/decoder inputs for the quantizer, and the held-back
+clips' fp32 transcripts."""
 
-import sys
+from __future__ import annotations
 
-from pipeline.cli import run
+import argparse
+from pathlib import Path
+
+from pipeline.config import load_params
+from pipeline.entry import Command, run_stage
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bundle", type=Path, required=True, help="the fp32 bundle")
+    parser.add_argument("--data", type=Path, required=True, help="the data stage's output")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="the calibration directory to write"
+    )
+
+
+def run(args: argparse.Namespace) -> object:
+    from pipeline.quant.calibration import run_calibration
+
+    return run_calibration(load_params(args.params).calibrate, args.bundle, args.data, args.out)
+
+
+COMMAND = Command(
+    "calibrate", "record real encoder/decoder inputs for quantization", add_arguments, run
+)
 
 # Guarded: worker processes (spawn) import this module again under another name.
 if __name__ == "__main__":
-    run(["calibrate", *sys.argv[1:]])
+    run_stage(COMMAND)

@@ -1,10 +1,32 @@
-"""DVC stage `data`: the same code path as `whisper-npu data`;
-paths come from dvc.yaml."""
+"""DVC stage `data`: the calibration and evaluation speech sets, saved as `datasets`."""
 
-import sys
+from __future__ import annotations
 
-from pipeline.cli import run
+import argparse
+from pathlib import Path
+
+from pipeline.config import load_params
+from pipeline.entry import Command, run_stage
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--out", type=Path, required=True, help="the speech sets directory to write"
+    )
+
+
+def run(args: argparse.Namespace) -> object:
+    from pipeline.sources.speech_sets import build_speech_sets
+
+    manifest = build_speech_sets(load_params(args.params).data, args.out)
+    return {
+        name: {k: v for k, v in info.items() if k != "source"}
+        for name, info in manifest["sets"].items()
+    }
+
+
+COMMAND = Command("data", "build the calibration and evaluation speech sets", add_arguments, run)
 
 # Guarded: worker processes (spawn) import this module again under another name.
 if __name__ == "__main__":
-    run(["data", *sys.argv[1:]])
+    run_stage(COMMAND)

@@ -1,10 +1,31 @@
-"""DVC stage `model`: the same code path as `whisper-npu model`;
-paths come from dvc.yaml."""
+"""DVC stage `model`: any Whisper checkpoint (builtin, hub, local, CTranslate2) as a
+transformers directory."""
 
-import sys
+from __future__ import annotations
 
-from pipeline.cli import run
+import argparse
+from pathlib import Path
+
+from pipeline.config import load_params
+from pipeline.entry import Command, run_stage
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--out", type=Path, required=True, help="the transformers model directory to write"
+    )
+
+
+def run(args: argparse.Namespace) -> object:
+    from pipeline.sources.model import fetch_model
+
+    return fetch_model(load_params(args.params).model, args.out)
+
+
+COMMAND = Command(
+    "model", "fetch or convert Whisper into a transformers directory", add_arguments, run
+)
 
 # Guarded: worker processes (spawn) import this module again under another name.
 if __name__ == "__main__":
-    run(["model", *sys.argv[1:]])
+    run_stage(COMMAND)

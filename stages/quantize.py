@@ -1,10 +1,41 @@
-"""DVC stage `quantize`: the same code path as `whisper-npu quantize`;
-paths come from dvc.yaml."""
+"""DVC stage `quantize`: one variant of the fp32 bundle, with the fewest float layers that keep
+its held-back WER within budget."""
 
-import sys
+from __future__ import annotations
 
-from pipeline.cli import run
+import argparse
+from pathlib import Path
+
+from pipeline.config import load_params
+from pipeline.entry import Command, run_stage
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--variant", required=True, choices=["a16w8", "bf16", "xint8", "a8w8"])
+    parser.add_argument("--bundle", type=Path, required=True, help="the fp32 bundle")
+    parser.add_argument(
+        "--calibration", type=Path, required=True, help="the calibrate stage's output"
+    )
+    parser.add_argument(
+        "--sensitivity", type=Path, required=True, help="the sensitivity stage's output"
+    )
+    parser.add_argument("--data", type=Path, required=True, help="the data stage's output")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="the variant's bundle directory to write"
+    )
+
+
+def run(args: argparse.Namespace) -> object:
+    from pipeline.quant.quantize import quantize_variant
+
+    params = load_params(args.params).quantize
+    return quantize_variant(
+        params, args.variant, args.bundle, args.calibration, args.sensitivity, args.data, args.out
+    )
+
+
+COMMAND = Command("quantize", "quantize the fp32 bundle for one variant", add_arguments, run)
 
 # Guarded: worker processes (spawn) import this module again under another name.
 if __name__ == "__main__":
-    run(["quantize", *sys.argv[1:]])
+    run_stage(COMMAND)

@@ -1,10 +1,32 @@
-"""DVC stage `reference`: the same code path as `whisper-npu reference`;
-paths come from dvc.yaml."""
+"""DVC stage `reference`: the float transformers model's transcripts and WER on the eval set."""
 
-import sys
+from __future__ import annotations
 
-from pipeline.cli import run
+import argparse
+from pathlib import Path
+
+from pipeline.entry import Command, run_stage
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, required=True, help="the model stage's output")
+    parser.add_argument("--data", type=Path, required=True, help="the data stage's output")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="the transcripts directory to write"
+    )
+    parser.add_argument("--metrics", type=Path, required=True, help="the WER metrics JSON to write")
+
+
+def run(args: argparse.Namespace) -> object:
+    from pipeline.export.reference import run_reference
+
+    return run_reference(args.model, args.data, args.out, args.metrics)
+
+
+COMMAND = Command(
+    "reference", "float transformers transcripts and WER on the eval set", add_arguments, run
+)
 
 # Guarded: worker processes (spawn) import this module again under another name.
 if __name__ == "__main__":
-    run(["reference", *sys.argv[1:]])
+    run_stage(COMMAND)

@@ -1,10 +1,31 @@
-"""DVC stage `release`: the same code path as `whisper-npu release`;
-paths come from dvc.yaml."""
+"""DVC stage `release`: one deployable directory per variant (bundle + npu/ + model card),
+verifiable with `whisper-npu verify` and pulled through the DVC remote."""
 
-import sys
+from __future__ import annotations
 
-from pipeline.cli import run
+import argparse
+from pathlib import Path
+
+from pipeline.entry import Command, run_stage
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bundle", type=Path, required=True, help="the variant's bundle")
+    parser.add_argument("--compiled", type=Path, required=True, help="its compiled directory")
+    parser.add_argument("--metrics", type=Path, required=True, help="the bench metrics JSON")
+    parser.add_argument("--out", type=Path, required=True, help="the release directory to write")
+
+
+def run(args: argparse.Namespace) -> object:
+    from pipeline.release.build import build_release
+
+    return build_release(args.bundle, args.compiled, args.metrics, args.out)
+
+
+COMMAND = Command(
+    "release", "one deployable dir per variant: bundle + npu/ + model card", add_arguments, run
+)
 
 # Guarded: worker processes (spawn) import this module again under another name.
 if __name__ == "__main__":
-    run(["release", *sys.argv[1:]])
+    run_stage(COMMAND)

@@ -1,10 +1,35 @@
-"""DVC stage `sensitivity`: the same code path as `whisper-npu sensitivity`;
-paths come from dvc.yaml."""
+"""DVC stage `sensitivity`: per-layer output SNR of both graphs under each rounding grid in use."""
 
-import sys
+from __future__ import annotations
 
-from pipeline.cli import run
+import argparse
+from pathlib import Path
+
+from pipeline.config import load_params
+from pipeline.entry import Command, run_stage
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bundle", type=Path, required=True, help="the fp32 bundle")
+    parser.add_argument(
+        "--calibration", type=Path, required=True, help="the calibrate stage's output"
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="the sensitivity directory to write"
+    )
+
+
+def run(args: argparse.Namespace) -> object:
+    from pipeline.quant.sensitivity import run_sensitivity
+
+    params = load_params(args.params).quantize
+    return run_sensitivity(params, args.bundle, args.calibration, args.out)
+
+
+COMMAND = Command(
+    "sensitivity", "per-layer output SNR under each quantization grid", add_arguments, run
+)
 
 # Guarded: worker processes (spawn) import this module again under another name.
 if __name__ == "__main__":
-    run(["sensitivity", *sys.argv[1:]])
+    run_stage(COMMAND)

@@ -319,6 +319,8 @@ def test_bench_out_on_a_directory_fails_before_measuring(tmp_path, capsys, monke
     monkeypatch.setattr(pipeline.bench.run, "run_bench", measure)
     (tmp_path / "bench.json").mkdir()
     args = ["--out", str(tmp_path / "bench.json"), "--plots", str(tmp_path / "plots")]
+    for name in ("compiled", "data", "baseline-bundle", "model"):
+        args += [f"--{name}", str(tmp_path / name)]
     assert main(["bench", *PARAMS, *args]) == 2
     one_line_error(capsys, "bench", "exists and is not a file")
 

@@ -1,0 +1,152 @@
+"""How every command starts and ends: `whisper-npu <command>`, `python -m pipeline` and each DVC
+stage (`python -m stages.<name>`) parse their arguments here and leave through `run`.
+
+A command is a typed record (`Command`): the stage or tool module that owns it declares its
+arguments and its run function; this module adds nothing but `--params`, the interrupt
+handling and the one-line errors. Bad input of any kind ends in one line on stderr and exit
+code 2, with previous outputs left as they were.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+from pipeline.errors import UserError
+
+INTERRUPTED = 130  # exit code of a run stopped by SIGINT/SIGTERM (128 + SIGINT, as shells do)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One sub-command. `run` returns an exit code, or a record printed as JSON (exit 0)."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], object]
+    params_option: bool = True  # accepts --params (deployed tools run without a params.yaml)
+
+
+def build_parser(
+    commands: Sequence[Command], description: str | None = None
+) -> argparse.ArgumentParser:
+    from pipeline.config import DEFAULT_PARAMS
+
+    parser = argparse.ArgumentParser(prog="whisper-npu", description=description)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for command in commands:
+        sub = subparsers.add_parser(command.name, help=command.help)
+        if command.params_option:
+            sub.add_argument(
+                "--params",
+                type=Path,
+                default=DEFAULT_PARAMS,
+                help="params file (default: params.yaml)",
+            )
+        command.add_arguments(sub)
+        sub.set_defaults(run=command.run)
+    return parser
+
+
+class _Interrupts:
+    """SIGINT/SIGTERM (dvc, CI or a user stopping the stage) become KeyboardInterrupt, so scratch
+    outputs are removed and the previous outputs stay as they were; and the arrival is noted,
+    because a KeyboardInterrupt raised inside a C extension's import (onnxruntime's) comes out
+    as an ImportError instead."""
+
+    seen = False
+
+    @classmethod
+    def install(cls) -> None:
+        def handler(signum: int, frame: object) -> None:
+            cls.seen = True
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+
+def speaker(command: str | None) -> str:
+    """Who a stderr line comes from: the command once argparse has named it."""
+    return f"whisper-npu {command}" if command else "whisper-npu"
+
+
+def say_error(command: str | None, message: str) -> None:
+    """The one stderr line of a refused call (a message never spans lines)."""
+    print(f"{speaker(command)}: error: {' '.join(message.splitlines())}", file=sys.stderr)
+
+
+def shown(path: Path) -> str:
+    """A path as printable text: undecodable bytes of a file name become \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def os_error(exc: OSError) -> str:
+    """An OS error the user can cause (permissions, a full disk, a symlink loop) in one line."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    names = [shown(Path(name)) for name in (exc.filename, exc.filename2) if name]
+    return f"{' -> '.join(names)}: {reason}" if names else reason
+
+
+def _run(args: argparse.Namespace) -> int:
+    outcome = args.run(args)
+    if isinstance(outcome, int):
+        return outcome
+    print(json.dumps(outcome, indent=2, default=str))
+    return 0
+
+
+def main(parser: Callable[[], argparse.ArgumentParser], argv: Sequence[str] | None = None) -> int:
+    """Every failure a user can cause ends here as one line and its exit code, including
+    interrupts during the (slow) imports and OS errors such as a full disk."""
+    _Interrupts.install()
+    command = None
+    try:
+        try:
+            args = parser().parse_args(argv)
+            command = args.command
+            return _run(args)
+        except Exception:
+            if _Interrupts.seen:  # the interrupt, disguised by the code it stopped
+                raise KeyboardInterrupt from None
+            raise
+    except UserError as exc:
+        say_error(command, str(exc))
+        return exc.exit_code
+    except BrokenPipeError:
+        # stdout closed early (`| head`): say nothing, and keep the exit flush from failing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 2
+    except OSError as exc:
+        say_error(command, os_error(exc))
+        return 2
+    except KeyboardInterrupt:
+        print(f"{speaker(command)}: interrupted; previous outputs left untouched", file=sys.stderr)
+        return INTERRUPTED
+
+
+def exit_with(code: int) -> NoReturn:
+    """Leave with `code`, also after an interrupt.
+
+    CPython kills itself with SIGINT at exit when a KeyboardInterrupt went unhandled inside code
+    a C extension ran during its import (pybind11's), even though main caught the interrupt and
+    returned 130; flushing and leaving with os._exit keeps the documented code.
+    """
+    if code == INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)
+
+
+def run_stage(command: Command) -> NoReturn:
+    """A DVC stage's process entry point: the same command as `whisper-npu <name>`."""
+    exit_with(main(lambda: build_parser([command]), [command.name, *sys.argv[1:]]))
