@@ -111,11 +111,10 @@ def _bench(args: argparse.Namespace, params: Params) -> int:
         raise UserError(f"{args.out}: exists and is not a file; bench writes its JSON there")
     inputs = [args.compiled, args.data, args.baseline_bundle, args.model]
     check_output_dir(args.plots, *inputs, *([args.reference] if args.reference else []))
-    from pipeline.bench.run import format_table, run_bench
+    from pipeline.bench.report import format_table
+    from pipeline.bench.run import BenchPaths, run_bench
 
-    result = run_bench(
-        params.compile.variants,
-        params.bench,
+    paths = BenchPaths(
         args.compiled,
         args.data,
         args.out,
@@ -124,6 +123,7 @@ def _bench(args: argparse.Namespace, params: Params) -> int:
         model_dir=args.model,
         reference_dir=args.reference,
     )
+    result = run_bench(params.compile.variants, params.bench, paths)
     print(format_table(result))
     return 0
 
