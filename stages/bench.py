@@ -41,19 +41,19 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.out}: exists and is not a file; bench writes its JSON there")
     inputs = [args.compiled, args.data, args.baseline_bundle, args.model]
     check_output_dir(args.plots, *inputs, *([args.reference] if args.reference else []))
-    from pipeline.bench.run import format_table, run_bench
+    from pipeline.bench.report import format_table
+    from pipeline.bench.run import BenchPaths, run_bench
 
-    result = run_bench(
-        params.compile.variants,
-        params.bench,
-        args.compiled,
-        args.data,
-        args.out,
-        args.plots,
+    paths = BenchPaths(
+        compiled_dir=args.compiled,
+        data_dir=args.data,
+        out_file=args.out,
+        plots_dir=args.plots,
         baseline_bundle=args.baseline_bundle,
         model_dir=args.model,
         reference_dir=args.reference,
     )
+    result = run_bench(params.compile.variants, params.bench, paths)
     print(format_table(result))
     return 0
 

@@ -9,23 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import pipeline.bench.run
+import pipeline.bench.worker
+from pipeline.bench.engines import TimingRunner
 from pipeline.bench.plots import write_plots
-from pipeline.bench.run import (
-    BASELINE,
-    EngineSpec,
-    EvalClips,
-    Sample,
-    TimingRunner,
-    Worker,
-    interleave,
-    latency_stats,
-    measure,
-    paired_speedup,
-    percentile,
-    pick_latency_clips,
-    round_sig,
-)
+from pipeline.bench.records import BASELINE, EngineSpec, EvalClips, Sample
+from pipeline.bench.run import BenchPaths, known_transcripts, measure, run_bench
+from pipeline.bench.schedule import interleave, pick_latency_clips
+from pipeline.bench.stats import latency_stats, paired_speedup, percentile, round_sig
+from pipeline.bench.worker import Worker
 from pipeline.cli import main
 from pipeline.errors import UserError
 
@@ -284,7 +275,7 @@ def test_known_transcripts_stand_in_only_where_the_timed_clips_match(monkeypatch
     drifting = ScriptedWorker("transformers", ["one", "too", "three", "for"])
     variant = ScriptedWorker("a16w8", ["one", "two", "tree", "four"])
     workers = [matching, drifting, variant]
-    monkeypatch.setattr(pipeline.bench.run, "_open_workers", lambda specs, stack: workers)
+    monkeypatch.setattr(pipeline.bench.worker, "open_workers", lambda specs, stack: workers)
     clips = EvalClips([np.zeros(16)] * 4, list(known.values()), [1.0] * 4, list(known))
     params = BenchParams(warmup=0, repeats=2, latency_clips=2)
 
@@ -319,8 +310,6 @@ def test_known_transcripts_stand_in_only_where_the_timed_clips_match(monkeypatch
 def test_fp32_takes_reference_transcripts_only_after_a_clean_parity_gate(
     tmp_path, parity, ids, known
 ):
-    from pipeline.bench.run import known_transcripts
-
     (tmp_path / "reference").mkdir()
     rows = [{"id": i, "text": i.upper()} for i in ("a", "b", "c")]
     (tmp_path / "reference" / "transcripts.json").write_text(json.dumps(rows))
@@ -340,7 +329,6 @@ def test_bench_on_the_real_fp32_bundle(
     """A few clips, one repeat: the figures exist and make sense; no timing threshold. The
     fp32 baseline and transformers take the reference transcripts; a variant slot holding the
     same fp32 weights is transcribed in full and must score exactly the same."""
-    from pipeline.bench.run import run_bench
     from pipeline.config import BenchParams
     from pipeline.sources.speech_sets import load_saved_set
 
@@ -353,11 +341,11 @@ def test_bench_on_the_real_fp32_bundle(
     (compiled / "a16w8").symlink_to(fp32_bundle, target_is_directory=True)
     params = BenchParams(warmup=1, repeats=1, latency_clips=2, threads=1, peers=True)
     out = tmp_path / "metrics" / "bench.json"
-    result = run_bench(
-        ["fp32", "a16w8"], params, compiled, tmp_path / "data", out, tmp_path / "plots",
-        baseline_bundle=fp32_bundle, model_dir=tiny_en_dir,
-        reference_dir=reference_outputs.directory,
+    paths = BenchPaths(
+        compiled, tmp_path / "data", out, tmp_path / "plots", baseline_bundle=fp32_bundle,
+        model_dir=tiny_en_dir, reference_dir=reference_outputs.directory,
     )  # fmt: skip
+    result = run_bench(["fp32", "a16w8"], params, paths)
 
     metrics = json.loads(out.read_text())
     assert metrics == result.metrics

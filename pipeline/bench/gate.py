@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.bench.run import MACHINE, NOT_VARIANTS
+from pipeline.bench.records import MACHINE, NOT_VARIANTS
 from pipeline.config import GateParams
 from pipeline.errors import GateFailure, UserError
 from pipeline.fsutil import read_json_object

@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
-from pipeline.bench.run import BASELINE, PEERS
+from pipeline.bench.records import BASELINE, PEERS
 
 PARTS = ("encoder", "decoder", "other")
 PART_LABELS = {

@@ -1,0 +1,212 @@
+"""What runs inside a worker process: one engine opened, timed clip by clip, and its peak RSS.
+
+Every engine (the fp32 CPU baseline, each variant, each peer) runs in a worker of its own, so one
+engine's thread pool, allocator or imports cannot slow or bloat another, and the worker's peak
+RSS (getrusage) is that engine's own footprint, runtime and imports included. The worker starts
+by importing this module, so its top level imports only the standard library: the coordinator's
+data loading stays out of the workers' memory figures.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.bench.records import EngineSpec, Sample
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from pipeline.runtime.decoding import Runner
+
+    Transcribe = Callable[[int, np.ndarray], Sample]
+
+CPU = "CPUExecutionProvider"
+# What a worker imports before its load clock starts: load_s is session creation, not imports.
+IMPORTS: dict[str, tuple[str, ...]] = {
+    "ours": ("onnxruntime", "pipeline.runtime.transcriber"),
+    "transformers": ("torch", "transformers", "pipeline.export.reference"),
+    "faster_whisper": ("faster_whisper",),
+}
+
+
+def _elapsed_ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+class TimingRunner:
+    """Any `Runner`, with the wall time of every encoder and decoder call recorded."""
+
+    def __init__(self, inner: Runner) -> None:
+        self.inner = inner
+        self.encoder_ms: list[float] = []
+        self.decoder_ms: list[tuple[int, float]] = []
+
+    def encode(self, features: np.ndarray) -> None:
+        start = time.perf_counter()
+        self.inner.encode(features)
+        self.encoder_ms.append(_elapsed_ms(start))
+
+    def decode_step(self, token: int, position: int) -> np.ndarray:
+        start = time.perf_counter()
+        logits = self.inner.decode_step(token, position)
+        self.decoder_ms.append((position, _elapsed_ms(start)))
+        return logits
+
+    def take(self) -> tuple[tuple[float, ...], tuple[tuple[int, float], ...]]:
+        """The calls recorded since the last take, and a clean slate for the next clip."""
+        calls = tuple(self.encoder_ms), tuple(self.decoder_ms)
+        self.encoder_ms.clear()
+        self.decoder_ms.clear()
+        return calls
+
+
+def _size_mb(files: Iterable[Path]) -> float:
+    return sum(path.stat().st_size for path in files) / 2**20
+
+
+def _open_ours(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
+    from pipeline.runtime.transcriber import Transcriber
+
+    if spec.cpu_only:
+        transcriber = Transcriber.from_bundle(spec.path, providers=[CPU], threads=spec.threads)
+        execution = {"provider": CPU, "compiled": False, "fallback": None}
+    else:
+        transcriber = Transcriber.from_artifact(spec.path, threads=spec.threads)
+        execution = dict(transcriber.execution)
+    timer = TimingRunner(transcriber.runner)
+    transcriber.runner = timer
+    eot = transcriber.bundle.decoding.eot
+
+    def run(clip: int, samples: np.ndarray) -> Sample:
+        start = time.perf_counter()
+        result = transcriber.transcribe(samples)
+        e2e = _elapsed_ms(start)
+        encoder, decoder = timer.take()
+        tokens = sum(token < eot for token in result.tokens)
+        return Sample(clip, result.text, tokens, e2e, encoder, decoder)
+
+    root = transcriber.bundle.root
+    quantization = transcriber.bundle.meta.get("quantization") or {}
+    return run, {
+        "execution": execution,
+        "size_mb": _size_mb(root.glob("*.onnx")),
+        # 1 when the quantize stage met its held-back WER budget (fp32: nothing to meet).
+        "budget_met": float(quantization.get("budget_met", True)),
+    }
+
+
+def _open_transformers(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
+    import torch
+
+    from pipeline.export.reference import load_model, transcribe_clip
+
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    model, processor = load_model(spec.path)
+    eot = model.generation_config.eos_token_id
+
+    def run(clip: int, samples: np.ndarray) -> Sample:
+        start = time.perf_counter()
+        text, tokens = transcribe_clip(model, processor, samples)
+        return Sample(clip, text, sum(t < eot for t in tokens), _elapsed_ms(start))
+
+    execution = {"provider": "torch eager CPU", "compiled": False, "fallback": None}
+    return run, {
+        "execution": execution,
+        "size_mb": _size_mb(spec.path.glob("*.safetensors")),
+    }
+
+
+def _open_faster_whisper(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
+    from faster_whisper import WhisperModel
+
+    from pipeline.runtime.features import WINDOW_SAMPLES
+
+    model = WhisperModel(
+        str(spec.path), device="cpu", compute_type="float32", cpu_threads=spec.threads or 0
+    )
+    eot = model.hf_tokenizer.token_to_id("<|endoftext|>")
+
+    def run(clip: int, samples: np.ndarray) -> Sample:
+        start = time.perf_counter()
+        segments, _ = model.transcribe(
+            samples,
+            beam_size=1,
+            temperature=0.0,
+            # As ours and transformers decode: timestamps only to move through long audio.
+            without_timestamps=samples.size <= WINDOW_SAMPLES,
+            condition_on_previous_text=False,
+            vad_filter=False,
+        )
+        segments = list(segments)  # a generator: the decoding happens here
+        e2e = _elapsed_ms(start)
+        text = "".join(segment.text for segment in segments).strip()
+        tokens = sum(t < eot for segment in segments for t in segment.tokens)
+        return Sample(clip, text, tokens, e2e)
+
+    execution = {"provider": "CTranslate2 fp32 CPU", "compiled": False, "fallback": None}
+    return run, {"execution": execution, "size_mb": _size_mb(spec.path.glob("model.bin"))}
+
+
+OPENERS: dict[str, Callable[[EngineSpec], tuple[Transcribe, dict[str, Any]]]] = {
+    "ours": _open_ours,
+    "transformers": _open_transformers,
+    "faster_whisper": _open_faster_whisper,
+}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MiB."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        import psutil
+
+        return float(psutil.Process().memory_info().peak_wset) / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes there, KiB here
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def serve() -> None:
+    """Worker loop: open one engine, transcribe clips on request, report peak RSS at the end.
+
+    Requests and replies are pickled over stdin and a private copy of stdout; file descriptor 1
+    is pointed at stderr first, so whatever a library prints cannot corrupt the replies.
+    """
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    requests = sys.stdin.buffer
+
+    def reply(status: str, payload: Any) -> None:
+        pickle.dump((status, payload), replies)
+        replies.flush()
+
+    spec: EngineSpec = pickle.load(requests)
+    try:
+        for module in IMPORTS[spec.kind]:
+            importlib.import_module(module)
+        start = time.perf_counter()
+        run, info = OPENERS[spec.kind](spec)
+        reply("ok", {**info, "load_s": time.perf_counter() - start})
+    except Exception as exc:
+        reply("error", _one_line(exc))
+        return
+    while (request := pickle.load(requests))[0] == "run":
+        try:
+            reply("ok", run(request[1], request[2]))
+        except Exception as exc:
+            reply("error", _one_line(exc))
+    reply("ok", peak_rss_mb())

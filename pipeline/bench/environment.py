@@ -1,0 +1,89 @@
+"""What a bench ran on (CPU, versions, engines, clips): run.json, so two runs can be compared
+only when they are comparable."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.bench.records import BASELINE, EngineSpec, EvalClips, Measurement
+
+if TYPE_CHECKING:
+    from pipeline.config import BenchParams
+
+VERSIONED = (
+    "onnxruntime",
+    "amd-quark",
+    "transformers",
+    "numpy",
+    "torch",
+    "faster-whisper",
+    "ctranslate2",
+)
+# CPU features that change which ONNX Runtime kernels run, and so a variant's time against fp32.
+KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+
+
+def _versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for package in VERSIONED:
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def cpu_model() -> str:
+    """The CPU's name and its kernel-relevant features: two runs compare only if these match."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return platform.processor() or platform.machine()
+    name, flags = platform.machine(), set()
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            name = value.strip()
+        elif key.strip() == "flags":
+            flags = set(value.split())
+    return " ".join([name, *(flag for flag in KERNEL_FLAGS if flag in flags)])
+
+
+def run_info(
+    specs: Sequence[EngineSpec],
+    measured: Measurement,
+    skipped: dict[str, str],
+    clips: EvalClips,
+    params: BenchParams,
+) -> dict[str, Any]:
+    from pipeline.sources.speech_sets import LONG_FORM_S
+
+    latency_ids = sorted({clips.ids[s.clip] for s in measured.latency[BASELINE]})
+    return {
+        "engines": {
+            spec.name: {
+                "kind": spec.kind,
+                "path": spec.path.as_posix(),
+                "threads": spec.threads,
+                "transcripts": measured.text_source[spec.name],
+                **measured.info[spec.name]["execution"],
+            }
+            for spec in specs
+        },
+        "peers_skipped": skipped,
+        "threads": params.threads,
+        "threads_note": "null: ONNX Runtime's default (one per physical core)",
+        "cpu": {"model": cpu_model(), "logical_cores": os.cpu_count()},
+        "versions": _versions(),
+        "clips": {
+            "eval": len(clips.ids),
+            "long_form": sum(d > LONG_FORM_S for d in clips.durations),
+            "latency": latency_ids,
+            "warmup_runs_per_engine": params.warmup,
+            "repeats": params.repeats,
+        },
+    }

@@ -1,0 +1,74 @@
+"""What the bench's modules pass each other, and bench.json's names; imports only the standard
+library, because the worker process unpickles these records too."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import numpy as np
+
+BASELINE = "fp32"
+PEERS = ("transformers", "faster_whisper")
+# bench.json's top-level keys that are not variants: the peers' rows (context, not gated) and
+# the machine it was measured on.
+PEERS_KEY = "peers"
+MACHINE = "machine"
+NOT_VARIANTS = (PEERS_KEY, MACHINE)
+
+EngineKind = Literal["ours", "transformers", "faster_whisper"]
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What one worker opens: `name` is its key in bench.json."""
+
+    name: str
+    kind: EngineKind
+    path: Path
+    threads: int | None
+    cpu_only: bool = False  # the fp32 baseline runs on CPU whatever the machine has
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One timed transcription of one clip by one engine."""
+
+    clip: int
+    text: str
+    tokens: int  # text tokens (below end-of-text), the same count for every engine
+    e2e_ms: float
+    encoder_ms: tuple[float, ...] = ()
+    decoder_ms: tuple[tuple[int, float], ...] = ()  # (cache position, ms) per decoder call
+
+
+Samples = dict[str, list[Sample]]
+
+
+@dataclass(frozen=True)
+class EvalClips:
+    samples: list[np.ndarray]
+    references: list[str]
+    durations: list[float]
+    ids: list[str]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What the workers measured, and every engine's transcript of every eval clip."""
+
+    latency: Samples  # the timed passes over the latency clips
+    accuracy: Samples  # the pass over the other clips, for engines without known transcripts
+    texts: dict[str, list[str]]  # per engine, its transcript of each eval clip in order
+    text_source: dict[str, str]  # per engine, where those transcripts came from
+    info: dict[str, dict[str, Any]]  # per engine, what its worker reported (with peak RSS)
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    metrics: dict[str, Any]  # bench.json: numbers only
+    run: dict[str, Any]  # run.json: providers, threads, versions, clip counts
+    positions: dict[str, dict[int, float]]
+    split: dict[str, dict[str, float]]

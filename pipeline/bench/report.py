@@ -1,0 +1,118 @@
+"""The bench's scoreboard on stdout: what a person reads after a run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pipeline.bench.records import NOT_VARIANTS, PEERS, PEERS_KEY, BenchResult
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Left-aligned first two columns, the numbers right-aligned, widths from the content."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(
+            cell.ljust(w) if i < 2 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in [header, *rows]
+    ]
+
+
+def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def format_table(result: BenchResult) -> str:
+    """The scoreboard a person reads: time and WER against fp32 CPU and against each peer,
+    then where the time and memory go."""
+    rows = {
+        **{k: v for k, v in result.metrics.items() if k not in NOT_VARIANTS},
+        **result.metrics.get(PEERS_KEY, {}),
+    }
+    engines, clips = result.run["engines"], result.run["clips"]
+    peers = [p for p in PEERS if p in rows]
+    ratios = [
+        [
+            name,
+            engines[name]["provider"].replace("ExecutionProvider", ""),
+            _fmt(m["e2e_ms_p50"], ".0f"),
+            _fmt(m["speedup_vs_fp32"], ".2f", "x"),
+            *(_fmt(m.get(f"speedup_vs_{p}"), ".2f", "x") for p in peers),
+            _fmt(100 * m["wer"], ".2f"),
+            _fmt(m["wer_delta_vs_fp32"], "+.2f"),
+            *(
+                _fmt(None if p == name else 100 * (m["wer"] - rows[p]["wer"]), "+.2f")
+                for p in peers
+            ),
+        ]
+        for name, m in rows.items()
+    ]
+    header = [
+        "engine",
+        "provider",
+        "e2e ms p50",
+        "speed vs fp32",
+        *(f"vs {p}" for p in peers),
+        "WER %",
+        "dWER vs fp32",
+        *(f"vs {p}" for p in peers),
+    ]
+    costs = [
+        [
+            name,
+            engines[name]["provider"].replace("ExecutionProvider", ""),
+            _fmt(m.get("encoder_ms_p50"), ".1f"),
+            _fmt(m.get("encoder_ms_p90"), ".1f"),
+            _fmt(m.get("decoder_ms_per_token_p50"), ".2f"),
+            _fmt(m.get("decoder_ms_per_token_p90"), ".2f"),
+            _fmt(m["e2e_ms_p90"], ".0f"),
+            _fmt(m["rtf"], ".3f"),
+            _fmt(m["tokens_per_s"], ".1f"),
+            _fmt(m["peak_rss_mb"], ".0f"),
+            _fmt(m["size_mb"], ".1f"),
+            _fmt(m["load_s"], ".2f"),
+        ]
+        for name, m in rows.items()
+    ]
+    cost_header = [
+        "engine",
+        "provider",
+        "enc ms p50",
+        "p90",
+        "dec ms/token p50",
+        "p90",
+        "e2e ms p90",
+        "RTF",
+        "tokens/s",
+        "peak RSS MB",
+        "size MB",
+        "load s",
+    ]
+    notes = [
+        f"WER: {clips['eval']} eval clips ({clips['long_form']} long-form)"
+        + "".join(
+            f"; {name}: {e['transcripts']}"
+            for name, e in engines.items()
+            if e.get("transcripts", "").startswith("the reference")
+        )
+        + ". Latency: "
+        f"{len(clips['latency'])} clips x {clips['repeats']} repeats after "
+        f"{clips['warmup_runs_per_engine']} warm-up run(s), engines interleaved, "
+        f"threads {result.run['threads'] or 'ORT default'}. Speed = median of per-clip time "
+        "ratios measured back to back (>1: faster); dWER in points.",
+        *(f"peer skipped: {k}: {v}" for k, v in result.run["peers_skipped"].items()),
+        *(
+            f"{name}: NPU wanted, ran on CPU: {e['fallback']}"
+            for name, e in engines.items()
+            if e.get("fallback")
+        ),
+        *(
+            f"{name}: quantized outside its held-back WER budget (budget_met 0; see its "
+            "QUANTIZATION.md)"
+            for name, m in rows.items()
+            if m.get("budget_met") == 0
+        ),
+        f"bench took {result.run['wall_s']:.0f} s",
+    ]
+    return "\n".join([*_table(header, ratios), "", *_table(cost_header, costs), "", *notes])

@@ -1,0 +1,76 @@
+"""Which engines a bench runs: the fp32 CPU baseline, every compiled variant, and the peers
+that can run on the same weights (or why each cannot)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline.bench.records import BASELINE, PEERS, EngineSpec
+from pipeline.errors import UserError
+
+
+def variant_specs(
+    variants: Sequence[str], compiled_dir: Path, baseline_bundle: Path, threads: int | None
+) -> list[EngineSpec]:
+    """The fp32 CPU baseline first, then every variant's compiled artifact.
+
+    The fp32 artifact is benched beside the baseline only when the NPU is there; without it the
+    two are the same bundle on the same provider.
+    """
+    from pipeline.npu.vitisai import ep_available
+
+    specs = [EngineSpec(BASELINE, "ours", Path(baseline_bundle), threads, cpu_only=True)]
+    for variant in variants:
+        if variant == BASELINE and not ep_available():
+            continue
+        path = Path(compiled_dir) / variant
+        if not path.is_dir():
+            raise UserError(f"{path}: no compiled artifact for variant {variant!r}")
+        name = f"{variant}_npu" if variant == BASELINE else variant
+        specs.append(EngineSpec(name, "ours", path, threads))
+    return specs
+
+
+def _faster_whisper_weights(model_dir: Path) -> Path | str:
+    """The CTranslate2 directory `model_dir` was converted from, or why there is none."""
+    from pipeline.fsutil import sha256_file
+    from pipeline.sources.model import SOURCE_FILE, classify_source
+
+    record = model_dir / SOURCE_FILE
+    if not record.is_file():
+        return f"{record} is missing, so the weights it came from are unknown"
+    source = json.loads(record.read_text(encoding="utf-8"))
+    if source.get("kind") != "ct2":
+        return f"the model was not converted from CTranslate2 weights ({source.get('kind')})"
+    _, location = classify_source(source["source"])
+    weights = Path(location)
+    if sha256_file(weights / "model.bin") != source.get("source_sha256", {}).get("model.bin"):
+        return f"{weights}/model.bin is not the file {model_dir} was converted from"
+    return weights
+
+
+def peer_specs(model_dir: Path, threads: int | None) -> tuple[list[EngineSpec], dict[str, str]]:
+    """Peers on the same weights, and why any is skipped. Without a thread count they get
+    ORT's default, one thread per physical core (CTranslate2's own default is 4 regardless)."""
+    import psutil
+
+    threads = threads or psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    model_dir = Path(model_dir)
+    if not (model_dir / "model.safetensors").is_file():
+        return [], {peer: f"{model_dir}: no converted model" for peer in PEERS}
+    specs, skipped = [], {}
+    if importlib.util.find_spec("torch") is not None:
+        specs.append(EngineSpec("transformers", "transformers", model_dir, threads))
+    else:
+        skipped["transformers"] = "torch is not installed"
+    if importlib.util.find_spec("faster_whisper") is None:
+        skipped["faster_whisper"] = "faster-whisper is not installed (pip install '.[peers]')"
+    elif isinstance(weights := _faster_whisper_weights(model_dir), str):
+        skipped["faster_whisper"] = weights
+    else:
+        specs.append(EngineSpec("faster_whisper", "faster_whisper", weights, threads))
+    return specs, skipped

@@ -1,0 +1,124 @@
+"""The bench's figures from its samples. Ratios against fp32 are medians of per-clip ratios
+measured back to back, so the machine's speed cancels out; `check` gates on those ratios, never
+on milliseconds."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+
+from pipeline.bench.records import BASELINE, PEERS, EvalClips, Measurement, Sample, Samples
+
+# Decoder calls are pooled over POSITION_BIN neighbouring cache positions: few clips reach the
+# far positions, and a median of a handful of calls on a shared machine is mostly noise.
+POSITION_BIN = 4
+MIN_POSITION_SAMPLES = 8
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def paired_speedup(reference: Sequence[Sample], other: Sequence[Sample]) -> float:
+    """Median over clips of reference time / other time, each pair measured back to back."""
+    return statistics.median(r.e2e_ms / o.e2e_ms for r, o in zip(reference, other, strict=True))
+
+
+def latency_stats(samples: Sequence[Sample], durations: Sequence[float]) -> dict[str, float]:
+    e2e = [s.e2e_ms for s in samples]
+    seconds = sum(e2e) / 1000
+    stats = {
+        "e2e_ms_p50": percentile(e2e, 50),
+        "e2e_ms_p90": percentile(e2e, 90),
+        "rtf": seconds / sum(durations[s.clip] for s in samples),
+        "tokens_per_s": sum(s.tokens for s in samples) / seconds,
+    }
+    encoder = [ms for s in samples for ms in s.encoder_ms]
+    decoder = [ms for s in samples for _, ms in s.decoder_ms]
+    if encoder:
+        stats |= {
+            "encoder_ms_p50": percentile(encoder, 50),
+            "encoder_ms_p90": percentile(encoder, 90),
+        }
+    if decoder:
+        stats |= {
+            "decoder_ms_per_token_p50": percentile(decoder, 50),
+            "decoder_ms_per_token_p90": percentile(decoder, 90),
+        }
+    return stats
+
+
+def round_sig(value: float, digits: int = 4) -> float:
+    """A readable number for a diff: `digits` significant digits."""
+    return float(f"{value:.{digits}g}")
+
+
+def decoder_by_position(samples: Samples) -> dict[str, dict[int, float]]:
+    """Median decoder ms per bin of cache positions (keyed by its first position), per engine
+    that exposes its decoder."""
+    out = {}
+    for name, runs in samples.items():
+        by_position: dict[int, list[float]] = defaultdict(list)
+        for sample in runs:
+            for position, ms in sample.decoder_ms:
+                by_position[position - position % POSITION_BIN].append(ms)
+        if by_position:
+            out[name] = {
+                position: statistics.median(values)
+                for position, values in sorted(by_position.items())
+                if len(values) >= MIN_POSITION_SAMPLES
+            }
+    return out
+
+
+def time_split(samples: Samples) -> dict[str, dict[str, float]]:
+    """Mean ms per clip in the encoder, in the decoder, and in the rest (log-mel, decode loop,
+    detokenise) for engines that expose their calls; the parts add up to the mean e2e time."""
+    out = {}
+    for name, runs in samples.items():
+        if not runs[0].encoder_ms:
+            continue
+        encoder = statistics.fmean(sum(s.encoder_ms) for s in runs)
+        decoder = statistics.fmean(sum(ms for _, ms in s.decoder_ms) for s in runs)
+        total = statistics.fmean(s.e2e_ms for s in runs)
+        out[name] = {"encoder": encoder, "decoder": decoder, "other": total - encoder - decoder}
+    return out
+
+
+def engine_metrics(measured: Measurement, clips: EvalClips) -> dict[str, dict[str, float]]:
+    """Every engine's figures, with same-run ratios against fp32 and against each peer."""
+    from pipeline.bench.evaluate import score
+
+    latency_pass = measured.latency
+    peers = [name for name in PEERS if name in latency_pass]
+    scores = {
+        name: {
+            key: value
+            for key, value in score(clips.references, clips.durations, texts).items()
+            if value is not None
+        }
+        for name, texts in measured.texts.items()
+    }
+    out: dict[str, dict[str, float]] = {}
+    for name, runs in latency_pass.items():
+        figures: dict[str, float] = {
+            **scores[name],
+            "wer_delta_vs_fp32": 100 * (scores[name]["wer"] - scores[BASELINE]["wer"]),
+            **latency_stats(runs, clips.durations),
+            "speedup_vs_fp32": paired_speedup(latency_pass[BASELINE], runs),
+            **{
+                f"speedup_vs_{peer}": paired_speedup(latency_pass[peer], runs)
+                for peer in peers
+                if peer != name and name not in PEERS
+            },
+            **{
+                key: measured.info[name][key]
+                for key in ("peak_rss_mb", "size_mb", "load_s", "budget_met")
+                if key in measured.info[name]
+            },
+        }
+        out[name] = {key: round_sig(value) for key, value in figures.items()}
+    return out
