@@ -24,10 +24,6 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-class BaseParams(Section):
-    seed: int = 0
-
-
 class ModelParams(Section):
     source: str = Field(
         "builtin:tiny.en",
@@ -192,7 +188,6 @@ class GateParams(Section):
 
 
 class Params(Section):
-    base: BaseParams = BaseParams()
     model: ModelParams = ModelParams()
     data: DataParams
     export: ExportParams = ExportParams()
@@ -213,7 +208,8 @@ def _describe(error: ValidationError, source: Path) -> str:
     return f"{source}: {key}: {first['msg']} (got {excerpt(first.get('input'))})"
 
 
-class _PlainLoader(yaml.SafeLoader):
+# PyYAML ships no type hints (and types-PyYAML is no dependency), so its classes are Any.
+class _PlainLoader(yaml.SafeLoader):  # type: ignore[misc]
     """SafeLoader without anchors and aliases: params need neither, and an alias bomb
     (billion laughs) expands into gigabytes from a few lines."""
 

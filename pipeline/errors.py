@@ -1,4 +1,8 @@
-"""Exceptions that reach the user as one line, each with its exit code."""
+"""Exceptions that reach the user as one line, each with its exit code, and that line's form."""
+
+from __future__ import annotations
+
+import sys
 
 
 class UserError(Exception):
@@ -11,3 +15,11 @@ class GateFailure(UserError):
     """A check the stage promises failed (parity, regression): one line, exit code 1."""
 
     exit_code = 1
+
+
+def say(command: str | None, message: str, kind: str | None = "error") -> None:
+    """One stderr line, `whisper-npu <command>: <kind>: <message>` (a message never spans
+    lines); no command before argparse has named one, no kind for a plain notice."""
+    speaker = f"whisper-npu {command}" if command else "whisper-npu"
+    label = f"{kind}: " if kind else ""
+    print(f"{speaker}: {label}{' '.join(message.splitlines())}", file=sys.stderr)

@@ -4,10 +4,12 @@ speech sets for integration."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from transformers import WhisperConfig, WhisperForConditionalGeneration
@@ -24,6 +26,42 @@ REPO = Path(__file__).resolve().parent.parent
 # The tiny random Whisper's bundle shapes: 8 cache slots keep its graphs small.
 TINY_SPEC = DecodingSpec((50257,), 50256, 50362, (), (), None, 8)
 TINY_DIMS = WhisperDims(80, 1500, 64, 2, 4, 51864, 8)
+
+
+# `whisper-npu` of this checkout (not whatever is installed), as a child process.
+CLI = (sys.executable, "-m", "pipeline")
+
+
+def _cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+
+
+def run_cli(
+    *args: str, cwd: Path = REPO, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """The CLI run to its end: exit code, stdout and stderr as the user sees them. The timeout
+    turns a hang (a FIFO opened, a lock never released) into a failure."""
+    return subprocess.run(
+        [*CLI, *args],
+        cwd=cwd,
+        env=_cli_env(env),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
+
+
+def start_cli(*args: str, text: bool = False) -> subprocess.Popen[Any]:
+    """The CLI still running, its stdout and stderr piped: for signals and closed pipes."""
+    return subprocess.Popen(
+        [*CLI, *args],
+        cwd=REPO,
+        env=_cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=text,
+    )
 
 
 def tiny_whisper(

@@ -16,9 +16,9 @@ from scipy.signal import resample_poly
 from pipeline.fsutil import sha256_file
 from pipeline.npu.graph_check import check_graph
 from pipeline.sources.speech_sets import clip_samples, load_saved_set
+from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parent.parent
 SKY = "If the sky clears up tonight, we might see a few shooting stars."
 
 
@@ -56,15 +56,7 @@ def sky_clip(default_data_dir) -> np.ndarray:
 
 
 def run_transcribe(bundle: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", "transcribe", "--artifact", str(bundle), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        cwd=REPO,
-    )
+    return run_cli("transcribe", "--artifact", str(bundle), *args, timeout=600)
 
 
 def test_transcribe_any_rate_and_channels_and_reports_bad_files(fp32_bundle, sky_clip, tmp_path):

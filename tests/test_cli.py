@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def run_cli(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
-        check=False,
-        timeout=300,
-    )
+from tests.conftest import REPO, run_cli
 
 
 def params_with(tmp_path: Path, **model: str) -> Path:
@@ -99,3 +83,16 @@ def test_help_lists_the_stages():
     assert result.returncode == 0
     for command in ("model", "data", "reference"):
         assert command in result.stdout
+
+
+def test_say_writes_one_stderr_line_with_its_kind(capsys):
+    from pipeline.errors import say
+
+    say("compile", "two\nlines", kind="note")
+    say(None, "before argparse")
+    say("quantize", "plain", kind=None)
+    assert capsys.readouterr().err.splitlines() == [
+        "whisper-npu compile: note: two lines",
+        "whisper-npu: error: before argparse",
+        "whisper-npu quantize: plain",
+    ]

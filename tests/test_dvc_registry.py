@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +15,7 @@ import yaml
 
 from pipeline.config import load_params
 from pipeline.release.build import model_slug
+from tests.conftest import run_cli
 from tests.dvc_helpers import REPO, dvc, git, seeded_clone
 
 CACHE = REPO / ".dvc" / "cache" / "files" / "md5"
@@ -63,15 +61,7 @@ def md5_tree(root: Path) -> dict[str, str]:
 
 
 def whisper_npu(*args: str, cwd: Path) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+    done = run_cli(*args, cwd=cwd)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 

@@ -7,8 +7,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import pytest
 import soundfile as sf
 
 from pipeline.cli import main
-from tests.conftest import REPO, TINY_DIMS, TINY_SPEC, write_tiny_bundle
+from tests.conftest import REPO, TINY_DIMS, TINY_SPEC, run_cli, start_cli, write_tiny_bundle
 
 PARAMS = ["--params", str(REPO / "params.yaml")]
 SPEC, DIMS = TINY_SPEC, TINY_DIMS
@@ -183,14 +181,7 @@ def built_release(release_inputs, tmp_path, capsys) -> Path:
 
 def verify(target: Path) -> tuple[int, list[str]]:
     """The CLI in a subprocess with a timeout: a FIFO that is opened would block forever."""
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline", "verify", str(target)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        check=False,
-        timeout=60,
-    )
+    result = run_cli("verify", str(target), timeout=60)
     return result.returncode, [line for line in result.stderr.splitlines() if line.strip()]
 
 
@@ -430,13 +421,13 @@ def test_a_huge_value_is_not_echoed_in_full(tmp_path, capsys):
     import yaml
 
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["base"] = {"seed": "9" * 100_000 + "x"}
+    raw["quantize"]["max_excluded"] = "9" * 100_000 + "x"
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(raw))
     assert main(["verify", str(tmp_path)]) == 2  # needs no params: shows the CLI still works
     capsys.readouterr()
     assert main(["check", "--params", str(params), "--baseline", str(params)]) == 2
-    line = one_line_error(capsys, "check", "base.seed")
+    line = one_line_error(capsys, "check", "quantize.max_excluded")
     assert len(line) < 300
 
 
@@ -523,12 +514,7 @@ def test_os_errors_are_one_line(release_inputs, tmp_path, capsys, monkeypatch, e
 
 
 def test_closed_stdout_exits_quietly(built_release):
-    child = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "verify", str(built_release)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    child = start_cli("verify", str(built_release))
     assert child.stdout is not None and child.stderr is not None
     child.stdout.close()
     err = child.stderr.read()
@@ -554,13 +540,7 @@ def handles_sigterm(pid: int) -> None:
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc")
 @pytest.mark.parametrize("delay_s", [0.0, 0.02, 0.1])
 def test_sigterm_during_imports_is_the_interrupted_line(runnable_bundle, wav, delay_s):
-    child = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "transcribe", "--artifact", str(runnable_bundle), wav],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    child = start_cli("transcribe", "--artifact", str(runnable_bundle), wav, text=True)
     handles_sigterm(child.pid)  # then the imports are still running: torch, onnxruntime
     time.sleep(delay_s)  # at several moments of them (and of the transcription after)
     child.send_signal(signal.SIGTERM)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +15,13 @@ from pipeline.errors import UserError
 from pipeline.fsutil import sha256_file
 from pipeline.npu.graph_check import check_graph
 from pipeline.quant.calibration import run_calibration
-from pipeline.quant.quantize import quantize_variant
+from pipeline.quant.quantize import QuantizeInputs, quantize_variant
 from pipeline.quant.sensitivity import run_sensitivity
 from pipeline.runtime.transcriber import Transcriber
 from pipeline.sources.speech_sets import clip_samples, load_saved_set
+from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parent.parent
 # The mechanism is under test here, not accuracy (6 held-back clips are too few to hold a
 # +1-point budget steadily); the default run's budgets are met in `dvc repro`, see bundle.json.
 PARAMS = QuantizeParams(
@@ -60,7 +57,10 @@ def sensitivity_dir(fp32_bundle, calibrated, tmp_path_factory) -> Path:
 def a16w8(fp32_bundle, calibrated, sensitivity_dir, default_data_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("q") / "a16w8"
     quantize_variant(
-        PARAMS, "a16w8", fp32_bundle, calibrated, sensitivity_dir, default_data_dir, out
+        PARAMS,
+        "a16w8",
+        QuantizeInputs(fp32_bundle, calibrated, sensitivity_dir, default_data_dir),
+        out,
     )
     return out
 
@@ -105,7 +105,10 @@ def test_quantization_is_deterministic(
 ):
     again = tmp_path / "a16w8"
     quantize_variant(
-        PARAMS, "a16w8", fp32_bundle, calibrated, sensitivity_dir, default_data_dir, again
+        PARAMS,
+        "a16w8",
+        QuantizeInputs(fp32_bundle, calibrated, sensitivity_dir, default_data_dir),
+        again,
     )
     for graph in ("encoder.onnx", "decoder.onnx"):
         assert sha256_file(again / graph) == sha256_file(a16w8 / graph)
@@ -138,7 +141,10 @@ def test_a_missed_budget_is_written_and_said_not_raised(
     monkeypatch.setattr(quantize.Holdout, "score", score)
     out = tmp_path / "missed"
     result = quantize_variant(
-        PARAMS, "a16w8", fp32_bundle, calibrated, sensitivity_dir, default_data_dir, out
+        PARAMS,
+        "a16w8",
+        QuantizeInputs(fp32_bundle, calibrated, sensitivity_dir, default_data_dir),
+        out,
     )
     q = json.loads((out / "bundle.json").read_text())["quantization"]
     assert result["budget_met"] is False and q["budget_met"] is False
@@ -148,18 +154,6 @@ def test_a_missed_budget_is_written_and_said_not_raised(
     assert q["attempts"][0]["wer_delta"] == pytest.approx(100.0)  # errors over all the words
     assert "**not met**" in (out / "QUANTIZATION.md").read_text()
     assert not list(out.glob(".attempt-*")) and not (out / ".ranges").exists()
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        check=False,
-        timeout=600,
-    )
 
 
 def test_bad_inputs_fail_in_one_line_and_keep_the_previous_bundle(

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +14,7 @@ from pipeline.fsutil import sha256_file, sha256_tree
 from pipeline.release.build import artifact_name, build_release, model_slug
 from pipeline.release.verify import CARD_FILE, MODEL_CARD_FILE, verify_artifact
 from pipeline.runtime.bundle import COMPILE_FILE, NPU_DIR
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import run_cli
 
 CALIBRATION_MANIFEST = {
     "bundle_sha256": "f" * 64,
@@ -377,15 +374,7 @@ def test_verify_cli_exit_codes_without_params_file(inputs, tmp_path: Path) -> No
     cwd.mkdir()
 
     def verify(target: Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "pipeline", "verify", str(target)],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            check=False,
-            timeout=120,
-        )
+        return run_cli("verify", str(target), cwd=cwd, timeout=120)
 
     ok = verify(out)
     assert (ok.returncode, ok.stdout.strip()) == (0, f"OK: 9 files match card.json in {out}")

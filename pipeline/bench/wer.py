@@ -17,7 +17,8 @@ def _normaliser() -> EnglishTextNormalizer:
 
 
 def normalise(text: str) -> str:
-    return _normaliser()(text)
+    normalised: str = _normaliser()(text)
+    return normalised
 
 
 @dataclass(frozen=True)

@@ -98,25 +98,27 @@ def _example_decoder_inputs(dims: WhisperDims) -> tuple[torch.Tensor, ...]:
 def export_graphs(model: WhisperForConditionalGeneration, dims: WhisperDims, out_dir: Path) -> None:
     """Trace both graphs at opset 17 with every dimension fixed (no dynamic axes at all)."""
     common: dict[str, Any] = {"opset_version": OPSET, "dynamo": False, "do_constant_folding": True}
-    # The encoder checks its input length in Python; with static shapes that check is exactly
-    # what should be frozen, so the tracer's warning about it is noise.
-    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-    torch.onnx.export(
-        EncoderWithCrossKV(model, dims).eval(),
-        (torch.zeros(1, dims.n_mels, N_FRAMES),),
-        str(out_dir / "encoder.onnx"),
-        input_names=[ENCODER_INPUT],
-        output_names=[CROSS_K, CROSS_V],
-        **common,
-    )
-    torch.onnx.export(
-        DecoderStep(model, dims).eval(),
-        _example_decoder_inputs(dims),
-        str(out_dir / "decoder.onnx"),
-        input_names=list(DECODER_INPUTS),
-        output_names=list(DECODER_OUTPUTS),
-        **common,
-    )
+    with warnings.catch_warnings():
+        # The encoder checks its input length in Python; with static shapes that check is
+        # exactly what should be frozen, so the tracer's warning about it is noise. torch.jit
+        # re-exports TracerWarning (its documented name) without listing it in __all__.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # type: ignore[attr-defined]
+        torch.onnx.export(
+            EncoderWithCrossKV(model, dims).eval(),
+            (torch.zeros(1, dims.n_mels, N_FRAMES),),
+            str(out_dir / "encoder.onnx"),
+            input_names=[ENCODER_INPUT],
+            output_names=[CROSS_K, CROSS_V],
+            **common,
+        )
+        torch.onnx.export(
+            DecoderStep(model, dims).eval(),
+            _example_decoder_inputs(dims),
+            str(out_dir / "decoder.onnx"),
+            input_names=list(DECODER_INPUTS),
+            output_names=list(DECODER_OUTPUTS),
+            **common,
+        )
 
 
 def _check_graphs(out_dir: Path) -> dict[str, Any]:

@@ -7,6 +7,8 @@ long-form decoding (which needs timestamps to move from one window to the next).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -40,11 +42,24 @@ def _require_model(model_dir: Path) -> None:
         raise UserError(f"{model_dir}: no model here (run `whisper-npu model` first)")
 
 
+@contextmanager
+def _transformers_errors_only() -> Iterator[None]:
+    """transformers logs errors only inside the block, and the caller's level is back after it.
+
+    generate() warns on every call that the suppress-token processors it builds from the
+    generation config are also built by Whisper's own generate; both are the same lists.
+    """
+    previous = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(previous)
+
+
+@_transformers_errors_only()
 def load_model(model_dir: Path) -> tuple[WhisperForConditionalGeneration, WhisperProcessor]:
     _require_model(model_dir)
-    # generate() warns on every call that the suppress-token processors it builds from the
-    # generation config are also built by Whisper's own generate; both are the same lists.
-    transformers_logging.set_verbosity_error()
     model = WhisperForConditionalGeneration.from_pretrained(model_dir, use_safetensors=True)
     return model.eval(), WhisperProcessor.from_pretrained(model_dir)
 
@@ -52,10 +67,12 @@ def load_model(model_dir: Path) -> tuple[WhisperForConditionalGeneration, Whispe
 def log_mel(processor: WhisperProcessor, samples: np.ndarray) -> torch.Tensor:
     """One 30 s window (padded or cut) as the model's input features, shape [1, n_mels, 3000]."""
     features = processor.feature_extractor(samples, sampling_rate=SAMPLE_RATE, return_tensors="pt")
-    return features.input_features
+    input_features: torch.Tensor = features.input_features
+    return input_features
 
 
 @torch.inference_mode()
+@_transformers_errors_only()
 def greedy_tokens(model: WhisperForConditionalGeneration, features: torch.Tensor) -> list[int]:
     """Greedy decode of one window, no timestamps; returns the generated tokens only."""
     output = model.generate(features, do_sample=False, num_beams=1, return_timestamps=False)
@@ -85,6 +102,7 @@ def _long_form_tokens(
     return [int(t) for t in output[0]]
 
 
+@_transformers_errors_only()
 def transcribe_clip(
     model: WhisperForConditionalGeneration, processor: WhisperProcessor, samples: np.ndarray
 ) -> tuple[str, list[int]]:

@@ -95,13 +95,12 @@ class DecoderStep(nn.Module):
     def _self_attention(
         self,
         index: int,
-        layer: Any,
         hidden: torch.Tensor,
         cache_k: torch.Tensor,
         cache_v: torch.Tensor,
         cache_mask: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
-        attn = layer.self_attn
+        attn = self.decoder.layers[index].self_attn
         query = self._heads(self.self_query[index](hidden))
         key, value = self._heads(attn.k_proj(hidden)), self._heads(attn.v_proj(hidden))
         cached_scores = query @ cache_k.transpose(-1, -2) + cache_mask
@@ -112,19 +111,15 @@ class DecoderStep(nn.Module):
         return attn.out_proj(self._merge(attended)), key, value
 
     def _cross_attention(
-        self,
-        index: int,
-        layer: Any,
-        hidden: torch.Tensor,
-        cross_k: torch.Tensor,
-        cross_v: torch.Tensor,
+        self, index: int, hidden: torch.Tensor, cross_k: torch.Tensor, cross_v: torch.Tensor
     ) -> torch.Tensor:
-        attn = layer.encoder_attn
+        attn = self.decoder.layers[index].encoder_attn
         query = self._heads(self.cross_query[index](hidden))
         weights = torch.softmax(query @ cross_k.transpose(-1, -2), dim=-1)
-        return attn.out_proj(self._merge(weights @ cross_v))
+        attended: torch.Tensor = attn.out_proj(self._merge(weights @ cross_v))
+        return attended
 
-    def forward(
+    def forward(  # noqa: PLR0913 -- one parameter per input of the decoder graph (DECODER_INPUTS)
         self,
         input_ids: torch.Tensor,
         position: torch.Tensor,
@@ -144,7 +139,6 @@ class DecoderStep(nn.Module):
         for index, layer in enumerate(decoder.layers):
             attended, key, value = self._self_attention(
                 index,
-                layer,
                 layer.self_attn_layer_norm(hidden),
                 _layer(self_k_cache, index),
                 _layer(self_v_cache, index),
@@ -153,7 +147,6 @@ class DecoderStep(nn.Module):
             hidden = hidden + attended
             hidden = hidden + self._cross_attention(
                 index,
-                layer,
                 layer.encoder_attn_layer_norm(hidden),
                 _layer(cross_k, index),
                 _layer(cross_v, index),

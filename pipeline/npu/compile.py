@@ -14,14 +14,13 @@ and writes the forecast alone: nothing here pretends to have compiled.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 from google.protobuf.message import DecodeError
 
 from pipeline.config import CompileParams
-from pipeline.errors import GateFailure, UserError
+from pipeline.errors import GateFailure, UserError, say
 from pipeline.fsutil import (
     atomic_dir,
     check_output_dir,
@@ -90,19 +89,21 @@ def compile_bundle(
     providers = vitisai.available_providers()
     ep = vitisai.PROVIDER in providers
     if not ep:
-        print(
-            f"whisper-npu compile: {vitisai.PROVIDER} not available in this onnxruntime "
+        say(
+            "compile",
+            f"{vitisai.PROVIDER} not available in this onnxruntime "
             f"(providers: {', '.join(providers)}); wrote the forecast only",
-            file=sys.stderr,
+            kind=None,
         )
     print("\n".join(summary_lines(variant, forecast)), flush=True)
     # A quantized bundle that missed its held-back WER budget is compiled all the same.
     budget_met = bool((bundle.meta.get("quantization") or {}).get("budget_met", True))
     if not budget_met:
-        print(
-            f"whisper-npu compile: note: {variant} missed its held-back WER budget when it was "
-            "quantized (budget_met: false in its bundle.json)",
-            file=sys.stderr,
+        say(
+            "compile",
+            f"{variant} missed its held-back WER budget when it was quantized "
+            "(budget_met: false in its bundle.json)",
+            kind="note",
         )
     if not forecast["clean"] and not allow_split:
         raise GateFailure(

@@ -36,7 +36,10 @@ QDQ_NAMES = {
 
 @cache
 def ops_table() -> dict[str, Any]:
-    return json.loads(files("pipeline.npu").joinpath("data", OPS_TABLE).read_text(encoding="utf-8"))
+    table: dict[str, Any] = json.loads(
+        files("pipeline.npu").joinpath("data", OPS_TABLE).read_text(encoding="utf-8")
+    )
+    return table
 
 
 def npu_ops(dtype: str | None = None) -> frozenset[str]:
@@ -138,7 +141,10 @@ def non_static(graph: onnx.GraphProto) -> list[str]:
 
 
 def opset_of(model: onnx.ModelProto) -> int:
-    return next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
+    version: int = next(
+        entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")
+    )
+    return version
 
 
 def check_graph(path: Path, dtype: str | None = None) -> GraphReport:

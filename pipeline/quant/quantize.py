@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from contextlib import closing
@@ -33,7 +32,7 @@ from tqdm import tqdm
 
 from pipeline.bench.wer import EditCounts, clip_edits
 from pipeline.config import QuantizeParams, Variant
-from pipeline.errors import UserError
+from pipeline.errors import UserError, say
 from pipeline.fsutil import atomic_dir, sha256_tree, write_json
 from pipeline.npu.graph_check import check_bundle_graphs
 from pipeline.quant.backends import QuantBackend, QuantJob, get_backend
@@ -124,39 +123,55 @@ def kept_float(ranking: dict[str, list[tuple[str, float]]], k: int) -> dict[str,
     return {graph: [name for name, _ in ranking[graph][:k]] for graph in GRAPHS}
 
 
-def _quantize_graphs(
-    backend: QuantBackend,
-    params: QuantizeParams,
-    variants: dict[str, Variant],
-    fp32: Bundle,
-    calibration: CalibrationSet,
-    exclude: dict[str, list[str]],
-    out: Path,
-    ranges_dir: Path,
-) -> None:
-    """Both graphs into `out` (plus the runtime files), each with its own variant's config;
-    calibrated ranges are cached in `ranges_dir` and reused by later attempts."""
-    for name in fp32.root.iterdir():
-        if name.suffix != ".onnx" and name.name != BUNDLE_FILE:
-            shutil.copy2(name, out / name.name)
-    readers = {
-        "encoder": FeedReader(lambda: calibration.encoder_feeds(params.encoder_calibration_feeds)),
-        "decoder": FeedReader(
-            lambda: calibration.decoder_feeds(fp32, params.decoder_calibration_feeds)
-        ),
-    }
-    for graph in GRAPHS:
-        backend.quantize(
-            QuantJob(
-                fp32=fp32.root / f"{graph}.onnx",
-                out=out / f"{graph}.onnx",
-                reader=readers[graph],
-                variant=variants[graph],
-                exclude=exclude[graph],
-                op_types=list(params.op_types),
-                ranges_cache=ranges_dir / f"{graph}-ranges.json",
+@dataclass(frozen=True)
+class QuantizeInputs:
+    """What a variant is quantized from: the export, calibrate, sensitivity and data outputs."""
+
+    fp32: Path
+    calibration: Path
+    sensitivity: Path
+    data: Path
+
+
+@dataclass(frozen=True)
+class _GraphQuantizer:
+    """What every attempt of one variant shares; only the layers kept float and the output
+    directory change from rung to rung. Calibrated ranges are cached in `ranges_dir` and
+    reused by later attempts."""
+
+    backend: QuantBackend
+    params: QuantizeParams
+    variants: dict[str, Variant]
+    fp32: Bundle
+    calibration: CalibrationSet
+    ranges_dir: Path
+
+    def write(self, exclude: dict[str, list[str]], out: Path) -> None:
+        """Both graphs into `out` (plus the runtime files), each with its own variant's config."""
+        params, fp32, calibration = self.params, self.fp32, self.calibration
+        for name in fp32.root.iterdir():
+            if name.suffix != ".onnx" and name.name != BUNDLE_FILE:
+                shutil.copy2(name, out / name.name)
+        readers = {
+            "encoder": FeedReader(
+                lambda: calibration.encoder_feeds(params.encoder_calibration_feeds)
+            ),
+            "decoder": FeedReader(
+                lambda: calibration.decoder_feeds(fp32, params.decoder_calibration_feeds)
+            ),
+        }
+        for graph in GRAPHS:
+            self.backend.quantize(
+                QuantJob(
+                    fp32=fp32.root / f"{graph}.onnx",
+                    out=out / f"{graph}.onnx",
+                    reader=readers[graph],
+                    variant=self.variants[graph],
+                    exclude=exclude[graph],
+                    op_types=list(params.op_types),
+                    ranges_cache=self.ranges_dir / f"{graph}-ranges.json",
+                )
             )
-        )
 
 
 def _write_meta(out: Path, fp32: Bundle, meta: dict[str, Any]) -> None:
@@ -219,23 +234,17 @@ def graph_rankings(
 
 
 def quantize_variant(
-    params: QuantizeParams,
-    variant: Variant,
-    fp32_dir: Path,
-    calibration_dir: Path,
-    sensitivity_dir: Path,
-    data_dir: Path,
-    out_dir: Path,
+    params: QuantizeParams, variant: Variant, inputs: QuantizeInputs, out_dir: Path
 ) -> dict[str, Any]:
     if variant not in params.variants:
         raise UserError(f"variant {variant!r} is not in quantize.variants {params.variants}")
     backend = get_backend(params.backend)
-    fp32 = Bundle.load(Path(fp32_dir).resolve())  # readers open it again from Quark's directory
-    calibration = CalibrationSet(calibration_dir)
+    fp32 = Bundle.load(inputs.fp32.resolve())  # readers open it again from Quark's directory
+    calibration = CalibrationSet(inputs.calibration)
     calibration.check_fits(fp32)
     variants = graph_variants(params, variant)
-    ranking = graph_rankings(sensitivity_dir, variants)
-    holdout = Holdout.load(data_dir, calibration)
+    ranking = graph_rankings(inputs.sensitivity, variants)
+    holdout = Holdout.load(inputs.data, calibration)
     baseline = holdout.baseline
     budget = params.max_wer_delta[variant]
     allowed_errors = baseline.errors + math.floor(budget / 100 * baseline.words + 1e-9)
@@ -249,6 +258,7 @@ def quantize_variant(
 
         ranges_dir = scratch / ".ranges"
         ranges_dir.mkdir()
+        quantizer = _GraphQuantizer(backend, params, variants, fp32, calibration, ranges_dir)
 
         def attempt_dir(k: int) -> Path:
             return scratch / f".attempt-{k}"
@@ -257,16 +267,7 @@ def quantize_variant(
             start = time.perf_counter()
             target = attempt_dir(k)
             target.mkdir()
-            _quantize_graphs(
-                backend,
-                params,
-                variants,
-                fp32,
-                calibration,
-                kept_float(ranking, k),
-                target,
-                ranges_dir,
-            )
+            quantizer.write(kept_float(ranking, k), target)
             write_json(
                 target / BUNDLE_FILE, {**fp32.meta, "custom_ops": backend.custom_ops_for(variant)}
             )
@@ -292,11 +293,12 @@ def quantize_variant(
             shutil.rmtree(stale)
         final = next(a for a in attempts if a.excluded_per_graph == kept)
         if not budget_met:
-            print(
-                f"whisper-npu quantize: warning: {variant}: no setting within +{budget} WER "
-                f"points on held-back clips (best {final.wer_delta:+.2f} with {kept} layers per "
-                "graph float); written with budget_met: false",
-                file=sys.stderr,
+            say(
+                "quantize",
+                f"{variant}: no setting within +{budget} WER points on held-back clips (best "
+                f"{final.wer_delta:+.2f} with {kept} layers per graph float); written with "
+                "budget_met: false",
+                kind="warning",
             )
         meta = {
             "variant": variant,

@@ -108,7 +108,8 @@ def _round_to_grid(values: np.ndarray, bits: int | None) -> np.ndarray:
         return rounded.view(np.float32)
     limit = 2 ** (bits - 1) - 1
     scale = max(float(np.abs(values).max()), 1e-12) / limit
-    return (np.clip(np.round(values / scale), -limit, limit) * scale).astype(values.dtype)
+    on_grid: np.ndarray = np.clip(np.round(values / scale), -limit, limit) * scale
+    return on_grid.astype(values.dtype)
 
 
 def _fake_quant_nodes(

@@ -22,7 +22,8 @@ BLOCK_FRAMES = 30_000
 def _log10_mel(frames: np.ndarray, mel_filters: np.ndarray) -> np.ndarray:
     """log10 mel power of a block of frames, [n_mels, frames] float64."""
     power = np.abs(np.fft.rfft(frames * WINDOW, axis=-1)) ** 2
-    return np.log10(np.maximum(power @ mel_filters, 1e-10)).T
+    mel: np.ndarray = np.log10(np.maximum(power @ mel_filters, 1e-10)).T
+    return mel
 
 
 def log_mel(samples: np.ndarray, mel_filters: np.ndarray, pad_to_window: bool) -> np.ndarray:

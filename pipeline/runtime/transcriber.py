@@ -147,7 +147,8 @@ class OrtRunner:
         buffers[SELF_K][:, :, :, position] = buffers[NEW_K][:, :, :, 0]
         buffers[SELF_V][:, :, :, position] = buffers[NEW_V][:, :, :, 0]
         buffers[CACHE_MASK][0, position] = 0.0
-        return buffers[LOGITS][0]
+        logits: np.ndarray = buffers[LOGITS][0]
+        return logits
 
 
 def _shapes(tensors: dict[str, list[Any]]) -> str:
@@ -164,7 +165,7 @@ def _mel_filters(bundle: Bundle) -> np.ndarray:
     """mel_filters.npy, refused unless it is the [n_fft/2+1, n_mels] float bank log_mel needs."""
     path = bundle.root / "mel_filters.npy"
     try:
-        filters = np.load(path, allow_pickle=False)
+        filters: np.ndarray = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise UserError(f"{path}: not a numpy array file ({str(exc)[:120]})") from None
     shape = (N_FFT // 2 + 1, bundle.dims.n_mels)
@@ -223,7 +224,8 @@ class Transcriber:
 
     def text(self, tokens: list[int]) -> str:
         words = [t for t in tokens if t < self.bundle.decoding.eot]
-        return self.tokenizer.decode(words, skip_special_tokens=True).strip()
+        text: str = self.tokenizer.decode(words, skip_special_tokens=True)
+        return text.strip()
 
     def transcribe(self, samples: np.ndarray) -> Transcription:
         spec = self.bundle.decoding

@@ -217,7 +217,8 @@ def build_speech_sets(params: DataParams, out_dir: Path) -> dict[str, Any]:
 
 def clip_samples(row: dict[str, Any]) -> np.ndarray:
     """The 16 kHz mono float32 samples of one row of a saved set."""
-    return row["audio"].get_all_samples().data.numpy().reshape(-1).astype(np.float32)
+    samples: np.ndarray = row["audio"].get_all_samples().data.numpy()
+    return samples.reshape(-1).astype(np.float32)
 
 
 def load_saved_set(data_dir: Path, name: str) -> datasets.Dataset:
