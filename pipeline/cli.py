@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from pipeline.errors import UserError
+from pipeline.variants import QUANTIZED
 
 if TYPE_CHECKING:  # imported in main, after the SIGTERM handler: an early signal is no traceback
     from pipeline.config import Params
@@ -263,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     quantize = commands.add_parser(
         "quantize", parents=[common], help="quantize the fp32 bundle for one variant"
     )
-    quantize.add_argument("--variant", required=True, choices=["a16w8", "bf16", "xint8", "a8w8"])
+    quantize.add_argument("--variant", required=True, choices=[v.value for v in QUANTIZED])
     quantize.add_argument("--bundle", type=Path, default=Path("artifacts/bundles/fp32"))
     quantize.add_argument("--calibration", type=Path, default=Path("artifacts/calibration"))
     quantize.add_argument("--sensitivity", type=Path, default=Path("artifacts/sensitivity"))

@@ -12,7 +12,6 @@ import pytest
 import pipeline.bench.run
 from pipeline.bench.plots import write_plots
 from pipeline.bench.run import (
-    BASELINE,
     EngineSpec,
     EvalClips,
     Sample,
@@ -28,6 +27,7 @@ from pipeline.bench.run import (
 )
 from pipeline.cli import main
 from pipeline.errors import UserError
+from pipeline.variants import BASELINE
 
 REPO = Path(__file__).resolve().parent.parent
 PARAMS = REPO / "params.yaml"  # gate: max_wer_increase 1.0 points, max_latency_increase 0.25

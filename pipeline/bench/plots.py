@@ -20,7 +20,8 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
-from pipeline.bench.run import BASELINE, PEERS
+from pipeline.bench.run import PEERS
+from pipeline.variants import BASELINE
 
 PARTS = ("encoder", "decoder", "other")
 PART_LABELS = {

@@ -48,12 +48,12 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from pipeline.errors import UserError
+from pipeline.variants import BASELINE
 
 if TYPE_CHECKING:
     from pipeline.config import BenchParams
     from pipeline.runtime.decoding import Runner
 
-BASELINE = "fp32"
 CPU = "CPUExecutionProvider"
 PEERS = ("transformers", "faster_whisper")
 VERSIONED = (

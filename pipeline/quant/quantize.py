@@ -32,17 +32,18 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.bench.wer import EditCounts, clip_edits
-from pipeline.config import QuantizeParams, Variant
+from pipeline.config import QuantizeParams
 from pipeline.errors import UserError
 from pipeline.fsutil import atomic_dir, sha256_tree, write_json
 from pipeline.npu.graph_check import check_bundle_graphs
 from pipeline.quant.backends import QuantBackend, QuantJob, get_backend
 from pipeline.quant.calibration import CalibrationSet, FeedReader
-from pipeline.quant.sensitivity import VARIANT_GRID, ranked_layers
+from pipeline.quant.sensitivity import ranked_layers
 from pipeline.runtime.bundle import BUNDLE_FILE, Bundle
 from pipeline.runtime.transcriber import transcribe_all
 from pipeline.runtime.whisper_io import GRAPHS
 from pipeline.sources.speech_sets import clip_samples, load_saved_set
+from pipeline.variants import QuantizePlan, Variant
 
 REPORT_FILE = "QUANTIZATION.md"
 
@@ -127,14 +128,14 @@ def kept_float(ranking: dict[str, list[tuple[str, float]]], k: int) -> dict[str,
 def _quantize_graphs(
     backend: QuantBackend,
     params: QuantizeParams,
-    variants: dict[str, Variant],
+    plan: QuantizePlan,
     fp32: Bundle,
     calibration: CalibrationSet,
     exclude: dict[str, list[str]],
     out: Path,
     ranges_dir: Path,
 ) -> None:
-    """Both graphs into `out` (plus the runtime files), each with its own variant's config;
+    """Both graphs into `out` (plus the runtime files), each with its plan's variant config;
     calibrated ranges are cached in `ranges_dir` and reused by later attempts."""
     for name in fp32.root.iterdir():
         if name.suffix != ".onnx" and name.name != BUNDLE_FILE:
@@ -151,7 +152,7 @@ def _quantize_graphs(
                 fp32=fp32.root / f"{graph}.onnx",
                 out=out / f"{graph}.onnx",
                 reader=readers[graph],
-                variant=variants[graph],
+                variant=plan.graphs[graph].variant,
                 exclude=exclude[graph],
                 op_types=list(params.op_types),
                 ranges_cache=ranges_dir / f"{graph}-ranges.json",
@@ -206,16 +207,9 @@ def _report(
     return "\n".join(lines) + "\n"
 
 
-def graph_variants(params: QuantizeParams, variant: Variant) -> dict[str, Variant]:
-    """The config each graph is quantized with: the decoder may take another variant's."""
-    return {"encoder": variant, "decoder": params.decoder_variant.get(variant, variant)}
-
-
-def graph_rankings(
-    sensitivity_dir: Path, variants: dict[str, Variant]
-) -> dict[str, list[tuple[str, float]]]:
+def graph_rankings(sensitivity_dir: Path, plan: QuantizePlan) -> dict[str, list[tuple[str, float]]]:
     """Each graph's layers ranked on the grid that graph is quantized to."""
-    return {graph: ranked_layers(sensitivity_dir, variants[graph])[graph] for graph in GRAPHS}
+    return {graph: ranked_layers(sensitivity_dir, plan.graphs[graph])[graph] for graph in GRAPHS}
 
 
 def quantize_variant(
@@ -233,8 +227,8 @@ def quantize_variant(
     fp32 = Bundle.load(Path(fp32_dir).resolve())  # readers open it again from Quark's directory
     calibration = CalibrationSet(calibration_dir)
     calibration.check_fits(fp32)
-    variants = graph_variants(params, variant)
-    ranking = graph_rankings(sensitivity_dir, variants)
+    plan = QuantizePlan.of(variant, params.decoder_variant)
+    ranking = graph_rankings(sensitivity_dir, plan)
     holdout = Holdout.load(data_dir, calibration)
     baseline = holdout.baseline
     budget = params.max_wer_delta[variant]
@@ -260,7 +254,7 @@ def quantize_variant(
             _quantize_graphs(
                 backend,
                 params,
-                variants,
+                plan,
                 fp32,
                 calibration,
                 kept_float(ranking, k),
@@ -304,9 +298,7 @@ def quantize_variant(
             "quantization": {
                 "backend": backend.name,
                 "backend_version": version("amd-quark") if backend.name == "quark" else None,
-                "grid": VARIANT_GRID[variants["encoder"]],
-                "decoder_grid": VARIANT_GRID[variants["decoder"]],
-                "decoder_variant": variants["decoder"],
+                **plan.record(),
                 "op_types": list(params.op_types),
                 "max_wer_delta": budget,
                 "budget_met": budget_met,
