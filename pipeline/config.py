@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 from pipeline.errors import UserError
 from pipeline.fsutil import excerpt, read_text
+from pipeline.variants import QUANTIZED, VARIANTS, Variant
 
 DEFAULT_PARAMS = Path("params.yaml")
 MAX_PARAMS_BYTES = 1 << 20
@@ -117,7 +119,17 @@ class CalibrateParams(Section):
     decoder_steps_per_clip: Annotated[int, Field(ge=1, le=64)] = 6
 
 
-Variant = Literal["a16w8", "bf16", "xint8", "a8w8"]
+def _quantized(value: object) -> object:
+    """Only a quantized variant is a quantize setting: `quantize.variants: [fp32]` is refused
+    in the words pydantic uses for any value outside a set."""
+    if not isinstance(value, str) or value not in QUANTIZED:
+        *names, last = (repr(variant.value) for variant in QUANTIZED)
+        expected = f"{', '.join(names)} or {last}"
+        raise PydanticCustomError("enum", "Input should be {expected}", {"expected": expected})
+    return value
+
+
+QuantizedVariant = Annotated[Variant, BeforeValidator(_quantized)]
 Backend = Literal["quark", "vai_q_onnx", "ort"]
 
 
@@ -128,19 +140,16 @@ class SensitivityParams(Section):
 
 class QuantizeParams(Section):
     backend: Backend = "quark"
-    variants: list[Variant] = Field(["a16w8", "bf16", "xint8", "a8w8"], min_length=1)
+    variants: list[QuantizedVariant] = Field([*QUANTIZED], min_length=1)
     # Absolute WER points a variant may lose against fp32 on the held-back calibration clips.
-    max_wer_delta: dict[Variant, Annotated[float, Field(ge=0)]] = {
-        "a16w8": 1.0,
-        "bf16": 1.0,
-        "xint8": 2.0,
-        "a8w8": 2.0,
+    max_wer_delta: dict[QuantizedVariant, Annotated[float, Field(ge=0)]] = {
+        variant: quant.max_wer_delta for variant, quant in QUANTIZED.items()
     }
     max_excluded: Annotated[int, Field(ge=0)] = 16
     op_types: list[Literal["MatMul", "Gemm", "Conv"]] = Field(
         ["MatMul", "Gemm", "Conv"], min_length=1
     )
-    decoder_variant: dict[Variant, Variant] = Field(
+    decoder_variant: dict[QuantizedVariant, QuantizedVariant] = Field(
         {}, description="quantize the decoder with another variant's config, e.g. {a8w8: a16w8}"
     )
     encoder_calibration_feeds: Annotated[int, Field(ge=1)] = 16
@@ -148,7 +157,6 @@ class QuantizeParams(Section):
     sensitivity: SensitivityParams = SensitivityParams()
 
 
-ArtifactVariant = Literal["fp32", "a16w8", "bf16", "xint8", "a8w8"]
 Target = Literal["stx", "krk", "phx", "hpt"]
 
 
@@ -156,9 +164,7 @@ class CompileParams(Section):
     """VitisAI EP set-up per variant, and the partition forecast when the EP is absent."""
 
     target: Target = Field("stx", description="Ryzen AI chip: stx/krk (XDNA2), phx/hpt (XDNA1)")
-    variants: list[ArtifactVariant] = Field(
-        ["fp32", "a16w8", "bf16", "xint8", "a8w8"], min_length=1
-    )
+    variants: list[Variant] = Field([*VARIANTS], min_length=1)
     tokens_per_window: Annotated[int, Field(ge=1, le=448)] = Field(
         120, description="decoder calls in a typical 30 s window, for the dispatch forecast"
     )

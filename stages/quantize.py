@@ -8,10 +8,11 @@ from pathlib import Path
 
 from pipeline.config import load_params
 from pipeline.entry import Command, run_stage
+from pipeline.variants import QUANTIZED
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--variant", required=True, choices=["a16w8", "bf16", "xint8", "a8w8"])
+    parser.add_argument("--variant", required=True, choices=[v.value for v in QUANTIZED])
     parser.add_argument("--bundle", type=Path, required=True, help="the fp32 bundle")
     parser.add_argument(
         "--calibration", type=Path, required=True, help="the calibrate stage's output"
@@ -26,12 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> object:
-    from pipeline.quant.quantize import quantize_variant
+    from pipeline.quant.quantize import QuantizeInputs, quantize_variant
 
     params = load_params(args.params).quantize
-    return quantize_variant(
-        params, args.variant, args.bundle, args.calibration, args.sensitivity, args.data, args.out
-    )
+    inputs = QuantizeInputs(args.bundle, args.calibration, args.sensitivity, args.data)
+    return quantize_variant(params, args.variant, inputs, args.out)
 
 
 COMMAND = Command("quantize", "quantize the fp32 bundle for one variant", add_arguments, run)

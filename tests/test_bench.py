@@ -12,13 +12,14 @@ import pytest
 import pipeline.bench.worker
 from pipeline.bench.engines import TimingRunner
 from pipeline.bench.plots import write_plots
-from pipeline.bench.records import BASELINE, EngineSpec, EvalClips, Sample
+from pipeline.bench.records import EngineSpec, EvalClips, Sample
 from pipeline.bench.run import BenchPaths, known_transcripts, measure, run_bench
 from pipeline.bench.schedule import interleave, pick_latency_clips
 from pipeline.bench.stats import latency_stats, paired_speedup, percentile, round_sig
 from pipeline.bench.worker import Worker
 from pipeline.cli import main
 from pipeline.errors import UserError
+from pipeline.variants import BASELINE
 
 REPO = Path(__file__).resolve().parent.parent
 PARAMS = REPO / "params.yaml"  # gate: max_wer_increase 1.0 points, max_latency_increase 0.25

@@ -14,11 +14,17 @@ from pipeline.quant.backends import OrtBackend, QuantJob, QuarkBackend, get_back
 from pipeline.quant.quantize import (
     exclusion_ladder,
     graph_rankings,
-    graph_variants,
+    kept_float,
     search_ladder,
     wer_standard_error,
 )
-from pipeline.quant.sensitivity import Precision, _round_to_grid, layer_sensitivity, snr_db
+from pipeline.quant.sensitivity import (
+    _round_to_grid,
+    layer_sensitivity,
+    sensitivity_grids,
+    snr_db,
+)
+from pipeline.variants import Precision, QuantizePlan, Variant
 
 
 def test_exclusion_ladder():
@@ -108,20 +114,34 @@ def test_search_stops_at_the_first_passing_rung(smallest_passing):
     assert tried == expected  # in order, and only one passing rung (the costly one) is tried
 
 
-def test_the_decoder_is_ranked_on_its_own_grid(tmp_path):
-    """decoder_variant {a8w8: a16w8}: the decoder's kept-float layers come from a16w8's
-    sensitivities, not the encoder's a8w8 ones."""
+def test_the_decoder_is_ranked_computed_and_recorded_on_its_own_grid(tmp_path):
+    """decoder_variant {a8w8: a16w8}: the sensitivity stage measures the a16w8 grid, the
+    decoder's kept-float layers come from a16w8's sensitivities (not the encoder's a8w8 ones),
+    and bundle.json's quantization section names a16w8 as the decoder's grid."""
     import json
 
-    for grid, order in (("a8w8", ["d1", "d2"]), ("a16w8", ["d2", "d1"])):
-        snr = {"encoder": {"e1": 1.0, "e2": 2.0}, "decoder": {order[0]: 1.0, order[1]: 2.0}}
+    # The two grids rank the encoder alike and the decoder in opposite orders.
+    for grid, decoder in (("a8w8", {"d1": 1.0, "d2": 2.0}), ("a16w8", {"d1": 9.0, "d2": 3.0})):
+        snr = {"encoder": {"e1": 1.0, "e2": 2.0}, "decoder": decoder}
         (tmp_path / f"{grid}.json").write_text(json.dumps({"snr_db": snr}))
     params = QuantizeParams(variants=["a8w8"], decoder_variant={"a8w8": "a16w8"})
-    variants = graph_variants(params, "a8w8")
-    assert variants == {"encoder": "a8w8", "decoder": "a16w8"}
-    ranking = graph_rankings(tmp_path, variants)
-    assert [name for name, _ in ranking["decoder"]] == ["d2", "d1"]
-    assert [name for name, _ in ranking["encoder"]] == ["e1", "e2"]
+    assert [grid.name for grid in sensitivity_grids(params)] == ["a16w8", "a8w8"]
+    plan = QuantizePlan.of(Variant.A8W8, params.decoder_variant)
+    assert (plan.encoder.variant, plan.decoder.variant) == ("a8w8", "a16w8")
+    assert plan.decoder.quant.quark_preset == "A16W8_QCONFIG"
+    ranking = graph_rankings(tmp_path, plan)
+    assert ranking["decoder"] == [("d2", 3.0), ("d1", 9.0)]
+    assert ranking["encoder"] == [("e1", 1.0), ("e2", 2.0)]
+    assert kept_float(ranking, 1) == {"encoder": ["e1"], "decoder": ["d2"]}
+    assert json.loads(json.dumps(plan.record())) == {
+        "grid": "a8w8",
+        "decoder_grid": "a16w8",
+        "decoder_variant": "a16w8",
+    }
+    # Without the mapping both graphs follow the variant itself.
+    alone = QuantizePlan.of(Variant.A8W8, {})
+    assert graph_rankings(tmp_path, alone)["decoder"] == [("d1", 1.0), ("d2", 2.0)]
+    assert alone.record()["decoder_grid"] == "a8w8"
 
 
 def test_edit_counts_add_up_to_corpus_wer():

@@ -86,10 +86,7 @@ def code_files(files: set[Path]) -> set[str]:
 
 def stages() -> dict[str, dict[str, Any]]:
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
-    return {
-        name: stage.get("do", stage)
-        for name, stage in dvc["stages"].items()
-    }
+    return {name: stage.get("do", stage) for name, stage in dvc["stages"].items()}
 
 
 @pytest.mark.parametrize("name", sorted(stages()))

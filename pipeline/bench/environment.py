@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.bench.records import BASELINE, EngineSpec, EvalClips, Measurement
+from pipeline.bench.records import EngineSpec, EvalClips, Measurement
+from pipeline.variants import BASELINE
 
 if TYPE_CHECKING:
     from pipeline.config import BenchParams

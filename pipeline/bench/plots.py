@@ -18,9 +18,11 @@ matplotlib.use("Agg")  # files only: no display on CI or a headless box
 
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
-from pipeline.bench.records import BASELINE, PEERS
+from pipeline.bench.records import PEERS
+from pipeline.variants import BASELINE
 
 PARTS = ("encoder", "decoder", "other")
 PART_LABELS = {
@@ -53,7 +55,7 @@ def _subtitle(run: dict[str, Any]) -> str:
     )
 
 
-def _save(figure: plt.Figure, path: Path) -> None:
+def _save(figure: Figure, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=DPI)
     plt.close(figure)

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     import numpy as np
 
-BASELINE = "fp32"
 PEERS = ("transformers", "faster_whisper")
 # bench.json's top-level keys that are not variants: the peers' rows (context, not gated) and
 # the machine it was measured on.

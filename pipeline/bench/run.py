@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 from pipeline.bench import worker
 from pipeline.bench.environment import cpu_model, run_info
 from pipeline.bench.records import (
-    BASELINE,
     MACHINE,
     PEERS,
     PEERS_KEY,
@@ -37,6 +36,7 @@ from pipeline.bench.schedule import interleave, pick_latency_clips
 from pipeline.bench.selection import peer_specs, variant_specs
 from pipeline.bench.stats import decoder_by_position, engine_metrics, time_split
 from pipeline.errors import UserError
+from pipeline.variants import BASELINE
 
 if TYPE_CHECKING:
     from pipeline.config import BenchParams

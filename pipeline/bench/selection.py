@@ -9,8 +9,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.bench.records import BASELINE, PEERS, EngineSpec
+from pipeline.bench.records import PEERS, EngineSpec
 from pipeline.errors import UserError
+from pipeline.variants import BASELINE
 
 
 def variant_specs(

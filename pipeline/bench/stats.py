@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipeline.bench.records import BASELINE, PEERS, EvalClips, Measurement, Sample, Samples
+from pipeline.bench.records import PEERS, EvalClips, Measurement, Sample, Samples
+from pipeline.variants import BASELINE
 
 # Decoder calls are pooled over POSITION_BIN neighbouring cache positions: few clips reach the
 # far positions, and a median of a handful of calls on a shared machine is mostly noise.

@@ -39,6 +39,7 @@ from pipeline.runtime.whisper_io import (
     WhisperDims,
 )
 from pipeline.sources.model import SOURCE_FILE
+from pipeline.variants import Variant
 
 PROCESSOR_FILES = (
     "tokenizer.json",
@@ -164,7 +165,7 @@ def export_bundle(
         _write_runtime_files(model_dir, processor, scratch)
         meta: dict[str, Any] = {
             "format": 1,
-            "variant": "fp32",
+            "variant": Variant.FP32,
             "model": _provenance(model_dir),
             "opset": OPSET,
             "dims": dims.to_json(),

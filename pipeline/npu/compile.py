@@ -35,16 +35,17 @@ from pipeline.npu.graph_check import ops_table
 from pipeline.runtime.bundle import BUNDLE_FILE, COMPILE_FILE, PROVIDER_OPTIONS_FILE, Bundle
 from pipeline.runtime.transcriber import session_options
 from pipeline.runtime.whisper_io import GRAPHS
+from pipeline.variants import VARIANTS, Variant
 
 
-def _variant(bundle: Bundle) -> str:
+def _variant(bundle: Bundle) -> Variant:
     variant = str(bundle.meta.get("variant"))
-    if variant not in vitisai.TABLE_COLUMN:
+    if variant not in VARIANTS:
         raise UserError(f"{bundle.root}: unknown bundle variant {excerpt(variant)}")
-    return variant
+    return Variant(variant)
 
 
-def _options(variant: str, target: str) -> dict[str, dict[str, str]]:
+def _options(variant: Variant, target: str) -> dict[str, dict[str, str]]:
     return {
         name: vitisai.provider_options(variant, target, f"whisper-{variant}-{name}")
         for name in GRAPHS

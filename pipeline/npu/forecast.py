@@ -38,6 +38,7 @@ from pipeline.npu.graph_check import (
 )
 from pipeline.npu.vitisai import no_npu_reason, npu_column
 from pipeline.runtime.whisper_io import GRAPHS
+from pipeline.variants import Variant
 
 NAMED_PER_OP = 5  # offending nodes named per op type in messages (all are in the JSON)
 
@@ -179,7 +180,7 @@ def forecast_graph(path: Path, column: str | None) -> GraphForecast:
 
 
 def forecast_bundle(
-    bundle_dir: Path, variant: str, target: str, tokens_per_window: int
+    bundle_dir: Path, variant: Variant, target: str, tokens_per_window: int
 ) -> dict[str, Any]:
     """Both graphs' placement, the dispatches of one 30 s window, and whether it is clean."""
     column = npu_column(variant, target)

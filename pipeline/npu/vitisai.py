@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pipeline.variants import VARIANTS, XDNA2, Variant
+
 RYZEN_AI_VERSION = "1.7.1"
 PROVIDER = "VitisAIExecutionProvider"
 
@@ -50,32 +52,28 @@ REPORT_FILE = "vitisai_ep_report.json"
 # The PHX/HPT NPU binary, under the installation ("Using INT8 Models"); 1x4/Nx4 are retired.
 PHX_XCLBIN = "${RYZEN_AI_INSTALLATION_PATH}/voe-4.0-win_amd64/xclbins/phoenix/4x4.xclbin"
 
-XDNA2 = frozenset({"stx", "krk"})  # Strix / Strix Halo, Krackan Point
-TABLE_COLUMN = {"a16w8": "A16W8", "a8w8": "A8W8", "xint8": "XINT8", "bf16": "BF16", "fp32": "BF16"}
-FLOAT_VARIANTS = frozenset({"fp32", "bf16"})
-
 VAIP_CONFIG_FILE = "vaip_config.json"
 CACHE_SUBDIR = "cache"
 
 
-def npu_column(variant: str, target: str) -> str | None:
+def npu_column(variant: Variant, target: str) -> str | None:
     """The column of AMD's operator table that places `variant` on `target`, or None when the
     chip has no NPU path for it (BF16, and so FP32, run on STX/KRK only)."""
-    if variant in FLOAT_VARIANTS and target not in XDNA2:
-        return None
-    return TABLE_COLUMN[variant]
+    spec = VARIANTS[variant]
+    return spec.npu_column if target in spec.runs_on else None
 
 
-def no_npu_reason(variant: str, target: str) -> str | None:
+def no_npu_reason(variant: Variant, target: str) -> str | None:
     if npu_column(variant, target) is not None:
         return None
+    chips = "/".join(chip.upper() for chip in VARIANTS[variant].runs_on)
     return (
         f"{variant} compiles through AMD's BF16 flow, which Ryzen AI {RYZEN_AI_VERSION} runs on "
-        f"STX/KRK only, not on {target}"
+        f"{chips} only, not on {target}"
     )
 
 
-def vaip_config(variant: str, target: str) -> dict[str, Any]:
+def vaip_config(variant: Variant, target: str) -> dict[str, Any]:
     """The config_file contents for a variant.
 
     Float variants get the documented BF16 compiler config (`vaiml_config`, plus the 1.6
@@ -83,14 +81,15 @@ def vaip_config(variant: str, target: str) -> dict[str, Any]:
     take no config file: the backend is the `target` provider option, recorded here so the
     compiled directory says which one it was built for.
     """
-    if variant not in FLOAT_VARIANTS:
-        backend = "X2" if target in XDNA2 else "X1"
+    spec = VARIANTS[variant]
+    if not spec.bf16_flow:
+        backend = "X2" if target in XDNA2.targets else "X1"
         return {TARGET: backend, "passed_to_ep": False}
     options: dict[str, Any] = {
         "optimize_level": 2,  # documented values 1 (default), 2, 3; AMD's Whisper demo uses 2
         "preferred_data_storage": "unvectorized",  # documented as best for GEMM-heavy models
     }
-    if variant == "fp32":
+    if spec.quant is None:  # a float32 graph: the compiler narrows it to bfloat16 itself
         options["enable_f32_to_bf16_conversion"] = True
     return {
         "passes": [
@@ -106,16 +105,16 @@ def vaip_config(variant: str, target: str) -> dict[str, Any]:
     }
 
 
-def provider_options(variant: str, target: str, cache_key: str) -> dict[str, str]:
+def provider_options(variant: Variant, target: str, cache_key: str) -> dict[str, str]:
     """Provider options as stored in provider_options.json: paths relative to the compiled
     directory and the installation variable unexpanded, so the directory can move
     (`resolve_options` makes them concrete). Empty when the chip has no NPU path."""
     if npu_column(variant, target) is None:
         return {}
     options = {CACHE_DIR: CACHE_SUBDIR, CACHE_KEY: cache_key, CACHE_IN_MEMORY: "0"}
-    if variant in FLOAT_VARIANTS:
+    if VARIANTS[variant].bf16_flow:
         options[CONFIG_FILE] = VAIP_CONFIG_FILE
-    elif target in XDNA2:
+    elif target in XDNA2.targets:
         options[TARGET] = "X2"
     else:
         options.update({TARGET: "X1", XCLBIN: PHX_XCLBIN})

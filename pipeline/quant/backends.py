@@ -16,15 +16,7 @@ from typing import Any, Protocol
 
 from pipeline.errors import UserError
 from pipeline.quant.calibration import FeedReader
-
-# Quark rounds bf16 without calibrating, and then asks its range cache for ranges it never saved.
-UNCALIBRATED = frozenset({"bf16"})
-QUARK_PRESETS = {
-    "xint8": "XINT8_QCONFIG",
-    "a8w8": "A8W8_QCONFIG",
-    "a16w8": "A16W8_QCONFIG",
-    "bf16": "BF16_QCONFIG",
-}
+from pipeline.variants import QUANTIZED, Variant
 
 
 @dataclass(frozen=True)
@@ -40,7 +32,7 @@ class QuantJob:
     fp32: Path
     out: Path
     reader: FeedReader
-    variant: str
+    variant: Variant
     exclude: list[str]
     op_types: list[str]
     ranges_cache: Path | None = None
@@ -91,9 +83,8 @@ class QuarkBackend:
         import quark.onnx as quark
         from quark.onnx import QConfig, QLayerConfig
 
-        preset = copy.deepcopy(
-            getattr(quark, QUARK_PRESETS[job.variant])
-        )  # presets are shared singletons
+        quant = QUANTIZED[job.variant]
+        preset = copy.deepcopy(getattr(quark, quant.quark_preset))  # presets are shared singletons
         # Presets keep their options one level down, as {"extra_options": {...}}; Quark unwraps one
         # level only, so they are flattened here or they would be silently dropped.
         options = dict(preset.extra_options.get("extra_options") or {})
@@ -113,15 +104,16 @@ class QuarkBackend:
                 "SimplifyModel": False,
             }
         )
-        if job.ranges_cache is not None and job.variant not in UNCALIBRATED:
+        if job.ranges_cache is not None and not quant.bfloat16:
             # Quark's own range cache: saved by the first run, read (calibration skipped) after.
+            # Not for bf16: Quark rounds it without calibrating, then asks for ranges never saved.
             options["SaveAndRestore"] = str(job.ranges_cache)
-        if job.variant == "bf16":
+        if quant.bfloat16:
             # AMD's form for VAIML: BF16 Q/DQ become Cast(float→bfloat16)→Cast(→float) pairs,
             # which ONNX Runtime's CPU provider runs natively instead of through Quark's
             # custom-op library (5x slower than fp32 on CPU, and a torch import).
             options["BF16QDQToCast"] = True
-        if job.variant == "a16w8":
+        if job.variant == Variant.A16W8:
             options["AlignConcat"] = False  # Quark 0.13 crashes in align_concat on this graph
         layer = preset.global_config
         return QConfig(
@@ -146,7 +138,7 @@ class QuarkBackend:
         # gives into memory first (96 decoder feeds, each replayed through the fp32 graphs).
         restored = (
             job.ranges_cache is not None
-            and job.variant not in UNCALIBRATED
+            and not QUANTIZED[job.variant].bfloat16
             and job.ranges_cache.is_file()
         )
         reader = _FirstFeedOnly(job.reader) if restored else job.reader
@@ -175,8 +167,9 @@ class VaiQOnnxBackend:
     def quantize(self, job: QuantJob) -> None:
         import vai_q_onnx
 
-        if job.variant == "bf16":
-            raise UserError("quantize.backend vai_q_onnx: no bf16; use quark")
+        spec = QUANTIZED[job.variant]
+        if spec.bfloat16:
+            raise UserError(f"quantize.backend vai_q_onnx: no {job.variant}; use quark")
         quant = vai_q_onnx.QuantType
         vai_q_onnx.quantize_static(
             str(job.fp32),
@@ -184,14 +177,16 @@ class VaiQOnnxBackend:
             job.reader,
             quant_format=vai_q_onnx.QuantFormat.QDQ,
             calibrate_method=vai_q_onnx.PowerOfTwoMethod.MinMSE
-            if job.variant == "xint8"
+            if spec.power_of_two
             else vai_q_onnx.CalibrationMethod.MinMax,
-            activation_type=quant.QInt16 if job.variant == "a16w8" else quant.QUInt8,
+            activation_type=quant.QInt16
+            if spec.grid.precision.activation_bits == 16
+            else quant.QUInt8,
             weight_type=quant.QInt8,
             op_types_to_quantize=job.op_types,
             nodes_to_exclude=job.exclude,
             enable_ipu_transformer=True,
-            extra_options={"ActivationSymmetric": job.variant == "xint8", "WeightSymmetric": True},
+            extra_options={"ActivationSymmetric": spec.power_of_two, "WeightSymmetric": True},
         )
 
 
@@ -206,7 +201,8 @@ class OrtBackend:
     def quantize(self, job: QuantJob) -> None:
         from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-        if job.variant in ("xint8", "bf16"):
+        spec = QUANTIZED[job.variant]
+        if spec.power_of_two or spec.bfloat16:
             raise UserError(
                 f"quantize.backend ort: no {job.variant} (power-of-two / bfloat16 need quark)"
             )
@@ -216,7 +212,9 @@ class OrtBackend:
             job.reader,
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=job.op_types,
-            activation_type=QuantType.QUInt16 if job.variant == "a16w8" else QuantType.QUInt8,
+            activation_type=QuantType.QUInt16
+            if spec.grid.precision.activation_bits == 16
+            else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=job.exclude,
             extra_options={"WeightSymmetric": True},

@@ -31,17 +31,18 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.bench.wer import EditCounts, clip_edits
-from pipeline.config import QuantizeParams, Variant
+from pipeline.config import QuantizeParams
 from pipeline.errors import UserError, say
 from pipeline.fsutil import atomic_dir, sha256_tree, write_json
 from pipeline.npu.graph_check import check_bundle_graphs
 from pipeline.quant.backends import QuantBackend, QuantJob, get_backend
 from pipeline.quant.calibration import CalibrationSet, FeedReader
-from pipeline.quant.sensitivity import VARIANT_GRID, ranked_layers
+from pipeline.quant.sensitivity import ranked_layers
 from pipeline.runtime.bundle import BUNDLE_FILE, Bundle
 from pipeline.runtime.transcriber import transcribe_all
 from pipeline.runtime.whisper_io import GRAPHS
 from pipeline.sources.speech_sets import clip_samples, load_saved_set
+from pipeline.variants import QuantizePlan, Variant
 
 REPORT_FILE = "QUANTIZATION.md"
 
@@ -141,7 +142,7 @@ class _GraphQuantizer:
 
     backend: QuantBackend
     params: QuantizeParams
-    variants: dict[str, Variant]
+    plan: QuantizePlan
     fp32: Bundle
     calibration: CalibrationSet
     ranges_dir: Path
@@ -166,7 +167,7 @@ class _GraphQuantizer:
                     fp32=fp32.root / f"{graph}.onnx",
                     out=out / f"{graph}.onnx",
                     reader=readers[graph],
-                    variant=self.variants[graph],
+                    variant=self.plan.graphs[graph].variant,
                     exclude=exclude[graph],
                     op_types=list(params.op_types),
                     ranges_cache=self.ranges_dir / f"{graph}-ranges.json",
@@ -221,16 +222,9 @@ def _report(
     return "\n".join(lines) + "\n"
 
 
-def graph_variants(params: QuantizeParams, variant: Variant) -> dict[str, Variant]:
-    """The config each graph is quantized with: the decoder may take another variant's."""
-    return {"encoder": variant, "decoder": params.decoder_variant.get(variant, variant)}
-
-
-def graph_rankings(
-    sensitivity_dir: Path, variants: dict[str, Variant]
-) -> dict[str, list[tuple[str, float]]]:
+def graph_rankings(sensitivity_dir: Path, plan: QuantizePlan) -> dict[str, list[tuple[str, float]]]:
     """Each graph's layers ranked on the grid that graph is quantized to."""
-    return {graph: ranked_layers(sensitivity_dir, variants[graph])[graph] for graph in GRAPHS}
+    return {graph: ranked_layers(sensitivity_dir, plan.graphs[graph])[graph] for graph in GRAPHS}
 
 
 def quantize_variant(
@@ -242,8 +236,8 @@ def quantize_variant(
     fp32 = Bundle.load(inputs.fp32.resolve())  # readers open it again from Quark's directory
     calibration = CalibrationSet(inputs.calibration)
     calibration.check_fits(fp32)
-    variants = graph_variants(params, variant)
-    ranking = graph_rankings(inputs.sensitivity, variants)
+    plan = QuantizePlan.of(variant, params.decoder_variant)
+    ranking = graph_rankings(inputs.sensitivity, plan)
     holdout = Holdout.load(inputs.data, calibration)
     baseline = holdout.baseline
     budget = params.max_wer_delta[variant]
@@ -258,7 +252,7 @@ def quantize_variant(
 
         ranges_dir = scratch / ".ranges"
         ranges_dir.mkdir()
-        quantizer = _GraphQuantizer(backend, params, variants, fp32, calibration, ranges_dir)
+        quantizer = _GraphQuantizer(backend, params, plan, fp32, calibration, ranges_dir)
 
         def attempt_dir(k: int) -> Path:
             return scratch / f".attempt-{k}"
@@ -306,9 +300,7 @@ def quantize_variant(
             "quantization": {
                 "backend": backend.name,
                 "backend_version": version("amd-quark") if backend.name == "quark" else None,
-                "grid": VARIANT_GRID[variants["encoder"]],
-                "decoder_grid": VARIANT_GRID[variants["decoder"]],
-                "decoder_variant": variants["decoder"],
+                **plan.record(),
                 "op_types": list(params.op_types),
                 "max_wer_delta": budget,
                 "budget_met": budget_met,

@@ -33,22 +33,11 @@ from pipeline.errors import UserError
 from pipeline.fsutil import atomic_dir, write_json
 from pipeline.quant.calibration import CalibrationSet
 from pipeline.runtime.bundle import Bundle
+from pipeline.variants import GraphPlan, Grid, Precision
 from pipeline.workers import map_in_workers
 
 COMPUTE_OPS = ("MatMul", "Gemm", "Conv")
 CPU = "CPUExecutionProvider"
-
-
-@dataclass(frozen=True)
-class Precision:
-    """A grid to round to: integers of `bits` (symmetric, per tensor) or bfloat16."""
-
-    activation_bits: int | None  # None: bfloat16
-    weight_bits: int | None
-
-    def describe(self) -> str:
-        act = f"a{self.activation_bits}" if self.activation_bits else "abf16"
-        return act + (f"w{self.weight_bits}" if self.weight_bits else "wbf16")
 
 
 def compute_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
@@ -280,14 +269,14 @@ def layer_sensitivity(
     return {precision: {name: next(scores) for name in names} for precision in precisions}
 
 
-# The rounding grid each quantized variant puts on activations and weights.
-GRIDS: dict[str, Precision] = {
-    "a8w8": Precision(8, 8),
-    "a16w8": Precision(16, 8),
-    "bf16": Precision(None, None),
-}
-VARIANT_GRID = {"xint8": "a8w8", "a8w8": "a8w8", "a16w8": "a16w8", "bf16": "bf16"}
 MODEL_OUTPUTS = {"encoder": ["cross_k", "cross_v"], "decoder": ["logits"]}
+
+
+def sensitivity_grids(params: QuantizeParams) -> list[Grid]:
+    """Every grid a quantize plan ranks on: each variant's, and each decoder_variant's (the
+    decoder is ranked on its own variant's grid), by name."""
+    variants = [*params.variants, *params.decoder_variant.values()]
+    return sorted({GraphPlan.of(variant).quant.grid for variant in variants}, key=lambda g: g.name)
 
 
 def run_sensitivity(
@@ -301,42 +290,40 @@ def run_sensitivity(
         "encoder": list(calibration.encoder_feeds(params.sensitivity.encoder_feeds)),
         "decoder": list(calibration.decoder_feeds(bundle, params.sensitivity.decoder_feeds)),
     }
-    grids = sorted(
-        {VARIANT_GRID[variant] for variant in [*params.variants, *params.decoder_variant.values()]}
-    )
+    grids = sensitivity_grids(params)
     scores = {
         model: layer_sensitivity(
             bundle.root / f"{model}.onnx",
             feeds[model],
             MODEL_OUTPUTS[model],
-            [GRIDS[grid] for grid in grids],
+            [grid.precision for grid in grids],
         )
         for model in tqdm(("encoder", "decoder"), desc="sensitivity", unit="graph")
     }
     summary = {}
     with atomic_dir(Path(out_dir)) as scratch:
         for grid in grids:
-            result = {model: scores[model][GRIDS[grid]] for model in scores}
+            result = {model: scores[model][grid.precision] for model in scores}
             write_json(
-                scratch / f"{grid}.json",
+                scratch / f"{grid.name}.json",
                 {
-                    "grid": GRIDS[grid].describe(),
+                    "grid": grid.precision.describe(),
                     "snr_db": result,
                     "feeds": {k: len(v) for k, v in feeds.items()},
                 },
             )
-            summary[grid] = {
+            summary[grid.name] = {
                 model: min(layers, key=lambda n: layers[n]) for model, layers in result.items()
             }
     return {"most_sensitive": summary}
 
 
-def ranked_layers(sensitivity_dir: Path, variant: str) -> dict[str, list[tuple[str, float]]]:
-    """Layers of each graph, most sensitive (lowest SNR) first, for a variant's grid."""
-    path = Path(sensitivity_dir) / f"{VARIANT_GRID[variant]}.json"
+def ranked_layers(sensitivity_dir: Path, plan: GraphPlan) -> dict[str, list[tuple[str, float]]]:
+    """Layers of each graph, most sensitive (lowest SNR) first, on a plan's grid."""
+    path = Path(sensitivity_dir) / f"{plan.quant.grid.name}.json"
     if not path.is_file():
         raise UserError(
-            f"{path}: no sensitivity for {variant} (run `whisper-npu sensitivity` first)"
+            f"{path}: no sensitivity for {plan.variant} (run `whisper-npu sensitivity` first)"
         )
     scores = json.loads(path.read_text(encoding="utf-8"))["snr_db"]
     return {

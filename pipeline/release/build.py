@@ -40,15 +40,9 @@ from pipeline.release.card import render_model_card
 from pipeline.release.verify import CARD_FILE, MODEL_CARD_FILE, compare
 from pipeline.runtime.bundle import BUNDLE_FILE, COMPILE_FILE, NPU_DIR, Bundle
 from pipeline.runtime.whisper_io import GRAPHS
+from pipeline.variants import VARIANTS
 
 FORECAST_KEYS = ("coverage", "npu_subgraphs", "cpu_islands", "outside_table")
-VARIANT_TEXT = {
-    "fp32": "float32, not quantized (the accuracy baseline)",
-    "a16w8": "16-bit activations, 8-bit weights (XDNA2: Strix, Krackan)",
-    "bf16": "bfloat16 (XDNA2: Strix, Krackan)",
-    "xint8": "8-bit activations and weights, power-of-two scales (XDNA1: Phoenix, Hawk Point)",
-    "a8w8": "8-bit activations and weights (XDNA1: Phoenix, Hawk Point)",
-}
 
 
 def model_slug(source: str) -> str:
@@ -225,7 +219,7 @@ def build_card(
         "format": 1,
         "artifact": artifact_name(meta),
         "variant": meta["variant"],
-        "variant_description": VARIANT_TEXT.get(meta["variant"]),
+        "variant_description": VARIANTS[meta["variant"]].description,
         "target": compiled.get("target"),
         "model": meta.get("model"),
         "export": {
@@ -269,7 +263,7 @@ def build_release(
             artifact_files(source)
     bundle = Bundle.load(Path(bundle_dir))
     variant = bundle.meta.get("variant")
-    if not isinstance(variant, str) or variant not in VARIANT_TEXT:
+    if not isinstance(variant, str) or variant not in VARIANTS:
         raise UserError(f"{bundle.root}: unknown bundle variant {excerpt(variant)}")
     compiled = _compiled(Path(compiled_dir), bundle)
     metrics, bench_note = _bench(Path(metrics_path), variant)

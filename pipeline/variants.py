@@ -1,0 +1,189 @@
+"""Every variant's facts in one table, so params, quantizers, compiler, bench and release agree.
+
+A variant's string value is what params.yaml, the CLI, bundle.json, bench.json and the release
+names spell; adding or changing a variant is a change to `VARIANTS` alone (dvc.yaml's
+`artifacts:` and plot columns are plain YAML and are checked against it by a test).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Variant(StrEnum):
+    FP32 = "fp32"
+    A16W8 = "a16w8"
+    BF16 = "bf16"
+    XINT8 = "xint8"
+    A8W8 = "a8w8"
+
+    def __repr__(self) -> str:
+        # Messages quote variants with !r and print lists of them: they read as params.yaml does.
+        return repr(self.value)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A grid to round to: integers of `bits` (symmetric, per tensor) or bfloat16."""
+
+    activation_bits: int | None  # None: bfloat16
+    weight_bits: int | None
+
+    def describe(self) -> str:
+        act = f"a{self.activation_bits}" if self.activation_bits else "abf16"
+        return act + (f"w{self.weight_bits}" if self.weight_bits else "wbf16")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A rounding grid the sensitivity stage ranks layers on; `name` is its file's stem.
+    Variants that round alike (xint8 and a8w8) share one grid, so it is measured once."""
+
+    name: str
+    precision: Precision
+
+
+A8W8_GRID = Grid("a8w8", Precision(8, 8))
+A16W8_GRID = Grid("a16w8", Precision(16, 8))
+BF16_GRID = Grid("bf16", Precision(None, None))
+
+
+@dataclass(frozen=True)
+class NpuFamily:
+    """A generation of Ryzen AI NPUs: its compile targets (params `compile.target`) and chips."""
+
+    name: str
+    targets: tuple[str, ...]
+    chips: str
+
+
+XDNA1 = NpuFamily("XDNA1", ("phx", "hpt"), "Phoenix, Hawk Point")
+XDNA2 = NpuFamily("XDNA2", ("stx", "krk"), "Strix, Krackan")
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """How a quantized variant is made and what it may cost."""
+
+    grid: Grid  # layers are ranked on it, and the quantizer rounds to it
+    quark_preset: str  # the quark.onnx QConfig the Quark backend starts from
+    max_wer_delta: float  # default budget: held-back WER points it may lose against fp32
+    power_of_two: bool = False  # XINT8: symmetric activations, power-of-two scales
+
+    @property
+    def bfloat16(self) -> bool:
+        """A bfloat16 grid has no ranges: nothing to calibrate, and only Quark writes it."""
+        return self.grid.precision.activation_bits is None
+
+
+BF16_COLUMN = "BF16"
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One variant: what it is, how it is quantized (None: not at all) and where it runs."""
+
+    variant: Variant
+    text: str  # what it is, for people
+    npu_column: str  # the column of AMD's operator table that places its ops on the NPU
+    meant_for: NpuFamily | None  # the NPU generation it is built for (None: the baseline)
+    quant: QuantSpec | None = None
+
+    @property
+    def bf16_flow(self) -> bool:
+        """Compiled through AMD's BF16 (VAIML) flow: a compiler config file, XDNA2 only."""
+        return self.npu_column == BF16_COLUMN
+
+    @property
+    def runs_on(self) -> tuple[str, ...]:
+        """Compile targets whose NPU runs it (Ryzen AI 1.6+: BF16 models on STX/KRK only)."""
+        return XDNA2.targets if self.bf16_flow else XDNA1.targets + XDNA2.targets
+
+    @property
+    def description(self) -> str:
+        """The model card's and registry's one-line description."""
+        family = self.meant_for
+        return f"{self.text} ({family.name}: {family.chips})" if family else self.text
+
+
+VARIANTS: Mapping[Variant, VariantSpec] = {
+    spec.variant: spec
+    for spec in (
+        VariantSpec(
+            Variant.FP32, "float32, not quantized (the accuracy baseline)", BF16_COLUMN, None
+        ),
+        VariantSpec(
+            Variant.A16W8,
+            "16-bit activations, 8-bit weights",
+            "A16W8",
+            XDNA2,
+            QuantSpec(A16W8_GRID, "A16W8_QCONFIG", max_wer_delta=1.0),
+        ),
+        VariantSpec(
+            Variant.BF16,
+            "bfloat16",
+            BF16_COLUMN,
+            XDNA2,
+            QuantSpec(BF16_GRID, "BF16_QCONFIG", max_wer_delta=1.0),
+        ),
+        VariantSpec(
+            Variant.XINT8,
+            "8-bit activations and weights, power-of-two scales",
+            "XINT8",
+            XDNA1,
+            QuantSpec(A8W8_GRID, "XINT8_QCONFIG", max_wer_delta=2.0, power_of_two=True),
+        ),
+        VariantSpec(
+            Variant.A8W8,
+            "8-bit activations and weights",
+            "A8W8",
+            XDNA1,
+            QuantSpec(A8W8_GRID, "A8W8_QCONFIG", max_wer_delta=2.0),
+        ),
+    )
+}
+QUANTIZED: Mapping[Variant, QuantSpec] = {
+    variant: spec.quant for variant, spec in VARIANTS.items() if spec.quant is not None
+}
+BASELINE = Variant.FP32  # every variant's WER and speed are measured against it, on CPU
+
+
+@dataclass(frozen=True)
+class GraphPlan:
+    """How one graph is quantized: the variant whose config (backend preset) it takes, and so
+    the grid its float-kept layers are ranked on."""
+
+    variant: Variant
+    quant: QuantSpec
+
+    @classmethod
+    def of(cls, variant: Variant) -> GraphPlan:
+        return cls(Variant(variant), QUANTIZED[variant])
+
+
+@dataclass(frozen=True)
+class QuantizePlan:
+    """Per graph plans of one variant's bundle: the decoder may follow another variant
+    (`quantize.decoder_variant`, e.g. {a8w8: a16w8}), and is then ranked, quantized and
+    recorded on that variant's grid, never the encoder's."""
+
+    encoder: GraphPlan
+    decoder: GraphPlan
+
+    @classmethod
+    def of(cls, variant: Variant, decoder_variant: Mapping[Variant, Variant]) -> QuantizePlan:
+        return cls(GraphPlan.of(variant), GraphPlan.of(decoder_variant.get(variant, variant)))
+
+    @property
+    def graphs(self) -> dict[str, GraphPlan]:
+        return {"encoder": self.encoder, "decoder": self.decoder}
+
+    def record(self) -> dict[str, str]:
+        """The plan as bundle.json's quantization section states it."""
+        return {
+            "grid": self.encoder.quant.grid.name,
+            "decoder_grid": self.decoder.quant.grid.name,
+            "decoder_variant": self.decoder.variant,
+        }
