@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from pipeline import entry
-from pipeline.entry import Command, os_error, say_error, shown
-from pipeline.errors import UserError
+from pipeline.entry import Command, os_error, shown
+from pipeline.errors import UserError, say
 from stages import (
     bench,
     calibrate,
@@ -40,7 +39,7 @@ ARTIFACT_HELP = (
 def _say_fallback(command: str, execution: dict[str, Any]) -> None:
     """One plain line when a compiled artifact wanted the NPU and runs on the CPU instead."""
     if execution.get("fallback"):
-        print(f"whisper-npu {command}: {execution['fallback']}", file=sys.stderr)
+        say(command, str(execution["fallback"]), kind=None)
 
 
 def _non_negative(text: str) -> float:
@@ -122,7 +121,7 @@ def _transcribe(args: argparse.Namespace) -> int:
         try:
             text = transcriber.transcribe(load_audio(path)).text
         except (UserError, OSError) as exc:
-            say_error("transcribe", os_error(exc) if isinstance(exc, OSError) else str(exc))
+            say("transcribe", os_error(exc) if isinstance(exc, OSError) else str(exc))
             failed = True
             continue
         results.append({"path": shown(path), "text": text})

@@ -15,6 +15,7 @@ from pydantic_core import PydanticCustomError
 
 from pipeline.errors import UserError
 from pipeline.fsutil import excerpt, read_text
+from pipeline.runtime.whisper_io import MAX_DECODE_POSITIONS
 from pipeline.variants import QUANTIZED, VARIANTS, Variant
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -104,8 +105,8 @@ class ParityParams(Section):
 
 
 class ExportParams(Section):
-    max_decode_len: Annotated[int, Field(ge=4, le=448)] = Field(
-        448, description="static self-attention cache length (the model's limit is 448)"
+    max_decode_len: Annotated[int, Field(ge=4, le=MAX_DECODE_POSITIONS)] = Field(
+        MAX_DECODE_POSITIONS, description="static self-attention cache length (the model's limit)"
     )
     language: str = Field("en", description="multilingual models: the language token in the prompt")
     parity: ParityParams = ParityParams()
@@ -165,7 +166,7 @@ class CompileParams(Section):
 
     target: Target = Field("stx", description="Ryzen AI chip: stx/krk (XDNA2), phx/hpt (XDNA1)")
     variants: list[Variant] = Field([*VARIANTS], min_length=1)
-    tokens_per_window: Annotated[int, Field(ge=1, le=448)] = Field(
+    tokens_per_window: Annotated[int, Field(ge=1, le=MAX_DECODE_POSITIONS)] = Field(
         120, description="decoder calls in a typical 30 s window, for the dispatch forecast"
     )
 

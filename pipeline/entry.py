@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from pipeline.errors import UserError
+from pipeline.errors import UserError, say
 
 INTERRUPTED = 130  # exit code of a run stopped by SIGINT/SIGTERM (128 + SIGINT, as shells do)
 
@@ -74,16 +74,6 @@ class _Interrupts:
         signal.signal(signal.SIGINT, handler)
 
 
-def speaker(command: str | None) -> str:
-    """Who a stderr line comes from: the command once argparse has named it."""
-    return f"whisper-npu {command}" if command else "whisper-npu"
-
-
-def say_error(command: str | None, message: str) -> None:
-    """The one stderr line of a refused call (a message never spans lines)."""
-    print(f"{speaker(command)}: error: {' '.join(message.splitlines())}", file=sys.stderr)
-
-
 def shown(path: Path) -> str:
     """A path as printable text: undecodable bytes of a file name become \\xNN escapes."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
@@ -119,17 +109,17 @@ def main(parser: Callable[[], argparse.ArgumentParser], argv: Sequence[str] | No
                 raise KeyboardInterrupt from None
             raise
     except UserError as exc:
-        say_error(command, str(exc))
+        say(command, str(exc))
         return exc.exit_code
     except BrokenPipeError:
         # stdout closed early (`| head`): say nothing, and keep the exit flush from failing.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 2
     except OSError as exc:
-        say_error(command, os_error(exc))
+        say(command, os_error(exc))
         return 2
     except KeyboardInterrupt:
-        print(f"{speaker(command)}: interrupted; previous outputs left untouched", file=sys.stderr)
+        say(command, "interrupted; previous outputs left untouched", kind=None)
         return INTERRUPTED
 
 

@@ -15,10 +15,11 @@ from onnx import TensorProto, helper, numpy_helper
 from pipeline.cli import main
 from pipeline.config import CompileParams
 from pipeline.errors import UserError
+from pipeline.layout import COMPILE_FILE, VITISAI_REPORT_FILE
 from pipeline.npu import vitisai
 from pipeline.npu.compile import compile_bundle
 from pipeline.npu.forecast import forecast_bundle, forecast_graph
-from pipeline.runtime.bundle import COMPILE_FILE
+from pipeline.providers import VITISAI_PROVIDER
 from pipeline.runtime.transcriber import Transcriber
 from tests.conftest import REPO, TINY_DIMS, TINY_SPEC, write_tiny_bundle
 
@@ -283,18 +284,18 @@ def test_with_the_ep_the_report_is_parsed_into_the_record(tmp_path, monkeypatch)
     """The EP path's wiring, with the session creation standing in for the EP."""
 
     def fake_compile(model, options, context_model, session_options):
-        report = Path(options["cache_dir"]) / options["cache_key"] / vitisai.REPORT_FILE
+        report = Path(options["cache_dir"]) / options["cache_key"] / VITISAI_REPORT_FILE
         report.parent.mkdir(parents=True)
         report.write_text(json.dumps(AMD_REPORT))
         return report
 
-    monkeypatch.setattr(vitisai, "available_providers", lambda: [vitisai.PROVIDER, "CPU"])
+    monkeypatch.setattr(vitisai, "available_providers", lambda: [VITISAI_PROVIDER, "CPU"])
     monkeypatch.setattr(vitisai, "compile_graph", fake_compile)
     bundle = fake_bundle(tmp_path / "b", "xint8", "Add")
     record = compile_bundle(CompileParams(), bundle, tmp_path / "c")
     assert record["ep_available"] is True
     assert record["report"]["encoder"]["coverage"] == pytest.approx(398 / 400)
-    assert (tmp_path / "c" / "cache" / "whisper-xint8-decoder" / vitisai.REPORT_FILE).is_file()
+    assert (tmp_path / "c" / "cache" / "whisper-xint8-decoder" / VITISAI_REPORT_FILE).is_file()
 
 
 # --- the runtime hook ----------------------------------------------------------------------

@@ -9,8 +9,8 @@ import pytest
 
 from pipeline.bench.wer import normalise
 from pipeline.export.reference import greedy_tokens, load_model, log_mel
+from pipeline.runtime.whisper_io import CHUNK_SECONDS
 from pipeline.sources.speech_sets import (
-    LONG_FORM_S,
     build_speech_sets,
     clip_samples,
     load_saved_set,
@@ -26,7 +26,7 @@ def test_default_sets_meet_the_brief(default_data_dir):
     evaluation = load_saved_set(default_data_dir, "eval")
     assert len(calibration) >= 32
     assert len(evaluation) >= 100
-    assert sum(d > LONG_FORM_S for d in evaluation["duration_s"]) >= 2
+    assert sum(d > CHUNK_SECONDS for d in evaluation["duration_s"]) >= 2
     assert not {normalise(t) for t in calibration["text"]} & {
         normalise(t) for t in evaluation["text"]
     }
@@ -66,7 +66,7 @@ def test_converted_model_matches_faster_whisper_token_for_token(
     reference = {
         t["id"]: t["tokens"]
         for t in json.loads((reference_outputs.directory / "transcripts.json").read_text())
-        if t["duration_s"] <= LONG_FORM_S
+        if t["duration_s"] <= CHUNK_SECONDS
     }
     mismatches = []
     evaluation = load_saved_set(default_data_dir, "eval")

@@ -18,12 +18,7 @@ from pipeline.quant.quantize import (
     search_ladder,
     wer_standard_error,
 )
-from pipeline.quant.sensitivity import (
-    _round_to_grid,
-    layer_sensitivity,
-    sensitivity_grids,
-    snr_db,
-)
+from pipeline.quant.sensitivity import _round_to_grid, layer_sensitivity, sensitivity_grids, snr_db
 from pipeline.variants import Precision, QuantizePlan, Variant
 
 

@@ -11,9 +11,9 @@ import pytest
 
 from pipeline.errors import GateFailure, UserError
 from pipeline.fsutil import sha256_file, sha256_tree
+from pipeline.layout import CARD_FILE, COMPILE_FILE, MODEL_CARD_FILE, NPU_DIR
 from pipeline.release.build import artifact_name, build_release, model_slug
-from pipeline.release.verify import CARD_FILE, MODEL_CARD_FILE, verify_artifact
-from pipeline.runtime.bundle import COMPILE_FILE, NPU_DIR
+from pipeline.release.verify import verify_artifact
 from tests.conftest import run_cli
 
 CALIBRATION_MANIFEST = {

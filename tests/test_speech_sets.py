@@ -10,7 +10,8 @@ import soundfile as sf
 
 from pipeline.config import AudioFolderSet, BuiltinSet, DataParams, EspeakVoice, PiperVoice
 from pipeline.errors import UserError
-from pipeline.sources.speech_sets import SAMPLE_RATE, build_speech_sets, load_saved_set
+from pipeline.runtime.whisper_io import SAMPLE_RATE
+from pipeline.sources.speech_sets import build_speech_sets, load_saved_set
 from pipeline.sources.synthesis import synthesize, synthesize_all
 
 PIPER = PiperVoice(engine="piper")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.bench.records import EngineSpec, Sample
+from pipeline.providers import CPU_PROVIDER
 
 if TYPE_CHECKING:
     import numpy as np
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
     Transcribe = Callable[[int, np.ndarray], Sample]
 
-CPU = "CPUExecutionProvider"
 # What a worker imports before its load clock starts: load_s is session creation, not imports.
 IMPORTS: dict[str, tuple[str, ...]] = {
     "ours": ("onnxruntime", "pipeline.runtime.transcriber"),
@@ -75,8 +75,10 @@ def _open_ours(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
     from pipeline.runtime.transcriber import Transcriber
 
     if spec.cpu_only:
-        transcriber = Transcriber.from_bundle(spec.path, providers=[CPU], threads=spec.threads)
-        execution = {"provider": CPU, "compiled": False, "fallback": None}
+        transcriber = Transcriber.from_bundle(
+            spec.path, providers=[CPU_PROVIDER], threads=spec.threads
+        )
+        execution = {"provider": CPU_PROVIDER, "compiled": False, "fallback": None}
     else:
         transcriber = Transcriber.from_artifact(spec.path, threads=spec.threads)
         execution = dict(transcriber.execution)

@@ -61,7 +61,7 @@ def run_info(
     clips: EvalClips,
     params: BenchParams,
 ) -> dict[str, Any]:
-    from pipeline.sources.speech_sets import LONG_FORM_S
+    from pipeline.runtime.whisper_io import CHUNK_SECONDS
 
     latency_ids = sorted({clips.ids[s.clip] for s in measured.latency[BASELINE]})
     return {
@@ -82,7 +82,7 @@ def run_info(
         "versions": _versions(),
         "clips": {
             "eval": len(clips.ids),
-            "long_form": sum(d > LONG_FORM_S for d in clips.durations),
+            "long_form": sum(d > CHUNK_SECONDS for d in clips.durations),
             "latency": latency_ids,
             "warmup_runs_per_engine": params.warmup,
             "repeats": params.repeats,

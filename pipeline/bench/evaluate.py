@@ -12,10 +12,10 @@ from tqdm import tqdm
 from pipeline.bench.wer import corpus_wer
 from pipeline.errors import UserError
 from pipeline.fsutil import read_text
+from pipeline.layout import TRANSCRIPTS_FILE
 from pipeline.runtime.transcriber import Transcriber
-from pipeline.sources.speech_sets import LONG_FORM_S, clip_samples, load_saved_set
-
-TRANSCRIPTS_FILE = "transcripts.json"  # the reference stage's transcripts of the eval set
+from pipeline.runtime.whisper_io import CHUNK_SECONDS
+from pipeline.sources.speech_sets import clip_samples, load_saved_set
 
 
 def reference_texts(reference_dir: Path) -> dict[str, str]:
@@ -37,7 +37,7 @@ def score(
     references: Sequence[str], durations: Sequence[float], texts: Sequence[str]
 ) -> dict[str, float | None]:
     """Corpus WER of the whole set and of its long-form clips (None when it has none)."""
-    long_form = [i for i, seconds in enumerate(durations) if seconds > LONG_FORM_S]
+    long_form = [i for i, seconds in enumerate(durations) if seconds > CHUNK_SECONDS]
     return {
         "wer": corpus_wer(references, texts),
         "wer_long": corpus_wer([references[i] for i in long_form], [texts[i] for i in long_form])

@@ -36,6 +36,7 @@ from pipeline.bench.schedule import interleave, pick_latency_clips
 from pipeline.bench.selection import peer_specs, variant_specs
 from pipeline.bench.stats import decoder_by_position, engine_metrics, time_split
 from pipeline.errors import UserError
+from pipeline.layout import BUNDLE_FILE, RUN_FILE
 from pipeline.variants import BASELINE
 
 if TYPE_CHECKING:
@@ -77,7 +78,6 @@ def known_transcripts(
     reference on every eval clip. The bench still checks them on the clips it times."""
     from pipeline.bench.evaluate import reference_texts
     from pipeline.fsutil import read_json_object
-    from pipeline.runtime.bundle import BUNDLE_FILE
 
     if reference_dir is None:
         return {}
@@ -104,9 +104,9 @@ def measure(
     """Warm-up, the latency passes, then the rest of the eval set for the engines that need it."""
     from tqdm import tqdm
 
-    from pipeline.sources.speech_sets import LONG_FORM_S
+    from pipeline.runtime.whisper_io import CHUNK_SECONDS
 
-    latency = pick_latency_clips(clips.durations, params.latency_clips, LONG_FORM_S)
+    latency = pick_latency_clips(clips.durations, params.latency_clips, CHUNK_SECONDS)
     if not latency:
         raise UserError("the eval set has no clip of 30 s or less to time")
     warmup = [latency[i % len(latency)] for i in range(params.warmup)]
@@ -177,7 +177,7 @@ def run_bench(variants: Sequence[str], params: BenchParams, paths: BenchPaths) -
         metrics, run, decoder_by_position(everything), time_split(measured.latency)
     )
     with atomic_dir(Path(paths.plots_dir)) as scratch:
-        write_json(scratch / "run.json", run)
+        write_json(scratch / RUN_FILE, run)
         write_plots(scratch, figures, result.positions, result.split, run)
     Path(paths.out_file).parent.mkdir(parents=True, exist_ok=True)
     write_json(Path(paths.out_file), metrics)

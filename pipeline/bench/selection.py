@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pipeline.bench.records import PEERS, EngineSpec
 from pipeline.errors import UserError
+from pipeline.layout import SOURCE_FILE
 from pipeline.variants import BASELINE
 
 
@@ -39,7 +40,7 @@ def variant_specs(
 def _faster_whisper_weights(model_dir: Path) -> Path | str:
     """The CTranslate2 directory `model_dir` was converted from, or why there is none."""
     from pipeline.fsutil import sha256_file
-    from pipeline.sources.model import SOURCE_FILE, classify_source
+    from pipeline.sources.model import classify_source
 
     record = model_dir / SOURCE_FILE
     if not record.is_file():

@@ -24,8 +24,9 @@ from pipeline.errors import GateFailure, UserError
 from pipeline.export.parity import run_parity
 from pipeline.export.torch_modules import DecoderStep, EncoderWithCrossKV
 from pipeline.fsutil import atomic_dir, sha256_tree, write_json
+from pipeline.layout import BUNDLE_FILE, MEL_FILTERS_FILE, SOURCE_FILE, TOKENIZER_FILE, graph_file
 from pipeline.npu.graph_check import check_bundle_graphs
-from pipeline.runtime.bundle import BUNDLE_FILE, Bundle
+from pipeline.runtime.bundle import Bundle
 from pipeline.runtime.decoding import DecodingSpec
 from pipeline.runtime.whisper_io import (
     CROSS_K,
@@ -38,11 +39,10 @@ from pipeline.runtime.whisper_io import (
     OPSET,
     WhisperDims,
 )
-from pipeline.sources.model import SOURCE_FILE
 from pipeline.variants import Variant
 
 PROCESSOR_FILES = (
-    "tokenizer.json",
+    TOKENIZER_FILE,
     "tokenizer_config.json",
     "special_tokens_map.json",
     "added_tokens.json",
@@ -107,7 +107,7 @@ def export_graphs(model: WhisperForConditionalGeneration, dims: WhisperDims, out
         torch.onnx.export(
             EncoderWithCrossKV(model, dims).eval(),
             (torch.zeros(1, dims.n_mels, N_FRAMES),),
-            str(out_dir / "encoder.onnx"),
+            str(out_dir / graph_file("encoder")),
             input_names=[ENCODER_INPUT],
             output_names=[CROSS_K, CROSS_V],
             **common,
@@ -115,7 +115,7 @@ def export_graphs(model: WhisperForConditionalGeneration, dims: WhisperDims, out
         torch.onnx.export(
             DecoderStep(model, dims).eval(),
             _example_decoder_inputs(dims),
-            str(out_dir / "decoder.onnx"),
+            str(out_dir / graph_file("decoder")),
             input_names=list(DECODER_INPUTS),
             output_names=list(DECODER_OUTPUTS),
             **common,
@@ -136,7 +136,7 @@ def _write_runtime_files(model_dir: Path, processor: WhisperProcessor, out_dir: 
     for name in PROCESSOR_FILES:
         if (Path(model_dir) / name).is_file():
             shutil.copy2(Path(model_dir) / name, out_dir / name)
-    np.save(out_dir / "mel_filters.npy", processor.feature_extractor.mel_filters.astype(np.float64))
+    np.save(out_dir / MEL_FILTERS_FILE, processor.feature_extractor.mel_filters.astype(np.float64))
 
 
 def _provenance(model_dir: Path) -> dict[str, Any]:

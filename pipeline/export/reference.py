@@ -20,11 +20,12 @@ from tqdm import tqdm
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 from transformers.utils import logging as transformers_logging
 
-from pipeline.bench.evaluate import TRANSCRIPTS_FILE
 from pipeline.bench.wer import corpus_wer
 from pipeline.errors import UserError
 from pipeline.fsutil import atomic_dir, write_json
-from pipeline.sources.speech_sets import LONG_FORM_S, SAMPLE_RATE, clip_samples, load_saved_set
+from pipeline.layout import TRANSCRIPTS_FILE
+from pipeline.runtime.whisper_io import CHUNK_SECONDS, SAMPLE_RATE
+from pipeline.sources.speech_sets import clip_samples, load_saved_set
 from pipeline.workers import map_in_workers
 
 
@@ -106,7 +107,7 @@ def _long_form_tokens(
 def transcribe_clip(
     model: WhisperForConditionalGeneration, processor: WhisperProcessor, samples: np.ndarray
 ) -> tuple[str, list[int]]:
-    if samples.size / SAMPLE_RATE > LONG_FORM_S:
+    if samples.size / SAMPLE_RATE > CHUNK_SECONDS:
         tokens = _long_form_tokens(model, processor, samples)
     else:
         tokens = greedy_tokens(model, log_mel(processor, samples))
@@ -145,7 +146,7 @@ def run_reference(
             strict=True,
         )
     ]
-    long_form = [t for t in transcripts if t.duration_s > LONG_FORM_S]
+    long_form = [t for t in transcripts if t.duration_s > CHUNK_SECONDS]
     metrics = {
         "wer": corpus_wer([t.reference for t in transcripts], [t.text for t in transcripts]),
         "wer_long": corpus_wer([t.reference for t in long_form], [t.text for t in long_form])

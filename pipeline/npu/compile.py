@@ -29,10 +29,18 @@ from pipeline.fsutil import (
     sha256_file,
     write_json,
 )
+from pipeline.layout import (
+    BUNDLE_FILE,
+    COMPILE_FILE,
+    PROVIDER_OPTIONS_FILE,
+    VAIP_CONFIG_FILE,
+    graph_file,
+)
 from pipeline.npu import vitisai
 from pipeline.npu.forecast import describe_split, forecast_bundle, summary_lines
 from pipeline.npu.graph_check import ops_table
-from pipeline.runtime.bundle import BUNDLE_FILE, COMPILE_FILE, PROVIDER_OPTIONS_FILE, Bundle
+from pipeline.providers import VITISAI_PROVIDER
+from pipeline.runtime.bundle import Bundle
 from pipeline.runtime.transcriber import session_options
 from pipeline.runtime.whisper_io import GRAPHS
 from pipeline.variants import VARIANTS, Variant
@@ -61,7 +69,7 @@ def _compile_with_ep(
     for name in GRAPHS:
         resolved = vitisai.resolve_options(options[name], scratch)
         report = vitisai.compile_graph(
-            bundle.root / f"{name}.onnx",
+            bundle.root / graph_file(name),
             resolved,
             scratch / f"{name}_ctx.onnx",
             session_options(None, bundle.meta.get("custom_ops")),
@@ -88,11 +96,11 @@ def compile_bundle(
     except DecodeError as exc:  # a graph file that is not ONNX
         raise UserError(f"{bundle.root}: a graph is not a readable ONNX model ({exc})") from None
     providers = vitisai.available_providers()
-    ep = vitisai.PROVIDER in providers
+    ep = VITISAI_PROVIDER in providers
     if not ep:
         say(
             "compile",
-            f"{vitisai.PROVIDER} not available in this onnxruntime "
+            f"{VITISAI_PROVIDER} not available in this onnxruntime "
             f"(providers: {', '.join(providers)}); wrote the forecast only",
             kind=None,
         )
@@ -115,7 +123,7 @@ def compile_bundle(
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as scratch:
         write_json(scratch / PROVIDER_OPTIONS_FILE, options)
-        write_json(scratch / vitisai.VAIP_CONFIG_FILE, vitisai.vaip_config(variant, target))
+        write_json(scratch / VAIP_CONFIG_FILE, vitisai.vaip_config(variant, target))
         report = (
             _compile_with_ep(bundle, options, scratch) if ep and forecast["npu_dtype"] else None
         )

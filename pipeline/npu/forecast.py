@@ -26,6 +26,7 @@ from typing import Any
 import onnx
 
 from pipeline.errors import UserError
+from pipeline.layout import graph_file
 from pipeline.npu.graph_check import (
     CONTROL_FLOW,
     DEQUANTIZE,
@@ -184,7 +185,7 @@ def forecast_bundle(
 ) -> dict[str, Any]:
     """Both graphs' placement, the dispatches of one 30 s window, and whether it is clean."""
     column = npu_column(variant, target)
-    graphs = {name: forecast_graph(Path(bundle_dir) / f"{name}.onnx", column) for name in GRAPHS}
+    graphs = {name: forecast_graph(Path(bundle_dir) / graph_file(name), column) for name in GRAPHS}
     encoder, decoder = graphs["encoder"], graphs["decoder"]
     reason = no_npu_reason(variant, target)
     return {

@@ -19,6 +19,7 @@ from typing import Any
 
 import onnx
 
+from pipeline.layout import graph_file
 from pipeline.runtime.whisper_io import GRAPHS
 
 CONTROL_FLOW = frozenset({"If", "Loop", "Scan"})
@@ -165,4 +166,4 @@ def check_graph(path: Path, dtype: str | None = None) -> GraphReport:
 
 def check_bundle_graphs(root: Path) -> dict[str, GraphReport]:
     """`check_graph` on each of a bundle directory's graphs."""
-    return {name: check_graph(Path(root) / f"{name}.onnx") for name in GRAPHS}
+    return {name: check_graph(Path(root) / graph_file(name)) for name in GRAPHS}

@@ -27,10 +27,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pipeline.layout import CACHE_SUBDIR, VAIP_CONFIG_FILE, VITISAI_REPORT_FILE
+from pipeline.providers import VITISAI_PROVIDER
 from pipeline.variants import VARIANTS, XDNA2, Variant
 
 RYZEN_AI_VERSION = "1.7.1"
-PROVIDER = "VitisAIExecutionProvider"
 
 # Provider options (model-deployment.mdx, "VitisAI EP Provider Options").
 CONFIG_FILE = "config_file"  # BF16 compile options (the vaip_config.json below)
@@ -47,13 +48,9 @@ CONTEXT_EMBED_MODE = "ep.context_embed_mode"
 
 # "Operator Assignment Report": written into cache_dir/cache_key under the name this holds.
 REPORT_ENV = "XLNX_ONNX_EP_REPORT_FILE"
-REPORT_FILE = "vitisai_ep_report.json"
 
 # The PHX/HPT NPU binary, under the installation ("Using INT8 Models"); 1x4/Nx4 are retired.
 PHX_XCLBIN = "${RYZEN_AI_INSTALLATION_PATH}/voe-4.0-win_amd64/xclbins/phoenix/4x4.xclbin"
-
-VAIP_CONFIG_FILE = "vaip_config.json"
-CACHE_SUBDIR = "cache"
 
 
 def npu_column(variant: Variant, target: str) -> str | None:
@@ -139,7 +136,7 @@ def available_providers() -> list[str]:
 
 
 def ep_available() -> bool:
-    return PROVIDER in available_providers()
+    return VITISAI_PROVIDER in available_providers()
 
 
 def context_entries(context_model: Path) -> dict[str, str]:
@@ -150,7 +147,7 @@ def context_entries(context_model: Path) -> dict[str, str]:
 @contextlib.contextmanager
 def _report_env() -> Iterator[None]:
     previous = os.environ.get(REPORT_ENV)
-    os.environ[REPORT_ENV] = REPORT_FILE
+    os.environ[REPORT_ENV] = VITISAI_REPORT_FILE
     try:
         yield
     finally:
@@ -171,9 +168,9 @@ def compile_graph(
         session_options.add_session_config_entry(key, value)
     with _report_env():
         ort.InferenceSession(
-            str(model), session_options, providers=[PROVIDER], provider_options=[options]
+            str(model), session_options, providers=[VITISAI_PROVIDER], provider_options=[options]
         )
-    return Path(options[CACHE_DIR]) / options[CACHE_KEY] / REPORT_FILE
+    return Path(options[CACHE_DIR]) / options[CACHE_KEY] / VITISAI_REPORT_FILE
 
 
 def _op_name(entry: str) -> str:

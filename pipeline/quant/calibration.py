@@ -22,16 +22,13 @@ from tqdm import tqdm
 from pipeline.config import CalibrateParams
 from pipeline.errors import UserError
 from pipeline.fsutil import atomic_dir, sha256_file, write_json
+from pipeline.layout import MANIFEST_FILE, MELS_FILE, STEPS_FILE
 from pipeline.runtime.bundle import Bundle
 from pipeline.runtime.decoding import greedy_decode
 from pipeline.runtime.features import log_mel
 from pipeline.runtime.transcriber import OrtRunner, Transcriber, transcribe_all
 from pipeline.runtime.whisper_io import ENCODER_INPUT
 from pipeline.sources.speech_sets import clip_samples, load_saved_set
-
-MELS_FILE = "encoder_inputs.npy"
-STEPS_FILE = "decoder_steps.json"
-MANIFEST_FILE = "manifest.json"
 
 
 def _sampled_positions(fed: int, count: int) -> list[int]:

@@ -34,17 +34,16 @@ from pipeline.bench.wer import EditCounts, clip_edits
 from pipeline.config import QuantizeParams
 from pipeline.errors import UserError, say
 from pipeline.fsutil import atomic_dir, sha256_tree, write_json
+from pipeline.layout import BUNDLE_FILE, QUANTIZATION_REPORT_FILE, graph_file
 from pipeline.npu.graph_check import check_bundle_graphs
 from pipeline.quant.backends import QuantBackend, QuantJob, get_backend
 from pipeline.quant.calibration import CalibrationSet, FeedReader
 from pipeline.quant.sensitivity import ranked_layers
-from pipeline.runtime.bundle import BUNDLE_FILE, Bundle
+from pipeline.runtime.bundle import Bundle
 from pipeline.runtime.transcriber import transcribe_all
 from pipeline.runtime.whisper_io import GRAPHS
 from pipeline.sources.speech_sets import clip_samples, load_saved_set
 from pipeline.variants import QuantizePlan, Variant
-
-REPORT_FILE = "QUANTIZATION.md"
 
 
 def exclusion_ladder(limit: int) -> list[int]:
@@ -164,8 +163,8 @@ class _GraphQuantizer:
         for graph in GRAPHS:
             self.backend.quantize(
                 QuantJob(
-                    fp32=fp32.root / f"{graph}.onnx",
-                    out=out / f"{graph}.onnx",
+                    fp32=fp32.root / graph_file(graph),
+                    out=out / graph_file(graph),
                     reader=readers[graph],
                     variant=self.plan.graphs[graph].variant,
                     exclude=exclude[graph],
@@ -182,7 +181,7 @@ def _write_meta(out: Path, fp32: Bundle, meta: dict[str, Any]) -> None:
     full["files"] = {
         name: digest
         for name, digest in sha256_tree(out).items()
-        if name not in (BUNDLE_FILE, REPORT_FILE)
+        if name not in (BUNDLE_FILE, QUANTIZATION_REPORT_FILE)
     }
     write_json(out / BUNDLE_FILE, full)
 
@@ -315,7 +314,9 @@ def quantize_variant(
                 "calibration": calibration.manifest,
             },
         }
-        (scratch / REPORT_FILE).write_text(_report(variant, meta, ranking), encoding="utf-8")
+        (scratch / QUANTIZATION_REPORT_FILE).write_text(
+            _report(variant, meta, ranking), encoding="utf-8"
+        )
         _write_meta(scratch, fp32, meta)
     return {
         "variant": variant,

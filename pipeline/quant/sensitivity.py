@@ -31,13 +31,14 @@ from tqdm import tqdm
 from pipeline.config import QuantizeParams
 from pipeline.errors import UserError
 from pipeline.fsutil import atomic_dir, write_json
+from pipeline.layout import sensitivity_file
+from pipeline.providers import CPU_PROVIDER
 from pipeline.quant.calibration import CalibrationSet
 from pipeline.runtime.bundle import Bundle
 from pipeline.variants import GraphPlan, Grid, Precision
 from pipeline.workers import map_in_workers
 
 COMPUTE_OPS = ("MatMul", "Gemm", "Conv")
-CPU = "CPUExecutionProvider"
 
 
 def compute_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
@@ -87,7 +88,7 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(model.SerializeToString(), options, providers=[CPU])
+    return ort.InferenceSession(model.SerializeToString(), options, providers=[CPU_PROVIDER])
 
 
 def _round_to_grid(values: np.ndarray, bits: int | None) -> np.ndarray:
@@ -305,7 +306,7 @@ def run_sensitivity(
         for grid in grids:
             result = {model: scores[model][grid.precision] for model in scores}
             write_json(
-                scratch / f"{grid.name}.json",
+                scratch / sensitivity_file(grid.name),
                 {
                     "grid": grid.precision.describe(),
                     "snr_db": result,
@@ -320,7 +321,7 @@ def run_sensitivity(
 
 def ranked_layers(sensitivity_dir: Path, plan: GraphPlan) -> dict[str, list[tuple[str, float]]]:
     """Layers of each graph, most sensitive (lowest SNR) first, on a plan's grid."""
-    path = Path(sensitivity_dir) / f"{plan.quant.grid.name}.json"
+    path = Path(sensitivity_dir) / sensitivity_file(plan.quant.grid.name)
     if not path.is_file():
         raise UserError(
             f"{path}: no sensitivity for {plan.variant} (run `whisper-npu sensitivity` first)"

@@ -36,9 +36,10 @@ from pipeline.fsutil import (
     sha256_tree,
     write_json,
 )
+from pipeline.layout import BUNDLE_FILE, CARD_FILE, COMPILE_FILE, MODEL_CARD_FILE, NPU_DIR
 from pipeline.release.card import render_model_card
-from pipeline.release.verify import CARD_FILE, MODEL_CARD_FILE, compare
-from pipeline.runtime.bundle import BUNDLE_FILE, COMPILE_FILE, NPU_DIR, Bundle
+from pipeline.release.verify import compare
+from pipeline.runtime.bundle import Bundle
 from pipeline.runtime.whisper_io import GRAPHS
 from pipeline.variants import VARIANTS
 

@@ -13,14 +13,11 @@ from pathlib import Path
 
 from pipeline.errors import GateFailure, UserError
 from pipeline.fsutil import artifact_files, file_record, read_json_object, sha256_file
-from pipeline.quant.quantize import REPORT_FILE
-from pipeline.runtime.bundle import BUNDLE_FILE
+from pipeline.layout import BUNDLE_FILE, CARD_FILE, MODEL_CARD_FILE, QUANTIZATION_REPORT_FILE
 
-CARD_FILE = "card.json"
-MODEL_CARD_FILE = "MODEL_CARD.md"
 # A record cannot contain its own hash, so these files are outside the record they belong to.
 CARD_METADATA = frozenset({CARD_FILE, MODEL_CARD_FILE})
-BUNDLE_METADATA = frozenset({BUNDLE_FILE, REPORT_FILE})
+BUNDLE_METADATA = frozenset({BUNDLE_FILE, QUANTIZATION_REPORT_FILE})
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,19 @@ from typing import Any
 
 from pipeline.errors import UserError
 from pipeline.fsutil import file_record, read_json_object, sha256_file
+from pipeline.layout import (
+    BUNDLE_FILE,
+    COMPILE_FILE,
+    MEL_FILTERS_FILE,
+    NPU_DIR,
+    PROVIDER_OPTIONS_FILE,
+    TOKENIZER_FILE,
+    graph_file,
+)
 from pipeline.npu import vitisai
+from pipeline.providers import VITISAI_PROVIDER
 from pipeline.runtime.decoding import DecodingSpec
 from pipeline.runtime.whisper_io import GRAPHS, WhisperDims
-
-BUNDLE_FILE = "bundle.json"
-COMPILE_FILE = "compile_report.json"  # the compile stage's record, beside provider_options.json
-PROVIDER_OPTIONS_FILE = "provider_options.json"
-NPU_DIR = "npu"  # a release keeps its compiled files here, beside the bundle's
-CPU = "CPUExecutionProvider"
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class Bundle:
         if not meta_file.is_file():
             raise UserError(f"{root}: not a whisper-npu bundle (no {BUNDLE_FILE})")
         meta = read_json_object(meta_file)
-        for name in ("encoder.onnx", "decoder.onnx", "tokenizer.json", "mel_filters.npy"):
+        for name in (*map(graph_file, GRAPHS), TOKENIZER_FILE, MEL_FILTERS_FILE):
             if not (root / name).is_file():
                 raise UserError(f"{root}: bundle is missing {name}")
         try:
@@ -108,7 +112,7 @@ class Artifact:
         if no_npu:
             return str(no_npu)
         if not vitisai.ep_available():
-            return f"{vitisai.PROVIDER} not available"
+            return f"{VITISAI_PROVIDER} not available"
         return None
 
     def options(self) -> dict[str, dict[str, str]]:

@@ -23,8 +23,9 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from pipeline.errors import UserError
-from pipeline.npu import vitisai
-from pipeline.runtime.bundle import CPU, Artifact, Bundle
+from pipeline.layout import MEL_FILTERS_FILE, TOKENIZER_FILE, graph_file
+from pipeline.providers import CPU_PROVIDER, VITISAI_PROVIDER
+from pipeline.runtime.bundle import Artifact, Bundle
 from pipeline.runtime.decoding import decode_long_form, greedy_decode
 from pipeline.runtime.features import WINDOW_SAMPLES, log_mel
 from pipeline.runtime.whisper_io import (
@@ -65,7 +66,7 @@ class OrtRunner:
     """The `Runner` protocol on two ONNX Runtime sessions with preallocated, bound buffers."""
 
     bundle: Bundle
-    providers: list[str] = field(default_factory=lambda: [CPU])
+    providers: list[str] = field(default_factory=lambda: [CPU_PROVIDER])
     threads: int | None = None
     # Per graph: another model file (an EPContext model) and the providers' options.
     graph_files: dict[str, Path] = field(default_factory=dict)
@@ -94,7 +95,7 @@ class OrtRunner:
     def _session(self, name: str) -> ort.InferenceSession:
         """Open one graph, refused unless its I/O is the contract's for this bundle's dims (a
         swapped or foreign graph would otherwise run to an empty transcript)."""
-        path = self.graph_files.get(name, self.bundle.root / f"{name}.onnx")
+        path = self.graph_files.get(name, self.bundle.root / graph_file(name))
         try:
             session = ort.InferenceSession(
                 str(path),
@@ -163,7 +164,7 @@ class Transcription:
 
 def _mel_filters(bundle: Bundle) -> np.ndarray:
     """mel_filters.npy, refused unless it is the [n_fft/2+1, n_mels] float bank log_mel needs."""
-    path = bundle.root / "mel_filters.npy"
+    path = bundle.root / MEL_FILTERS_FILE
     try:
         filters: np.ndarray = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
@@ -182,13 +183,17 @@ class Transcriber:
     ) -> None:
         self.bundle, self.runner = bundle, runner
         try:
-            self.tokenizer = Tokenizer.from_file(str(bundle.root / "tokenizer.json"))
+            self.tokenizer = Tokenizer.from_file(str(bundle.root / TOKENIZER_FILE))
         except Exception as exc:  # tokenizers raises plain Exception
             reason = str(exc).strip()[:120] or type(exc).__name__
             raise UserError(f"{bundle.root}/tokenizer.json: not a tokenizer ({reason})") from None
         self.mel_filters = _mel_filters(bundle)
         # {"provider": used, "compiled": bool, "fallback": why the NPU was wanted but not used}
-        self.execution = execution or {"provider": CPU, "compiled": False, "fallback": None}
+        self.execution = execution or {
+            "provider": CPU_PROVIDER,
+            "compiled": False,
+            "fallback": None,
+        }
 
     @classmethod
     def from_artifact(cls, path: Path, threads: int | None = None) -> Transcriber:
@@ -197,14 +202,14 @@ class Transcriber:
         reason = artifact.cpu_reason()
         if artifact.compiled is None or reason:
             execution = {
-                "provider": CPU,
+                "provider": CPU_PROVIDER,
                 "compiled": artifact.compiled is not None,
-                "fallback": f"{reason}; running {path} on {CPU}" if reason else None,
+                "fallback": f"{reason}; running {path} on {CPU_PROVIDER}" if reason else None,
             }
             return cls(artifact.bundle, OrtRunner(artifact.bundle, threads=threads), execution)
         runner = OrtRunner(
             artifact.bundle,
-            [vitisai.PROVIDER, CPU],
+            [VITISAI_PROVIDER, CPU_PROVIDER],
             threads=threads,
             graph_files=artifact.context_models(),
             graph_options={name: [opts, {}] for name, opts in artifact.options().items()},
@@ -220,7 +225,7 @@ class Transcriber:
         threads: int | None = None,
     ) -> Transcriber:
         bundle = Bundle.load(root)
-        return cls(bundle, OrtRunner(bundle, providers or [CPU], threads))
+        return cls(bundle, OrtRunner(bundle, providers or [CPU_PROVIDER], threads))
 
     def text(self, tokens: list[int]) -> str:
         words = [t for t in tokens if t < self.bundle.decoding.eot]

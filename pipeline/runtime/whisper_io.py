@@ -26,7 +26,8 @@ from typing import Any
 SAMPLE_RATE = 16_000
 N_FFT = 400
 HOP_LENGTH = 160
-CHUNK_SECONDS = 30
+CHUNK_SECONDS = 30  # one window; longer clips are long-form
+MAX_DECODE_POSITIONS = 448  # Whisper's decoder positions (max_target_positions)
 N_FRAMES = CHUNK_SECONDS * SAMPLE_RATE // HOP_LENGTH  # 3000 mel frames per window
 FRAMES_PER_TIMESTAMP = 2  # one timestamp token (0.02 s) spans two mel frames
 OPSET = 17

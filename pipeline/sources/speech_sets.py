@@ -27,10 +27,10 @@ from pipeline.config import (
 )
 from pipeline.errors import UserError
 from pipeline.fsutil import atomic_dir, sha256_tree, write_json
+from pipeline.layout import MANIFEST_FILE
+from pipeline.runtime.whisper_io import CHUNK_SECONDS, SAMPLE_RATE
 from pipeline.sources.synthesis import describe, synthesize_all
 
-SAMPLE_RATE = 16_000
-LONG_FORM_S = 30.0
 SET_NAMES = ("calibration", "eval")
 FEATURES = datasets.Features(
     {
@@ -190,7 +190,7 @@ def summarise(speech: datasets.Dataset) -> dict[str, float | int]:
     return {
         "clips": len(durations),
         "total_s": round(sum(durations), 2),
-        "longform_clips": sum(d > LONG_FORM_S for d in durations),
+        "longform_clips": sum(d > CHUNK_SECONDS for d in durations),
         "max_s": max(durations),
     }
 
@@ -211,7 +211,7 @@ def build_speech_sets(params: DataParams, out_dir: Path) -> dict[str, Any]:
                 **summarise(speech),
                 "arrow_sha256": {k: v for k, v in files.items() if k.endswith(".arrow")},
             }
-        write_json(scratch / "manifest.json", manifest)
+        write_json(scratch / MANIFEST_FILE, manifest)
     return manifest
 
 

