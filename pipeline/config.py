@@ -14,7 +14,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import PydanticCustomError
 
 from pipeline.errors import UserError
-from pipeline.fsutil import excerpt, read_text
+from pipeline.fsutil import read_text
+from pipeline.record import describe
 from pipeline.runtime.whisper_io import MAX_DECODE_POSITIONS
 from pipeline.variants import QUANTIZED, VARIANTS, Variant
 
@@ -205,16 +206,6 @@ class Params(Section):
     gate: GateParams = GateParams()
 
 
-def _describe(error: ValidationError, source: Path) -> str:
-    first = error.errors()[0]
-    key = (".".join(str(part) for part in first["loc"]) or "(top level)")[:80]
-    if first["type"] == "extra_forbidden":
-        return f"{source}: unknown key '{key}'"
-    if first["type"] == "union_tag_invalid":
-        return f"{source}: {key}: {first['msg']}"
-    return f"{source}: {key}: {first['msg']} (got {excerpt(first.get('input'))})"
-
-
 # PyYAML ships no type hints (and types-PyYAML is no dependency), so its classes are Any.
 class _PlainLoader(yaml.SafeLoader):  # type: ignore[misc]
     """SafeLoader without anchors and aliases: params need neither, and an alias bomb
@@ -247,4 +238,4 @@ def load_params(path: Path = DEFAULT_PARAMS) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        raise UserError(_describe(exc, path)) from None
+        raise UserError(describe(exc, path)) from None

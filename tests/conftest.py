@@ -190,6 +190,24 @@ def fp32_bundle(request, tmp_path_factory, default_params, tiny_en_dir, default_
     return out
 
 
+def bundle_record(
+    variant: str, dims: WhisperDims = TINY_DIMS, spec: DecodingSpec = TINY_SPEC, **extra: Any
+) -> dict[str, Any]:
+    """A bundle.json with every field a bundle record requires (placeholder provenance)."""
+    return {
+        "format": 1,
+        "variant": variant,
+        "model": {"source": "builtin:tiny.en"},
+        "opset": 17,
+        "dims": dims.to_json(),
+        "io": {"encoder": dims.encoder_io(), "decoder": dims.decoder_io()},
+        "decoding": spec.to_json(),
+        "graphs": {name: {"opset": 17, "op_counts": {}} for name in ("encoder", "decoder")},
+        "versions": {"onnx": "1.22.0"},
+        **extra,
+    }
+
+
 def write_tiny_bundle(root: Path) -> Path:
     """A tiny random Whisper exported into a bundle the runtime can open (a16w8 by name)."""
     import numpy as np
@@ -201,8 +219,7 @@ def write_tiny_bundle(root: Path) -> Path:
     model.config._attn_implementation = "eager"
     root.mkdir(parents=True)
     export_graphs(model, TINY_DIMS, root)
-    meta = {"variant": "a16w8", "dims": TINY_DIMS.to_json(), "decoding": TINY_SPEC.to_json()}
-    (root / "bundle.json").write_text(json.dumps(meta))
+    (root / "bundle.json").write_text(json.dumps(bundle_record("a16w8")))
     Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]")).save(str(root / "tokenizer.json"))
     np.save(root / "mel_filters.npy", np.zeros((201, 80)))
     return root

@@ -20,6 +20,7 @@ from pipeline.bench.worker import Worker
 from pipeline.cli import main
 from pipeline.errors import UserError
 from pipeline.variants import BASELINE
+from tests.conftest import bundle_record
 
 REPO = Path(__file__).resolve().parent.parent
 PARAMS = REPO / "params.yaml"  # gate: max_wer_increase 1.0 points, max_latency_increase 0.25
@@ -315,7 +316,13 @@ def test_fp32_takes_reference_transcripts_only_after_a_clean_parity_gate(
     rows = [{"id": i, "text": i.upper()} for i in ("a", "b", "c")]
     (tmp_path / "reference" / "transcripts.json").write_text(json.dumps(rows))
     (tmp_path / "bundle").mkdir()
-    meta = {"parity": parity} if parity else {}
+    full = {
+        "cross_kv_max_abs_error": 0.0,
+        "logits_max_abs_error": 0.0,
+        "tensor_clips": 1,
+        "tolerance": {"cross_kv_atol": 0.001, "logits_atol": 0.01},
+    }
+    meta = bundle_record("fp32", parity={**full, **parity}) if parity else bundle_record("fp32")
     (tmp_path / "bundle" / "bundle.json").write_text(json.dumps(meta))
     found = known_transcripts(tmp_path / "reference", tmp_path / "bundle", ids)
     assert set(found) == known

@@ -59,19 +59,19 @@ def test_replayed_decoder_feeds_reproduce_the_greedy_path(calibration_dir, fp32_
     feeds = list(calibration.decoder_feeds(bundle))
     assert len(feeds) == sum(len(path["positions"]) for path in calibration.paths)
     expected = [
-        (path["tokens"][p + 1] if p + 1 < len(path["tokens"]) else bundle.decoding.eot)
+        (path["tokens"][p + 1] if p + 1 < len(path["tokens"]) else bundle.record.decoding.eot)
         for path in calibration.paths
         for p in path["positions"]
     ]
-    last_prompt_position = len(bundle.decoding.prefix)  # prefix + <|notimestamps|>
+    last_prompt_position = len(bundle.record.decoding.prefix)  # prefix + <|notimestamps|>
     for feed, next_token in zip(feeds, expected, strict=True):
         logits = session.run(["logits"], feed)[0][0]
         position = int(feed["position"][0])
         if position < last_prompt_position:
             continue  # the next token is the prompt's, not a choice
-        logits[np.array(bundle.decoding.suppress_tokens)] = -np.inf
+        logits[np.array(bundle.record.decoding.suppress_tokens)] = -np.inf
         if position == last_prompt_position:
-            logits[np.array(bundle.decoding.begin_suppress_tokens)] = -np.inf
+            logits[np.array(bundle.record.decoding.begin_suppress_tokens)] = -np.inf
         assert int(np.argmax(logits)) == next_token
 
 

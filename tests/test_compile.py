@@ -21,7 +21,7 @@ from pipeline.npu.compile import compile_bundle
 from pipeline.npu.forecast import forecast_bundle, forecast_graph
 from pipeline.providers import VITISAI_PROVIDER
 from pipeline.runtime.transcriber import Transcriber
-from tests.conftest import REPO, TINY_DIMS, TINY_SPEC, write_tiny_bundle
+from tests.conftest import REPO, TINY_DIMS, TINY_SPEC, bundle_record, write_tiny_bundle
 
 PARAMS = ["--params", str(REPO / "params.yaml")]
 SPEC, DIMS = TINY_SPEC, TINY_DIMS
@@ -228,8 +228,7 @@ def fake_bundle(root: Path, variant: str, *ops: str) -> Path:
     root.mkdir(parents=True)
     for name in ("encoder", "decoder"):
         save(root / f"{name}.onnx", chain(*ops))
-    meta = {"variant": variant, "dims": DIMS.to_json(), "decoding": SPEC.to_json()}
-    (root / "bundle.json").write_text(json.dumps(meta))
+    (root / "bundle.json").write_text(json.dumps(bundle_record(variant, DIMS, SPEC)))
     (root / "tokenizer.json").write_text("{}")
     np.save(root / "mel_filters.npy", np.zeros((201, 80)))
     return root
@@ -264,15 +263,15 @@ def test_cli_exit_codes_gate_on_the_forecast(tmp_path, capsys):
     assert main(["compile", *PARAMS, "--bundle", str(tmp_path / "nope"), "--out", str(out)]) == 2
     odd = fake_bundle(tmp_path / "odd", "int4", "Add")
     assert main(["compile", *PARAMS, "--bundle", str(odd), "--out", str(out)]) == 2
-    assert "unknown bundle variant 'int4'" in capsys.readouterr().err
+    assert "bundle.json: variant: Input should be 'fp32'" in capsys.readouterr().err
 
 
 def test_compiled_dir_holds_the_contract(tmp_path):
     bundle = fake_bundle(tmp_path / "bundles" / "a16w8", "a16w8", "Add")
     out = tmp_path / "compiled" / "a16w8"
     record = compile_bundle(CompileParams(target="phx"), bundle, out)
-    assert record["bundle"] == "../../bundles/a16w8" and record["ep_available"] is False
-    assert record["target"] == "phx" and record["report"] is None
+    assert record.bundle == "../../bundles/a16w8" and record.ep_available is False
+    assert record.target == "phx" and record.report is None
     options = json.loads((out / "provider_options.json").read_text())
     assert options["encoder"]["target"] == "X1" and options["decoder"]["cache_key"].endswith(
         "decoder"
@@ -293,8 +292,9 @@ def test_with_the_ep_the_report_is_parsed_into_the_record(tmp_path, monkeypatch)
     monkeypatch.setattr(vitisai, "compile_graph", fake_compile)
     bundle = fake_bundle(tmp_path / "b", "xint8", "Add")
     record = compile_bundle(CompileParams(), bundle, tmp_path / "c")
-    assert record["ep_available"] is True
-    assert record["report"]["encoder"]["coverage"] == pytest.approx(398 / 400)
+    assert record.ep_available is True and record.report is not None
+    encoder = record.report["encoder"]
+    assert encoder is not None and encoder.coverage == pytest.approx(398 / 400)
     assert (tmp_path / "c" / "cache" / "whisper-xint8-decoder" / VITISAI_REPORT_FILE).is_file()
 
 

@@ -10,11 +10,11 @@ from onnx import TensorProto, helper
 
 from pipeline.export.onnx_bundle import export_graphs
 from pipeline.npu.graph_check import check_graph, npu_ops
-from pipeline.runtime.bundle import Bundle
+from pipeline.runtime.bundle import Bundle, BundleRecord
 from pipeline.runtime.decoding import DecodingSpec
 from pipeline.runtime.transcriber import OrtRunner
 from pipeline.runtime.whisper_io import WhisperDims
-from tests.conftest import tiny_whisper
+from tests.conftest import bundle_record, tiny_whisper
 
 FAMILIES = {  # (mel bins, vocabulary): .en, multilingual, large-v3 / turbo
     "tiny.en-like": (80, 51864),
@@ -54,7 +54,7 @@ def test_io_matches_the_contract(exported):
 
 def test_decoder_steps_match_the_pytorch_model(exported):
     model, dims, out = exported
-    runner = OrtRunner(Bundle(out, {}, dims, SPEC))
+    runner = OrtRunner(Bundle(out, BundleRecord.model_validate(bundle_record("fp32", dims, SPEC))))
     features = torch.randn(1, dims.n_mels, 3000)
     tokens = [50257, 50362, 400, 9000, 123, 50256, 77]
     runner.encode(features.numpy())

@@ -118,7 +118,8 @@ def test_the_decoder_is_ranked_computed_and_recorded_on_its_own_grid(tmp_path):
     # The two grids rank the encoder alike and the decoder in opposite orders.
     for grid, decoder in (("a8w8", {"d1": 1.0, "d2": 2.0}), ("a16w8", {"d1": 9.0, "d2": 3.0})):
         snr = {"encoder": {"e1": 1.0, "e2": 2.0}, "decoder": decoder}
-        (tmp_path / f"{grid}.json").write_text(json.dumps({"snr_db": snr}))
+        record = {"grid": grid, "snr_db": snr, "feeds": {"encoder": 1, "decoder": 1}}
+        (tmp_path / f"{grid}.json").write_text(json.dumps(record))
     params = QuantizeParams(variants=["a8w8"], decoder_variant={"a8w8": "a16w8"})
     assert [grid.name for grid in sensitivity_grids(params)] == ["a16w8", "a8w8"]
     plan = QuantizePlan.of(Variant.A8W8, params.decoder_variant)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,12 +16,16 @@ from pipeline.fsutil import sha256_file, sha256_tree
 from pipeline.layout import CARD_FILE, COMPILE_FILE, MODEL_CARD_FILE, NPU_DIR
 from pipeline.release.build import artifact_name, build_release, model_slug
 from pipeline.release.verify import verify_artifact
-from tests.conftest import run_cli
+from pipeline.runtime.bundle import BundleRecord
+from pipeline.runtime.decoding import DecodingSpec
+from pipeline.runtime.whisper_io import WhisperDims
+from tests.conftest import bundle_record, run_cli
 
 CALIBRATION_MANIFEST = {
     "bundle_sha256": "f" * 64,
     "calibration_clips": ["calibration-0000", "calibration-0001"],
     "holdout_clips": ["calibration-0002"],
+    "holdout_fp32_texts": ["hello"],
     "decoder_steps": 12,
     "bytes": {"encoder_inputs.npy": 1024, "decoder_steps.json": 64},
 }
@@ -37,34 +43,17 @@ def fake_bundle(root: Path, variant: str = "a16w8") -> Path:
     }.items():
         (root / name).write_bytes(payload)
     (root / "QUANTIZATION.md").write_text("# report\n")
-    meta = {
-        "format": 1,
-        "variant": variant,
-        "model": {"source": "builtin:tiny.en", "kind": "ct2", "model_sha256": "a" * 64},
-        "opset": 17,
-        "dims": {
-            "n_mels": 80,
-            "n_audio_ctx": 1500,
-            "d_model": 8,
-            "decoder_layers": 1,
-            "decoder_heads": 2,
-            "vocab_size": 16,
-            "max_decode_len": 8,
-        },
-        "decoding": {
-            "prefix": [1],
-            "eot": 0,
-            "no_timestamps": 2,
-            "suppress_tokens": [],
-            "begin_suppress_tokens": [],
-            "max_initial_timestamp_index": None,
-            "max_length": 8,
-        },
-        "versions": {"onnx": "1.22.0", "onnxruntime": "1.32.0"},
-        "quantization": {
+    meta = bundle_record(
+        variant,
+        WhisperDims(80, 1500, 8, 1, 2, 16, 8),
+        DecodingSpec((1,), 0, 2, (), (), None, 8),
+        model={"source": "builtin:tiny.en", "kind": "ct2", "model_sha256": "a" * 64},
+        custom_ops=None,
+        quantization={
             "backend": "quark",
             "backend_version": "0.13",
             "grid": variant,
+            "decoder_grid": variant,
             "decoder_variant": variant,
             "op_types": ["MatMul"],
             "max_wer_delta": 1.0,
@@ -72,6 +61,7 @@ def fake_bundle(root: Path, variant: str = "a16w8") -> Path:
             "holdout_wer": 0.015,
             "holdout_words": 1305,
             "holdout_wer_se": 0.0028,
+            "holdout_clips": ["calibration-0002"],
             "budget_met": True,
             "excluded": {"encoder": ["/enc/MatMul"], "decoder": []},
             "sensitivity_db": {"encoder": {"/enc/MatMul": 31.5}, "decoder": {}},
@@ -93,7 +83,7 @@ def fake_bundle(root: Path, variant: str = "a16w8") -> Path:
             ],
             "calibration": CALIBRATION_MANIFEST,
         },
-    }
+    )
     meta["files"] = {
         name: digest
         for name, digest in sha256_tree(root).items()
@@ -103,28 +93,44 @@ def fake_bundle(root: Path, variant: str = "a16w8") -> Path:
     return root
 
 
+def placement(coverage: float, npu_subgraphs: int, outside: list[dict[str, Any]]) -> dict[str, Any]:
+    """One graph's forecast as the compile stage writes it."""
+    return {
+        "opset": 17,
+        "nodes": 20,
+        "folded": 0,
+        "op_counts": {"MatMul": 20},
+        "npu_nodes": round(20 * coverage),
+        "coverage": coverage,
+        "npu_subgraphs": npu_subgraphs,
+        "cpu_islands": npu_subgraphs - 1,
+        "outside_table": outside,
+        "non_static": [],
+        "control_flow": [],
+        "clean": npu_subgraphs == 1,
+    }
+
+
 def fake_compiled(root: Path, bundle: Path, **overrides: object) -> Path:
     root.mkdir(parents=True)
     compiled = {
         "variant": "a16w8",
         "target": "stx",
         "ryzen_ai_version": "1.5.0",
+        "ops_table": {"ryzen_ai_version": "1.5", "source": "AMD"},
         "ep_available": False,
-        "bundle": "../../bundles/a16w8",
+        "providers": ["CPUExecutionProvider"],
+        "bundle": Path(os.path.relpath(bundle, root)).as_posix(),
         "bundle_sha256": sha256_file(bundle / "bundle.json"),
+        "budget_met": True,
         "forecast": {
-            "encoder": {
-                "coverage": 1.0,
-                "npu_subgraphs": 1,
-                "cpu_islands": 0,
-                "outside_table": [],
-            },
-            "decoder": {
-                "coverage": 0.95,
-                "npu_subgraphs": 2,
-                "cpu_islands": 1,
-                "outside_table": [{"op_type": "Gather", "count": 2, "nodes": ["/G", "/G_1"]}],
-            },
+            "npu_dtype": "A16W8",
+            "no_npu_reason": None,
+            "encoder": placement(1.0, 1, []),
+            "decoder": placement(
+                0.95, 2, [{"op_type": "Gather", "count": 2, "nodes": ["/G", "/G_1"]}]
+            ),
+            "tokens_per_window": 120,
             "dispatches_per_window": 242,
             "clean": False,
         },
@@ -132,7 +138,9 @@ def fake_compiled(root: Path, bundle: Path, **overrides: object) -> Path:
         **overrides,
     }
     (root / COMPILE_FILE).write_text(json.dumps(compiled))
-    (root / "provider_options.json").write_text('{"target": "X2"}')
+    (root / "provider_options.json").write_text(
+        json.dumps({"encoder": {"target": "X2"}, "decoder": {"target": "X2"}})
+    )
     (root / "vaip_config.json").write_text('{"passes": []}')
     return root
 
@@ -266,16 +274,20 @@ def test_malformed_bench_is_a_user_error(inputs, tmp_path: Path) -> None:
         build_release(bundle, compiled, metrics, tmp_path / "release")
 
 
-def test_missing_forecast_is_noted(inputs, tmp_path: Path) -> None:
+def test_a_compile_report_without_forecast_is_one_line(inputs, tmp_path: Path) -> None:
     bundle, compiled, metrics = inputs
     shutil.rmtree(compiled)
     fake_compiled(compiled, bundle, forecast=None, ep_available=True)
-    out = tmp_path / "release"
-    build_release(bundle, compiled, metrics, out)
-    card = json.loads((out / CARD_FILE).read_text())
-    assert card["compile"]["forecast"] is None
-    assert card["notes"] == [f"no partition forecast in {COMPILE_FILE}"]
-    assert "No partition forecast." in (out / MODEL_CARD_FILE).read_text()
+    with pytest.raises(UserError, match=r"compile_report\.json: forecast: Input should be"):
+        build_release(bundle, compiled, metrics, tmp_path / "release")
+
+
+def test_a_compile_of_another_bundle_is_refused(inputs, tmp_path: Path) -> None:
+    bundle, _, metrics = inputs
+    other = fake_bundle(tmp_path / "other")
+    compiled = fake_compiled(tmp_path / "compiled-other", other)
+    with pytest.raises(UserError, match=f"compiled from {other.resolve()}, not {bundle}"):
+        build_release(bundle, compiled, metrics, tmp_path / "release")
 
 
 def test_a_missed_budget_is_a_note_and_said_in_the_card(tmp_path: Path) -> None:
@@ -309,7 +321,7 @@ def test_stale_compile_is_refused(inputs, tmp_path: Path) -> None:
     shutil.rmtree(compiled)
     fake_compiled(compiled, bundle, bundle_sha256="0" * 64)
     out = previous_release(tmp_path)
-    with pytest.raises(UserError, match="compiled from another a16w8 bundle"):
+    with pytest.raises(UserError, match=r"compiled from another bundle\.json"):
         build_release(bundle, compiled, metrics, out)
     assert_untouched(out)
 
@@ -390,8 +402,8 @@ def test_verify_cli_exit_codes_without_params_file(inputs, tmp_path: Path) -> No
 
 
 def test_artifact_name_matches_registry_names() -> None:
-    meta = {"model": {"source": "builtin:tiny.en"}, "variant": "bf16"}
-    assert artifact_name(meta) == "whisper-tiny-en-bf16"
+    record = BundleRecord.model_validate(bundle_record("bf16"))
+    assert artifact_name(record) == "whisper-tiny-en-bf16"
 
 
 def test_card_shows_wer_delta_in_points_not_percent():

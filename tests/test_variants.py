@@ -13,8 +13,9 @@ from pipeline.cli import build_parser
 from pipeline.config import CompileParams, QuantizeParams, Target, load_params
 from pipeline.errors import UserError
 from pipeline.release.build import artifact_name
+from pipeline.runtime.bundle import BundleRecord
 from pipeline.variants import BASELINE, QUANTIZED, VARIANTS, XDNA1, XDNA2, Variant
-from tests.conftest import REPO
+from tests.conftest import REPO, bundle_record
 
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
 ALL = [variant.value for variant in Variant]
@@ -61,15 +62,17 @@ def test_cli_variant_choices_are_the_quantized_variants():
     assert variant.choices == QUANTIZED_NAMES
 
 
+def named(source: str, variant: str) -> BundleRecord:
+    return BundleRecord.model_validate(bundle_record(variant, model={"source": source}))
+
+
 def test_dvc_registry_entries_are_the_registry():
     source = load_params(REPO / "params.yaml").model.source
     artifacts = DVC["artifacts"]
-    assert list(artifacts) == [
-        artifact_name({"model": {"source": source}, "variant": v}) for v in ALL
-    ]
+    assert list(artifacts) == [artifact_name(named(source, v)) for v in ALL]
     for name, entry in artifacts.items():
         spec = VARIANTS[entry["meta"]["variant"]]
-        assert name == artifact_name({"model": {"source": source}, "variant": spec.variant})
+        assert name == artifact_name(named(source, spec.variant))
         assert entry["path"] == f"artifacts/release/{spec.variant}"
         assert spec.variant in entry["labels"]
         family = spec.meant_for

@@ -84,7 +84,7 @@ def _open_ours(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
         execution = dict(transcriber.execution)
     timer = TimingRunner(transcriber.runner)
     transcriber.runner = timer
-    eot = transcriber.bundle.decoding.eot
+    eot = transcriber.bundle.record.decoding.eot
 
     def run(clip: int, samples: np.ndarray) -> Sample:
         start = time.perf_counter()
@@ -95,12 +95,11 @@ def _open_ours(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
         return Sample(clip, result.text, tokens, e2e, encoder, decoder)
 
     root = transcriber.bundle.root
-    quantization = transcriber.bundle.meta.get("quantization") or {}
     return run, {
         "execution": execution,
         "size_mb": _size_mb(root.glob("*.onnx")),
         # 1 when the quantize stage met its held-back WER budget (fp32: nothing to meet).
-        "budget_met": float(quantization.get("budget_met", True)),
+        "budget_met": float(transcriber.bundle.record.budget_met),
     }
 
 

@@ -56,7 +56,7 @@ def evaluate_bundle(artifact: Path, data_dir: Path) -> dict[str, Any]:
     ]
     return {
         "artifact": Path(artifact).as_posix(),
-        "variant": transcriber.bundle.meta.get("variant"),
+        "variant": transcriber.bundle.record.variant,
         "execution": transcriber.execution,
         "clips": len(rows),
         **score([row["text"] for row in rows], [row["duration_s"] for row in rows], texts),

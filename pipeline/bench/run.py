@@ -36,7 +36,7 @@ from pipeline.bench.schedule import interleave, pick_latency_clips
 from pipeline.bench.selection import peer_specs, variant_specs
 from pipeline.bench.stats import decoder_by_position, engine_metrics, time_split
 from pipeline.errors import UserError
-from pipeline.layout import BUNDLE_FILE, RUN_FILE
+from pipeline.layout import RUN_FILE
 from pipeline.variants import BASELINE
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def known_transcripts(
     (the reference stage is that model) and the fp32 baseline when its parity gate matched the
     reference on every eval clip. The bench still checks them on the clips it times."""
     from pipeline.bench.evaluate import reference_texts
-    from pipeline.fsutil import read_json_object
+    from pipeline.runtime.bundle import BundleRecord
 
     if reference_dir is None:
         return {}
@@ -85,11 +85,11 @@ def known_transcripts(
     if not set(clip_ids) <= texts.keys():
         return {}
     known = {"transformers": texts}
-    parity = read_json_object(baseline_bundle / BUNDLE_FILE).get("parity")
+    parity = BundleRecord.load(baseline_bundle).parity
     if (
-        isinstance(parity, dict)
-        and parity.get("transcript_clips") == len(texts)  # it compared every reference clip
-        and parity.get("transcripts_differing") == []
+        parity is not None
+        and parity.transcript_clips == len(texts)  # it compared every reference clip
+        and parity.transcripts_differing == []
     ):
         known[BASELINE] = texts
     return known

@@ -23,10 +23,10 @@ from pipeline.config import ExportParams
 from pipeline.errors import GateFailure, UserError
 from pipeline.export.parity import run_parity
 from pipeline.export.torch_modules import DecoderStep, EncoderWithCrossKV
-from pipeline.fsutil import atomic_dir, sha256_tree, write_json
+from pipeline.fsutil import atomic_dir, sha256_tree
 from pipeline.layout import BUNDLE_FILE, MEL_FILTERS_FILE, SOURCE_FILE, TOKENIZER_FILE, graph_file
 from pipeline.npu.graph_check import check_bundle_graphs
-from pipeline.runtime.bundle import Bundle
+from pipeline.runtime.bundle import Bundle, BundleRecord
 from pipeline.runtime.decoding import DecodingSpec
 from pipeline.runtime.whisper_io import (
     CROSS_K,
@@ -163,25 +163,25 @@ def export_bundle(
         export_graphs(model, dims, scratch)
         graphs = _check_graphs(scratch)
         _write_runtime_files(model_dir, processor, scratch)
-        meta: dict[str, Any] = {
-            "format": 1,
-            "variant": Variant.FP32,
-            "model": _provenance(model_dir),
-            "opset": OPSET,
-            "dims": dims.to_json(),
-            "io": {"encoder": dims.encoder_io(), "decoder": dims.decoder_io()},
-            "decoding": spec.to_json(),
-            "graphs": graphs,
-            "versions": {
-                name: version(name) for name in ("torch", "transformers", "onnx", "onnxruntime")
-            },
-        }
-        write_json(scratch / BUNDLE_FILE, meta)
-        meta["parity"] = run_parity(
-            model, Bundle.load(scratch), data_dir, reference_dir, params.parity
+        record = BundleRecord.model_validate(
+            {
+                "format": 1,
+                "variant": Variant.FP32,
+                "model": _provenance(model_dir),
+                "opset": OPSET,
+                "dims": dims,
+                "io": {"encoder": dims.encoder_io(), "decoder": dims.decoder_io()},
+                "decoding": spec,
+                "graphs": graphs,
+                "versions": {
+                    name: version(name) for name in ("torch", "transformers", "onnx", "onnxruntime")
+                },
+            }
         )
-        meta["files"] = {
+        record.save(scratch)
+        parity = run_parity(model, Bundle.load(scratch), data_dir, reference_dir, params.parity)
+        files = {
             name: digest for name, digest in sha256_tree(scratch).items() if name != BUNDLE_FILE
         }
-        write_json(scratch / BUNDLE_FILE, meta)
-    return {"parity": meta["parity"], "files": len(meta["files"]), "graphs": graphs}
+        record.but(parity=parity, files=files).save(scratch)
+    return {"parity": parity, "files": len(files), "graphs": graphs}

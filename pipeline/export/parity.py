@@ -56,8 +56,8 @@ def _tensor_errors(
     """Max |ONNX - PyTorch| of cross K/V and of the step logits along the greedy path."""
     features = log_mel(samples, transcriber.mel_filters, pad_to_window=True)[None]
     recorder = RecordingRunner(transcriber.runner)
-    greedy_decode(recorder, transcriber.bundle.decoding, features, timestamps=False)
-    torch_k, torch_v = EncoderWithCrossKV(model, transcriber.bundle.dims)(
+    greedy_decode(recorder, transcriber.bundle.record.decoding, features, timestamps=False)
+    torch_k, torch_v = EncoderWithCrossKV(model, transcriber.bundle.record.dims)(
         torch.from_numpy(features)
     )
     buffers = transcriber.runner.buffers

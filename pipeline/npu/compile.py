@@ -15,42 +15,29 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from google.protobuf.message import DecodeError
 
 from pipeline.config import CompileParams
 from pipeline.errors import GateFailure, UserError, say
-from pipeline.fsutil import (
-    atomic_dir,
-    check_output_dir,
-    excerpt,
-    read_json_object,
-    sha256_file,
-    write_json,
-)
-from pipeline.layout import (
-    BUNDLE_FILE,
-    COMPILE_FILE,
-    PROVIDER_OPTIONS_FILE,
-    VAIP_CONFIG_FILE,
-    graph_file,
-)
+from pipeline.fsutil import atomic_dir, check_output_dir, read_json_object, write_json
+from pipeline.layout import VAIP_CONFIG_FILE, graph_file
 from pipeline.npu import vitisai
+from pipeline.npu.compiled import (
+    CompileRecord,
+    CompileReport,
+    EpReport,
+    Forecast,
+    OpsTableSource,
+    ProviderOptions,
+)
 from pipeline.npu.forecast import describe_split, forecast_bundle, summary_lines
 from pipeline.npu.graph_check import ops_table
 from pipeline.providers import VITISAI_PROVIDER
 from pipeline.runtime.bundle import Bundle
 from pipeline.runtime.transcriber import session_options
 from pipeline.runtime.whisper_io import GRAPHS
-from pipeline.variants import VARIANTS, Variant
-
-
-def _variant(bundle: Bundle) -> Variant:
-    variant = str(bundle.meta.get("variant"))
-    if variant not in VARIANTS:
-        raise UserError(f"{bundle.root}: unknown bundle variant {excerpt(variant)}")
-    return Variant(variant)
+from pipeline.variants import Variant
 
 
 def _options(variant: Variant, target: str) -> dict[str, dict[str, str]]:
@@ -62,20 +49,22 @@ def _options(variant: Variant, target: str) -> dict[str, dict[str, str]]:
 
 def _compile_with_ep(
     bundle: Bundle, options: dict[str, dict[str, str]], scratch: Path
-) -> dict[str, Any]:
+) -> dict[str, EpReport | None]:
     """Create the sessions (the EP compiles), dumping EPContext models and reading the EP's
     partition report for each graph."""
-    reports: dict[str, Any] = {}
+    reports: dict[str, EpReport | None] = {}
     for name in GRAPHS:
         resolved = vitisai.resolve_options(options[name], scratch)
         report = vitisai.compile_graph(
             bundle.root / graph_file(name),
             resolved,
             scratch / f"{name}_ctx.onnx",
-            session_options(None, bundle.meta.get("custom_ops")),
+            session_options(None, bundle.record.custom_ops),
         )
         reports[name] = (
-            vitisai.parse_ep_report(read_json_object(report)) if report.is_file() else None
+            EpReport.model_validate(vitisai.parse_ep_report(read_json_object(report)))
+            if report.is_file()
+            else None
         )
     return reports
 
@@ -86,11 +75,11 @@ def compile_bundle(
     out_dir: Path,
     target: str | None = None,
     allow_split: bool = False,
-) -> dict[str, Any]:
+) -> CompileReport:
     """Forecast, gate (unless `allow_split`) and write the compiled directory."""
     check_output_dir(Path(out_dir), Path(bundle_dir))
     bundle = Bundle.load(Path(bundle_dir))
-    variant, target = _variant(bundle), target or params.target
+    variant, target = bundle.record.variant, target or params.target
     try:
         forecast = forecast_bundle(bundle.root, variant, target, params.tokens_per_window)
     except DecodeError as exc:  # a graph file that is not ONNX
@@ -106,8 +95,7 @@ def compile_bundle(
         )
     print("\n".join(summary_lines(variant, forecast)), flush=True)
     # A quantized bundle that missed its held-back WER budget is compiled all the same.
-    budget_met = bool((bundle.meta.get("quantization") or {}).get("budget_met", True))
-    if not budget_met:
+    if not bundle.record.budget_met:
         say(
             "compile",
             f"{variant} missed its held-back WER budget when it was quantized "
@@ -122,23 +110,24 @@ def compile_bundle(
     options = _options(variant, target)
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as scratch:
-        write_json(scratch / PROVIDER_OPTIONS_FILE, options)
         write_json(scratch / VAIP_CONFIG_FILE, vitisai.vaip_config(variant, target))
         report = (
             _compile_with_ep(bundle, options, scratch) if ep and forecast["npu_dtype"] else None
         )
-        record = {
-            "variant": variant,
-            "target": target,
-            "ryzen_ai_version": vitisai.RYZEN_AI_VERSION,
-            "ops_table": {key: ops_table()[key] for key in ("ryzen_ai_version", "source")},
-            "ep_available": ep,
-            "providers": providers,
-            "bundle": Path(os.path.relpath(bundle.root.resolve(), out_dir.resolve())).as_posix(),
-            "bundle_sha256": sha256_file(bundle.root / BUNDLE_FILE),
-            "budget_met": budget_met,
-            "forecast": forecast,
-            "report": report,
-        }
-        write_json(scratch / COMPILE_FILE, record)
+        record = CompileReport(
+            variant=variant,
+            target=target,
+            ryzen_ai_version=vitisai.RYZEN_AI_VERSION,
+            ops_table=OpsTableSource.model_validate(
+                {key: ops_table()[key] for key in ("ryzen_ai_version", "source")}
+            ),
+            ep_available=ep,
+            providers=providers,
+            bundle=Path(os.path.relpath(bundle.root.resolve(), out_dir.resolve())).as_posix(),
+            bundle_sha256=bundle.sha256(),
+            budget_met=bundle.record.budget_met,
+            forecast=Forecast.model_validate(forecast),
+            report=report,
+        )
+        CompileRecord(record, ProviderOptions.model_validate(options)).save(scratch)
     return record

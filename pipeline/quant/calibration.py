@@ -21,13 +21,14 @@ from tqdm import tqdm
 
 from pipeline.config import CalibrateParams
 from pipeline.errors import UserError
-from pipeline.fsutil import atomic_dir, sha256_file, write_json
-from pipeline.layout import MANIFEST_FILE, MELS_FILE, STEPS_FILE
+from pipeline.fsutil import atomic_dir, write_json
+from pipeline.layout import BUNDLE_FILE, MANIFEST_FILE, MELS_FILE, STEPS_FILE
+from pipeline.quant.manifest import CalibrationManifest
 from pipeline.runtime.bundle import Bundle
 from pipeline.runtime.decoding import greedy_decode
 from pipeline.runtime.features import log_mel
 from pipeline.runtime.transcriber import OrtRunner, Transcriber, transcribe_all
-from pipeline.runtime.whisper_io import ENCODER_INPUT
+from pipeline.runtime.whisper_io import ENCODER_INPUT, N_FRAMES
 from pipeline.sources.speech_sets import clip_samples, load_saved_set
 
 
@@ -38,7 +39,7 @@ def _sampled_positions(fed: int, count: int) -> list[int]:
 
 def run_calibration(
     params: CalibrateParams, bundle_dir: Path, data_dir: Path, out_dir: Path
-) -> dict[str, Any]:
+) -> CalibrationManifest:
     """Write encoder_inputs.npy, decoder_steps.json and manifest.json to `out_dir`."""
     calibration = load_saved_set(data_dir, "calibration")
     needed = params.clips + params.holdout
@@ -53,11 +54,11 @@ def run_calibration(
         samples = clip_samples(calibration[index])
         features = log_mel(samples, transcriber.mel_filters, pad_to_window=True)[None]
         tokens = greedy_decode(
-            transcriber.runner, transcriber.bundle.decoding, features, timestamps=False
+            transcriber.runner, transcriber.bundle.record.decoding, features, timestamps=False
         )
         fed = [
-            *transcriber.bundle.decoding.prefix,
-            transcriber.bundle.decoding.no_timestamps,
+            *transcriber.bundle.record.decoding.prefix,
+            transcriber.bundle.record.decoding.no_timestamps,
             *tokens,
         ]
         mels.append(features[0])
@@ -78,15 +79,15 @@ def run_calibration(
     with atomic_dir(Path(out_dir)) as scratch:
         np.save(scratch / MELS_FILE, np.stack(mels).astype(np.float32))
         write_json(scratch / STEPS_FILE, paths)
-        manifest = {
-            "bundle_sha256": sha256_file(Path(bundle_dir) / "bundle.json"),
-            "calibration_clips": [p["id"] for p in paths],
-            "holdout_clips": list(holdout["id"]),
-            "holdout_fp32_texts": holdout_texts,
-            "decoder_steps": sum(len(p["positions"]) for p in paths),
-            "bytes": {name: (scratch / name).stat().st_size for name in (MELS_FILE, STEPS_FILE)},
-        }
-        write_json(scratch / MANIFEST_FILE, manifest)
+        manifest = CalibrationManifest(
+            bundle_sha256=transcriber.bundle.sha256(),
+            calibration_clips=[p["id"] for p in paths],
+            holdout_clips=list(holdout["id"]),
+            holdout_fp32_texts=holdout_texts,
+            decoder_steps=sum(len(p["positions"]) for p in paths),
+            bytes={name: (scratch / name).stat().st_size for name in (MELS_FILE, STEPS_FILE)},
+        )
+        manifest.save(scratch)
     return manifest
 
 
@@ -98,13 +99,13 @@ class CalibrationSet:
         if not (root / MANIFEST_FILE).is_file():
             raise UserError(f"{root}: no calibration set here (run `whisper-npu calibrate` first)")
         self.root = root
-        self.manifest = json.loads((root / MANIFEST_FILE).read_text(encoding="utf-8"))
+        self.manifest = CalibrationManifest.load(root)
         self.mels = np.load(root / MELS_FILE, mmap_mode="r")
         self.paths = json.loads((root / STEPS_FILE).read_text(encoding="utf-8"))
         if len(self.mels) == 0 or len(self.paths) != len(self.mels):
             raise UserError(f"{root}: empty or inconsistent calibration set")
-        self.holdout_ids: list[str] = self.manifest.get("holdout_clips", [])
-        self.holdout_fp32_texts: list[str] = self.manifest.get("holdout_fp32_texts", [])
+        self.holdout_ids = self.manifest.holdout_clips
+        self.holdout_fp32_texts = self.manifest.holdout_fp32_texts
         if len(self.holdout_ids) != len(self.holdout_fp32_texts):
             raise UserError(
                 f"{root}: held-back clips without their fp32 transcripts "
@@ -112,7 +113,13 @@ class CalibrationSet:
             )
 
     def check_fits(self, bundle: Bundle) -> None:
-        expected = (bundle.dims.n_mels, 3000)
+        """The inputs were recorded through this very bundle (the fp32 one), at its mel shape."""
+        if bundle.sha256() != self.manifest.bundle_sha256:
+            raise UserError(
+                f"{self.root}: recorded through another {BUNDLE_FILE} than {bundle.root}'s "
+                "(run `whisper-npu calibrate` again)"
+            )
+        expected = (bundle.record.dims.n_mels, N_FRAMES)
         if tuple(self.mels.shape[1:]) != expected:
             raise UserError(
                 f"{self.root}: calibration mels are {self.mels.shape[1:]}, "

@@ -22,7 +22,7 @@ import shutil
 import time
 from collections.abc import Callable
 from contextlib import closing
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -33,13 +33,13 @@ from tqdm import tqdm
 from pipeline.bench.wer import EditCounts, clip_edits
 from pipeline.config import QuantizeParams
 from pipeline.errors import UserError, say
-from pipeline.fsutil import atomic_dir, sha256_tree, write_json
+from pipeline.fsutil import atomic_dir, sha256_tree
 from pipeline.layout import BUNDLE_FILE, QUANTIZATION_REPORT_FILE, graph_file
 from pipeline.npu.graph_check import check_bundle_graphs
 from pipeline.quant.backends import QuantBackend, QuantJob, get_backend
 from pipeline.quant.calibration import CalibrationSet, FeedReader
 from pipeline.quant.sensitivity import ranked_layers
-from pipeline.runtime.bundle import Bundle
+from pipeline.runtime.bundle import Attempt, Bundle, Quantization
 from pipeline.runtime.transcriber import transcribe_all
 from pipeline.runtime.whisper_io import GRAPHS
 from pipeline.sources.speech_sets import clip_samples, load_saved_set
@@ -99,18 +99,6 @@ class Holdout:
                 if give_up_above is not None and errors > give_up_above:
                     return errors, False
         return errors, True
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One rung of the ladder as measured. An abandoned attempt's WER counts its errors so far
-    over all held-back words: a lower bound, since errors only accumulate."""
-
-    excluded_per_graph: int
-    holdout_wer: float
-    wer_delta: float
-    complete: bool
-    passed: bool
 
 
 def wer_standard_error(wer: float, words: int) -> float:
@@ -174,44 +162,50 @@ class _GraphQuantizer:
             )
 
 
-def _write_meta(out: Path, fp32: Bundle, meta: dict[str, Any]) -> None:
-    full = {**fp32.meta, **meta}
-    full.pop("parity", None)  # the fp32 parity gate does not describe a quantized graph
-    full["graphs"] = {name: report.summary() for name, report in check_bundle_graphs(out).items()}
-    full["files"] = {
+def _write_record(
+    out: Path, fp32: Bundle, variant: Variant, custom_ops: str | None, quantization: Quantization
+) -> None:
+    """The fp32 record with this variant's graphs, files and quantization in place of parity,
+    which does not describe a quantized graph."""
+    graphs = {name: report.summary() for name, report in check_bundle_graphs(out).items()}
+    files = {
         name: digest
         for name, digest in sha256_tree(out).items()
         if name not in (BUNDLE_FILE, QUANTIZATION_REPORT_FILE)
     }
-    write_json(out / BUNDLE_FILE, full)
+    fp32.record.but(
+        drop=("parity",),
+        variant=variant,
+        custom_ops=custom_ops,
+        quantization=quantization,
+        graphs=graphs,
+        files=files,
+    ).save(out)
 
 
-def _report(
-    variant: Variant, meta: dict[str, Any], ranking: dict[str, list[tuple[str, float]]]
-) -> str:
-    q = meta["quantization"]
-    verdict = "met" if q["budget_met"] else "**not met** (the most float setting tried is kept)"
+def _report(variant: Variant, q: Quantization, ranking: dict[str, list[tuple[str, float]]]) -> str:
+    verdict = "met" if q.budget_met else "**not met** (the most float setting tried is kept)"
     lines = [
         f"# {variant}: quantization report",
         "",
-        f"Backend {q['backend']}, grid {q['grid']} (decoder {q['decoder_grid']}), "
-        f"op types {', '.join(q['op_types'])}.",
-        f"Budget: held-back WER within +{q['max_wer_delta']:.1f} points of fp32 "
-        f"({q['fp32_holdout_wer']:.2%}, ±{q['holdout_wer_se']:.2%} standard error on "
-        f"{q['holdout_words']} words): {verdict}.",
+        f"Backend {q.backend}, grid {q.grid} (decoder {q.decoder_grid}), "
+        f"op types {', '.join(q.op_types)}.",
+        f"Budget: held-back WER within +{q.max_wer_delta:.1f} points of fp32 "
+        f"({q.fp32_holdout_wer:.2%}, ±{q.holdout_wer_se:.2%} standard error on "
+        f"{q.holdout_words} words): {verdict}.",
         "",
         "| layers kept float per graph | held-back WER | delta |",
         "| --- | --- | --- |",
     ]
     lines += [
-        f"| {a['excluded_per_graph']} | {'' if a['complete'] else '≥ '}{a['holdout_wer']:.2%} "
-        f"| {'' if a['complete'] else '≥ '}{a['wer_delta']:+.2f} |"
-        for a in q["attempts"]
+        f"| {a.excluded_per_graph} | {'' if a.complete else '≥ '}{a.holdout_wer:.2%} "
+        f"| {'' if a.complete else '≥ '}{a.wer_delta:+.2f} |"
+        for a in q.attempts
     ]
     lines += ["", "## Layers kept float", ""]
     for graph in GRAPHS:
         snr = dict(ranking[graph])
-        kept = ", ".join(f"`{n}` ({snr[n]:.1f} dB)" for n in q["excluded"][graph])
+        kept = ", ".join(f"`{n}` ({snr[n]:.1f} dB)" for n in q.excluded[graph])
         lines += [f"- {graph}: {kept or 'none'}"]
     lines += ["", "## Most sensitive layers (output SNR with only that layer rounded)", ""]
     for graph in GRAPHS:
@@ -261,15 +255,21 @@ def quantize_variant(
             target = attempt_dir(k)
             target.mkdir()
             quantizer.write(kept_float(ranking, k), target)
-            write_json(
-                target / BUNDLE_FILE, {**fp32.meta, "custom_ops": backend.custom_ops_for(variant)}
-            )
+            fp32.record.but(custom_ops=backend.custom_ops_for(variant)).save(target)
             # The largest rung is the fallback when nothing passes: it is always scored whole.
             give_up = None if k == ladder[-1] else allowed_errors
             errors, complete = holdout.score(target, give_up)
             ok = complete and errors <= allowed_errors
             wer = errors / baseline.words
-            attempts.append(Attempt(k, wer, 100 * (wer - baseline.wer), complete, ok))
+            attempts.append(
+                Attempt(
+                    excluded_per_graph=k,
+                    holdout_wer=wer,
+                    wer_delta=100 * (wer - baseline.wer),
+                    complete=complete,
+                    passed=ok,
+                )
+            )
             if not ok and k != ladder[-1]:
                 shutil.rmtree(target)
             seconds[k] = time.perf_counter() - start
@@ -293,10 +293,8 @@ def quantize_variant(
                 "budget_met: false",
                 kind="warning",
             )
-        meta = {
-            "variant": variant,
-            "custom_ops": backend.custom_ops_for(variant),
-            "quantization": {
+        quantization = Quantization.model_validate(
+            {
                 "backend": backend.name,
                 "backend_version": version("amd-quark") if backend.name == "quark" else None,
                 **plan.record(),
@@ -310,18 +308,18 @@ def quantize_variant(
                 "holdout_clips": calibration.holdout_ids,
                 "excluded": kept_float(ranking, kept),
                 "sensitivity_db": {graph: dict(ranking[graph]) for graph in GRAPHS},
-                "attempts": [asdict(a) for a in attempts],
+                "attempts": attempts,
                 "calibration": calibration.manifest,
-            },
-        }
-        (scratch / QUANTIZATION_REPORT_FILE).write_text(
-            _report(variant, meta, ranking), encoding="utf-8"
+            }
         )
-        _write_meta(scratch, fp32, meta)
+        (scratch / QUANTIZATION_REPORT_FILE).write_text(
+            _report(variant, quantization, ranking), encoding="utf-8"
+        )
+        _write_record(scratch, fp32, variant, backend.custom_ops_for(variant), quantization)
     return {
         "variant": variant,
         "budget_met": budget_met,
         "excluded_per_graph": kept,
-        "attempts": [asdict(a) for a in attempts],
+        "attempts": [a.model_dump() for a in attempts],
         "quantize_s": {k: round(s, 1) for k, s in seconds.items()},
     }

@@ -15,30 +15,47 @@ Every session here runs one thread: the scores do not depend on the machine's co
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+from pydantic import Field
 from tqdm import tqdm
 
 from pipeline.config import QuantizeParams
 from pipeline.errors import UserError
-from pipeline.fsutil import atomic_dir, write_json
+from pipeline.fsutil import atomic_dir
 from pipeline.layout import sensitivity_file
 from pipeline.providers import CPU_PROVIDER
 from pipeline.quant.calibration import CalibrationSet
+from pipeline.record import Record
 from pipeline.runtime.bundle import Bundle
 from pipeline.variants import GraphPlan, Grid, Precision
 from pipeline.workers import map_in_workers
 
 COMPUTE_OPS = ("MatMul", "Gemm", "Conv")
+
+
+class SensitivityRecord(Record):
+    """<grid>.json: per graph, each compute layer's output SNR (dB) with it alone rounded to
+    the grid, and how many feeds per graph measured it."""
+
+    grid: str  # the precision as Precision.describe() names it
+    snr_db: dict[str, dict[str, float]]
+    feeds: dict[str, Annotated[int, Field(ge=1)]]
+
+    @classmethod
+    def load(cls, root: Path, grid: str) -> SensitivityRecord:
+        return cls.read(Path(root) / sensitivity_file(grid))
+
+    def save(self, root: Path, grid: str) -> None:
+        self.write(Path(root) / sensitivity_file(grid))
 
 
 def compute_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
@@ -305,14 +322,11 @@ def run_sensitivity(
     with atomic_dir(Path(out_dir)) as scratch:
         for grid in grids:
             result = {model: scores[model][grid.precision] for model in scores}
-            write_json(
-                scratch / sensitivity_file(grid.name),
-                {
-                    "grid": grid.precision.describe(),
-                    "snr_db": result,
-                    "feeds": {k: len(v) for k, v in feeds.items()},
-                },
-            )
+            SensitivityRecord(
+                grid=grid.precision.describe(),
+                snr_db=result,
+                feeds={k: len(v) for k, v in feeds.items()},
+            ).save(scratch, grid.name)
             summary[grid.name] = {
                 model: min(layers, key=lambda n: layers[n]) for model, layers in result.items()
             }
@@ -326,7 +340,7 @@ def ranked_layers(sensitivity_dir: Path, plan: GraphPlan) -> dict[str, list[tupl
         raise UserError(
             f"{path}: no sensitivity for {plan.variant} (run `whisper-npu sensitivity` first)"
         )
-    scores = json.loads(path.read_text(encoding="utf-8"))["snr_db"]
+    scores = SensitivityRecord.load(sensitivity_dir, plan.quant.grid.name).snr_db
     return {
         model: sorted(layers.items(), key=lambda item: item[1]) for model, layers in scores.items()
     }

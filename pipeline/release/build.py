@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -32,14 +33,15 @@ from pipeline.fsutil import (
     check_output_dir,
     excerpt,
     read_json_object,
-    sha256_file,
     sha256_tree,
     write_json,
 )
 from pipeline.layout import BUNDLE_FILE, CARD_FILE, COMPILE_FILE, MODEL_CARD_FILE, NPU_DIR
+from pipeline.npu.compiled import CompileRecord, CompileReport, Forecast
+from pipeline.quant.manifest import CalibrationManifest
 from pipeline.release.card import render_model_card
 from pipeline.release.verify import compare
-from pipeline.runtime.bundle import Bundle
+from pipeline.runtime.bundle import Artifact, BundleRecord, Quantization
 from pipeline.runtime.whisper_io import GRAPHS
 from pipeline.variants import VARIANTS
 
@@ -54,30 +56,23 @@ def model_slug(source: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", tail).strip("-") or "model"
 
 
-def artifact_name(bundle_meta: dict[str, Any]) -> str:
+def artifact_name(record: BundleRecord) -> str:
     """The name the release has in dvc.yaml's `artifacts:` and in its git tags."""
-    source = str(bundle_meta.get("model", {}).get("source", "model"))
-    return f"whisper-{model_slug(source)}-{bundle_meta['variant']}"
+    return f"whisper-{model_slug(str(record.model.get('source', 'model')))}-{record.variant}"
 
 
-def _compiled(compiled_dir: Path, bundle: Bundle) -> dict[str, Any]:
-    """The compile record, checked to belong to this very bundle (not a stale compile)."""
-    path = Path(compiled_dir) / COMPILE_FILE
-    if not path.is_file():
+def _compiled(compiled_dir: Path, bundle_dir: Path) -> Artifact:
+    """The compiled directory, opened as the runtime opens it (its bundle of its variant, with
+    the very bundle.json it was compiled from), and checked to be `bundle_dir`'s."""
+    if not (compiled_dir / COMPILE_FILE).is_file():
         raise UserError(f"{compiled_dir}: no {COMPILE_FILE} (run `whisper-npu compile` first)")
-    compiled = read_json_object(path)
-    variant = bundle.meta["variant"]
-    if compiled.get("variant", variant) != variant:
+    artifact = Artifact.open(compiled_dir)
+    if artifact.bundle.root != bundle_dir.resolve():
         raise UserError(
-            f"{path}: compiled variant {excerpt(compiled['variant'])}, bundle is {variant!r}"
+            f"{compiled_dir / COMPILE_FILE}: compiled from {artifact.bundle.root}, "
+            f"not {bundle_dir}; compile this bundle again"
         )
-    expected = sha256_file(bundle.root / BUNDLE_FILE)
-    if compiled.get("bundle_sha256", expected) != expected:
-        raise UserError(
-            f"{path}: compiled from another {variant} bundle (bundle_sha256 differs); "
-            "compile this bundle again"
-        )
-    return compiled
+    return artifact
 
 
 def _bench(metrics_path: Path, variant: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -94,93 +89,84 @@ def _bench(metrics_path: Path, variant: str) -> tuple[dict[str, Any] | None, str
     return row, None
 
 
-def _outside(entries: list[Any] | None) -> list[Any]:
-    """Op types outside the NPU table with their counts; the node names stay in npu/."""
-    return [
-        {"op_type": e.get("op_type"), "count": e.get("count")} if isinstance(e, dict) else e
-        for e in entries or []
-    ]
-
-
-def _forecast(compiled: dict[str, Any]) -> dict[str, Any] | None:
-    forecast = compiled.get("forecast")
-    if not forecast:
-        return None
+def _forecast(forecast: Forecast) -> dict[str, Any]:
+    """Per graph the placement figures; op types outside the NPU table with their counts (the
+    node names stay in npu/)."""
     summary: dict[str, Any] = {}
     for graph in GRAPHS:
-        found = forecast.get(graph) or {}
-        summary[graph] = {key: found.get(key) for key in FORECAST_KEYS}
-        summary[graph]["outside_table"] = _outside(found.get("outside_table"))
-    summary["dispatches_per_window"] = forecast.get("dispatches_per_window")
-    summary["clean"] = forecast.get("clean")
+        found = forecast.graph(graph)
+        summary[graph] = {key: getattr(found, key) for key in FORECAST_KEYS}
+        summary[graph]["outside_table"] = [
+            {"op_type": row.op_type, "count": row.count} for row in found.outside_table
+        ]
+    summary["dispatches_per_window"] = forecast.dispatches_per_window
+    summary["clean"] = forecast.clean
     return summary
 
 
-def _compile_section(compiled: dict[str, Any]) -> dict[str, Any]:
+def _compile_section(report: CompileReport) -> dict[str, Any]:
     return {
-        "target": compiled.get("target"),
-        "ryzen_ai_version": compiled.get("ryzen_ai_version"),
-        "ops_table": compiled.get("ops_table"),
-        "ep_available": compiled.get("ep_available"),
-        "ep_partition_report": compiled.get("report") is not None,
-        "forecast": _forecast(compiled),
+        "target": report.target,
+        "ryzen_ai_version": report.ryzen_ai_version,
+        "ops_table": report.ops_table.model_dump(),
+        "ep_available": report.ep_available,
+        "ep_partition_report": report.report is not None,
+        "forecast": _forecast(report.forecast),
     }
 
 
-def _calibration_identity(manifest: dict[str, Any]) -> dict[str, Any]:
+def _calibration_identity(manifest: CalibrationManifest) -> dict[str, Any]:
     """The calibration set as the quantize stage recorded it: which clips, recorded through
     which fp32 bundle; the sha256 of its canonical JSON names the set in one string."""
-    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(
+        manifest.model_dump(exclude_unset=True), sort_keys=True, separators=(",", ":")
+    )
     return {
         "manifest_sha256": hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
-        "fp32_bundle_sha256": manifest.get("bundle_sha256"),
-        "clips": len(manifest.get("calibration_clips", [])),
-        "holdout_clips": len(manifest.get("holdout_clips", [])),
-        "decoder_steps": manifest.get("decoder_steps"),
+        "fp32_bundle_sha256": manifest.bundle_sha256,
+        "clips": len(manifest.calibration_clips),
+        "holdout_clips": len(manifest.holdout_clips),
+        "decoder_steps": manifest.decoder_steps,
     }
 
 
-def _quantization_section(meta: dict[str, Any]) -> dict[str, Any] | None:
-    q = meta.get("quantization")
+CARD_QUANTIZATION_KEYS = {
+    "backend",
+    "backend_version",
+    "grid",
+    "decoder_variant",
+    "op_types",
+    "max_wer_delta",
+    "fp32_holdout_wer",
+    "holdout_wer",
+    "holdout_words",
+    "holdout_wer_se",
+    "budget_met",
+}
+
+
+def _quantization_section(q: Quantization | None) -> dict[str, Any] | None:
     if q is None:
         return None
-    sensitivity = q.get("sensitivity_db", {})
-    attempts = q.get("attempts", [])
     return {
-        **{
-            key: q.get(key)
-            for key in (
-                "backend",
-                "backend_version",
-                "grid",
-                "decoder_variant",
-                "op_types",
-                "max_wer_delta",
-                "fp32_holdout_wer",
-                "holdout_wer",
-                "holdout_words",
-                "holdout_wer_se",
-            )
-        },
-        # Bundles from before the budget could be missed always met it.
-        "budget_met": q.get("budget_met", True),
+        **q.model_dump(include=CARD_QUANTIZATION_KEYS),
         "excluded": {
             graph: [
-                {"node": node, "snr_db": sensitivity.get(graph, {}).get(node)}
-                for node in q.get("excluded", {}).get(graph, [])
+                {"node": node, "snr_db": q.sensitivity_db.get(graph, {}).get(node)}
+                for node in q.excluded.get(graph, [])
             ]
             for graph in GRAPHS
         },
-        "attempts": attempts,
-        "calibration": _calibration_identity(q.get("calibration", {})),
+        "attempts": [attempt.model_dump() for attempt in q.attempts],
+        "calibration": _calibration_identity(q.calibration),
     }
 
 
-def _versions(meta: dict[str, Any], compiled: dict[str, Any]) -> dict[str, Any]:
-    found: dict[str, Any] = dict(meta.get("versions", {}))
-    if meta.get("quantization"):
-        found[meta["quantization"]["backend"]] = meta["quantization"].get("backend_version")
-    found["ryzen_ai"] = compiled.get("ryzen_ai_version")
+def _versions(record: BundleRecord, report: CompileReport) -> dict[str, Any]:
+    found: dict[str, Any] = dict(record.versions)
+    if record.quantization:
+        found[record.quantization.backend] = record.quantization.backend_version
+    found["ryzen_ai"] = report.ryzen_ai_version
     try:
         found["whisper-npu"] = version("whisper-npu")
     except PackageNotFoundError:
@@ -188,52 +174,46 @@ def _versions(meta: dict[str, Any], compiled: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-def _notes(meta: dict[str, Any], compiled: dict[str, Any], bench_note: str | None) -> list[str]:
+def _notes(record: BundleRecord, report: CompileReport, bench_note: str | None) -> list[str]:
     notes = [bench_note] if bench_note else []
-    q = meta.get("quantization")
-    if q and not q.get("budget_met", True):
+    q = record.quantization
+    if q and not q.budget_met:
         notes.append(
-            f"WER budget not met: held-back WER {q['holdout_wer']:.2%} against fp32 "
-            f"{q['fp32_holdout_wer']:.2%}, more than +{q['max_wer_delta']} points even with "
-            f"{len(q['excluded']['encoder'])} layers per graph kept float"
+            f"WER budget not met: held-back WER {q.holdout_wer:.2%} against fp32 "
+            f"{q.fp32_holdout_wer:.2%}, more than +{q.max_wer_delta} points even with "
+            f"{len(q.excluded['encoder'])} layers per graph kept float"
         )
-    if compiled.get("ep_available") is False:
+    if not report.ep_available:
         notes.append(
             "compiled without the VitisAI execution provider: npu/ holds the provider options "
             "and a partition forecast, not an NPU compile; the runtime uses the CPU until the "
             "EP is installed"
         )
-    if not compiled.get("forecast"):
-        notes.append(f"no partition forecast in {COMPILE_FILE}")
     return notes
 
 
 def build_card(
-    bundle: Bundle,
-    compiled: dict[str, Any],
+    artifact: Artifact,
     metrics: dict[str, Any] | None,
     notes: list[str],
     files: dict[str, str],
 ) -> dict[str, Any]:
-    meta = bundle.meta
+    record = artifact.bundle.record
+    assert artifact.record is not None
+    report = artifact.record.report
     return {
         "format": 1,
-        "artifact": artifact_name(meta),
-        "variant": meta["variant"],
-        "variant_description": VARIANTS[meta["variant"]].description,
-        "target": compiled.get("target"),
-        "model": meta.get("model"),
-        "export": {
-            "opset": meta.get("opset"),
-            "dims": meta.get("dims"),
-            "custom_ops": meta.get("custom_ops"),
-            "parity": meta.get("parity"),
-        },
-        "quantization": _quantization_section(meta),
-        "compile": _compile_section(compiled),
+        "artifact": artifact_name(record),
+        "variant": record.variant,
+        "variant_description": VARIANTS[record.variant].description,
+        "target": report.target,
+        "model": record.model,
+        "export": record.model_dump(include={"opset", "dims", "custom_ops", "parity"}),
+        "quantization": _quantization_section(record.quantization),
+        "compile": _compile_section(report),
         "metrics": metrics,
-        "versions": _versions(meta, compiled),
-        "sources": {"bundle_sha256": sha256_file(bundle.root / BUNDLE_FILE)},
+        "versions": _versions(record, report),
+        "sources": {"bundle_sha256": artifact.bundle.sha256()},
         "notes": notes,
         "files": files,
     }
@@ -250,8 +230,8 @@ def _copy_compiled(compiled_dir: Path, npu_dir: Path) -> None:
     """The compiled files under npu/, with the compile record's bundle path pointing at the
     release's own bundle files (`..`), so npu/ alone also opens as a compiled artifact."""
     _copy_files(compiled_dir, artifact_files(compiled_dir), npu_dir)
-    compile_json = npu_dir / COMPILE_FILE
-    write_json(compile_json, {**read_json_object(compile_json), "bundle": ".."})
+    record = CompileRecord.load(npu_dir)
+    replace(record, report=record.report.but(bundle="..")).save(npu_dir)
 
 
 def build_release(
@@ -262,25 +242,23 @@ def build_release(
     for source in (Path(bundle_dir), Path(compiled_dir)):
         if source.is_dir():  # a link or special file is refused before any record is read
             artifact_files(source)
-    bundle = Bundle.load(Path(bundle_dir))
-    variant = bundle.meta.get("variant")
-    if not isinstance(variant, str) or variant not in VARIANTS:
-        raise UserError(f"{bundle.root}: unknown bundle variant {excerpt(variant)}")
-    compiled = _compiled(Path(compiled_dir), bundle)
-    metrics, bench_note = _bench(Path(metrics_path), variant)
+    artifact = _compiled(Path(compiled_dir), Path(bundle_dir))
+    bundle = artifact.bundle
+    assert artifact.record is not None
+    metrics, bench_note = _bench(Path(metrics_path), bundle.record.variant)
     with atomic_dir(Path(out_dir)) as scratch:
         top_level = [name for name in artifact_files(bundle.root) if "/" not in name]
         _copy_files(bundle.root, top_level, scratch)
         _copy_compiled(Path(compiled_dir), scratch / NPU_DIR)
         files = sha256_tree(scratch)
-        stale = compare(bundle.meta.get("files", {}), files, extras=False)
+        stale = compare(bundle.record.files or {}, files, extras=False)
         if stale:
             raise UserError(
                 f"{bundle_dir}: files differ from its {BUNDLE_FILE}: {stale.describe()}"
             )
         try:
-            notes = _notes(bundle.meta, compiled, bench_note)
-            card = build_card(bundle, compiled, metrics, notes, files)
+            notes = _notes(bundle.record, artifact.record.report, bench_note)
+            card = build_card(artifact, metrics, notes, files)
             model_card = render_model_card(card)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise UserError(

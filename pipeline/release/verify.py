@@ -14,6 +14,7 @@ from pathlib import Path
 from pipeline.errors import GateFailure, UserError
 from pipeline.fsutil import artifact_files, file_record, read_json_object, sha256_file
 from pipeline.layout import BUNDLE_FILE, CARD_FILE, MODEL_CARD_FILE, QUANTIZATION_REPORT_FILE
+from pipeline.runtime.bundle import BundleRecord
 
 # A record cannot contain its own hash, so these files are outside the record they belong to.
 CARD_METADATA = frozenset({CARD_FILE, MODEL_CARD_FILE})
@@ -68,6 +69,13 @@ def _record(path: Path) -> dict[str, str]:
     return file_record(path, record["files"])
 
 
+def _bundle_files(root: Path) -> dict[str, str]:
+    files = BundleRecord.load(root).files
+    if files is None:
+        raise UserError(f"{root / BUNDLE_FILE}: no sha256 record ('files') to verify against")
+    return files
+
+
 def verify_artifact(root: Path) -> str:
     """One line when every file matches; GateFailure (exit 1) naming each difference; UserError
     (exit 2) when `root` is neither a release (card.json) nor a bundle (bundle.json), or holds
@@ -82,7 +90,7 @@ def verify_artifact(root: Path) -> str:
         raise UserError(
             f"{root}: not a release or bundle directory (no {CARD_FILE} or {BUNDLE_FILE})"
         )
-    record = _record(primary)
+    record = _record(primary) if primary.name == CARD_FILE else _bundle_files(root)
     actual = {name: sha256_file(root / name) for name in names if name not in skip}
     differences = compare(record, actual)
     if differences:
@@ -90,7 +98,7 @@ def verify_artifact(root: Path) -> str:
     if primary.name == CARD_FILE and BUNDLE_FILE in names:
         # The bundle's own record travels inside the release: a card rewritten to match
         # replaced graphs still disagrees with it.
-        inner = compare(_record(root / BUNDLE_FILE), actual, extras=False)
+        inner = compare(_bundle_files(root), actual, extras=False)
         if inner:
             raise GateFailure(f"{root}: does not match {BUNDLE_FILE}: {inner.describe()}")
     return f"OK: {len(record)} files match {primary.name} in {root}"

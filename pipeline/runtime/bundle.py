@@ -7,70 +7,164 @@ release holds a bundle's files with the compiled ones under `npu/`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
+from pydantic import Field, JsonValue, field_validator
+
+from pipeline.config import Backend
 from pipeline.errors import UserError
-from pipeline.fsutil import file_record, read_json_object, sha256_file
+from pipeline.fsutil import sha256_file
 from pipeline.layout import (
     BUNDLE_FILE,
     COMPILE_FILE,
     MEL_FILTERS_FILE,
     NPU_DIR,
-    PROVIDER_OPTIONS_FILE,
     TOKENIZER_FILE,
     graph_file,
 )
 from pipeline.npu import vitisai
+from pipeline.npu.compiled import CompileRecord
 from pipeline.providers import VITISAI_PROVIDER
+from pipeline.quant.manifest import CalibrationManifest
+from pipeline.record import MemberName, Record, Sha256
 from pipeline.runtime.decoding import DecodingSpec
 from pipeline.runtime.whisper_io import GRAPHS, WhisperDims
+from pipeline.variants import Variant
+
+Count = Annotated[int, Field(ge=0)]
+TensorSpec = tuple[list[int], str]  # shape, dtype
+
+
+class GraphSummary(Record):
+    """What bundle.json records of a graph (graph_check's summary)."""
+
+    opset: int
+    op_counts: dict[str, Count]
+
+
+class Tolerance(Record):
+    cross_kv_atol: float
+    logits_atol: float
+
+
+class Parity(Record):
+    """The fp32 export's parity gate against PyTorch."""
+
+    cross_kv_max_abs_error: float
+    logits_max_abs_error: float
+    tensor_clips: Count
+    tolerance: Tolerance
+    transcript_clips: Count
+    transcripts_differing: list[JsonValue]
+
+
+class Attempt(Record):
+    """One rung of the quantize ladder as measured. An abandoned attempt's WER counts its errors
+    so far over all held-back words: a lower bound, since errors only accumulate."""
+
+    excluded_per_graph: Count
+    holdout_wer: float
+    wer_delta: float
+    complete: bool
+    passed: bool
+
+
+class Quantization(Record):
+    """How a quantized bundle was made and what it kept float to stay within its budget."""
+
+    backend: Backend
+    backend_version: str | None
+    grid: str
+    decoder_grid: str
+    decoder_variant: Variant
+    op_types: list[str]
+    max_wer_delta: float
+    budget_met: bool
+    fp32_holdout_wer: float
+    holdout_wer: float
+    holdout_words: Count
+    holdout_wer_se: float
+    holdout_clips: list[str]
+    excluded: dict[str, list[str]]
+    sensitivity_db: dict[str, dict[str, float]]
+    attempts: list[Attempt]
+    calibration: CalibrationManifest
+
+
+def _count(value: object, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+class BundleRecord(Record):
+    """bundle.json. `parity` is the fp32 export's alone, `quantization` and `custom_ops` a
+    quantized bundle's alone; `files` is set once every other file is written."""
+
+    format: int
+    variant: Variant
+    model: dict[str, JsonValue]  # the model stage's source.json, as it was
+    opset: int
+    dims: WhisperDims
+    io: dict[str, dict[str, dict[str, TensorSpec]]]
+    decoding: DecodingSpec
+    graphs: dict[str, GraphSummary]
+    versions: dict[str, str]
+    custom_ops: str | None = None
+    parity: Parity | None = None
+    quantization: Quantization | None = None
+    files: dict[MemberName, Sha256] | None = None
+
+    # Before pydantic's own checks, which would take "80" or true for an integer.
+    @field_validator("dims", mode="before")
+    @classmethod
+    def _positive_dims(cls, dims: object) -> object:
+        if isinstance(dims, dict) and not all(_count(value, 1) for value in dims.values()):
+            raise ValueError("dims must be positive integers")
+        return dims
+
+    @field_validator("decoding", mode="before")
+    @classmethod
+    def _token_ids(cls, decoding: object) -> object:
+        if isinstance(decoding, dict):
+            values = [v for v in decoding.values() if v is not None]
+            numbers = [n for v in values for n in (v if isinstance(v, list) else [v])]
+            if not all(_count(value, 0) for value in numbers):
+                raise ValueError("token ids and lengths must be non-negative integers")
+        return decoding
+
+    @property
+    def budget_met(self) -> bool:
+        """Whether quantizing kept the held-back WER budget (fp32: nothing to meet)."""
+        return self.quantization is None or self.quantization.budget_met
+
+    @classmethod
+    def load(cls, root: Path) -> BundleRecord:
+        return cls.read(Path(root) / BUNDLE_FILE)
+
+    def save(self, root: Path) -> None:
+        self.write(Path(root) / BUNDLE_FILE)
 
 
 @dataclass(frozen=True)
 class Bundle:
     root: Path
-    meta: dict[str, Any]
-    dims: WhisperDims
-    decoding: DecodingSpec
+    record: BundleRecord
 
     @classmethod
     def load(cls, root: Path) -> Bundle:
         root = Path(root)
-        meta_file = root / BUNDLE_FILE
-        if not meta_file.is_file():
+        if not (root / BUNDLE_FILE).is_file():
             raise UserError(f"{root}: not a whisper-npu bundle (no {BUNDLE_FILE})")
-        meta = read_json_object(meta_file)
+        record = BundleRecord.load(root)
         for name in (*map(graph_file, GRAPHS), TOKENIZER_FILE, MEL_FILTERS_FILE):
             if not (root / name).is_file():
                 raise UserError(f"{root}: bundle is missing {name}")
-        try:
-            dims = WhisperDims(**meta["dims"])
-            decoding = DecodingSpec.from_json(meta["decoding"])
-        except (KeyError, TypeError, ValueError) as exc:
-            reason = f"{type(exc).__name__}: {exc}"[:120]
-            raise UserError(f"{meta_file}: not a bundle record ({reason})") from None
-        numbers = [
-            *decoding.prefix,
-            *decoding.suppress_tokens,
-            *decoding.begin_suppress_tokens,
-            decoding.eot,
-            decoding.no_timestamps,
-            decoding.max_length,
-            decoding.max_initial_timestamp_index or 0,
-        ]
-        if not all(_count(v, 1) for v in vars(dims).values()) or not all(
-            _count(v, 0) for v in numbers
-        ):
-            raise UserError(f"{meta_file}: dims and decoding must hold non-negative integers")
-        if "files" in meta:
-            file_record(meta_file, meta["files"])
-        return cls(root, meta, dims, decoding)
+        return cls(root, record)
 
-
-def _count(value: object, least: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+    def sha256(self) -> str:
+        """The fingerprint a compile record and a calibration manifest name this bundle by."""
+        return sha256_file(self.root / BUNDLE_FILE)
 
 
 @dataclass(frozen=True)
@@ -79,23 +173,30 @@ class Artifact:
 
     bundle: Bundle
     compiled: Path | None = None
-    record: dict[str, Any] = field(default_factory=dict)
+    record: CompileRecord | None = None
 
     @classmethod
     def open(cls, path: Path) -> Artifact:
+        """The one way a compiled directory or release is opened: its record must point at a
+        bundle of its variant whose bundle.json is the very one it was compiled from."""
+        path = Path(path)
         if (path / NPU_DIR / COMPILE_FILE).is_file():
             path = path / NPU_DIR
         if not (path / COMPILE_FILE).is_file():
             return cls(Bundle.load(path))
-        record = read_json_object(path / COMPILE_FILE)
-        if not isinstance(record.get("bundle"), str):
-            raise UserError(f"{path / COMPILE_FILE}: names no bundle")
+        record = CompileRecord.load(path)
+        source = path / COMPILE_FILE
         try:
-            bundle_root = (path / record["bundle"]).resolve()
+            bundle_root = (path / record.report.bundle).resolve()
         except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
-            raise UserError(f"{path / COMPILE_FILE}: bundle {record['bundle']!r}: {exc}") from None
+            raise UserError(f"{source}: bundle {record.report.bundle!r}: {exc}") from None
         bundle = Bundle.load(bundle_root)
-        if sha256_file(bundle.root / BUNDLE_FILE) != record.get("bundle_sha256"):
+        if record.report.variant != bundle.record.variant:
+            raise UserError(
+                f"{source}: compiled variant {record.report.variant}, "
+                f"{bundle.root} is {bundle.record.variant}"
+            )
+        if bundle.sha256() != record.report.bundle_sha256:
             raise UserError(
                 f"{path}: compiled from another {BUNDLE_FILE} than {bundle.root}'s; "
                 "compile that bundle again"
@@ -105,22 +206,17 @@ class Artifact:
     def cpu_reason(self) -> str | None:
         """Why this compiled artifact cannot use the NPU here; None when it can or is no
         compiled artifact."""
-        if self.compiled is None:
+        if self.record is None:
             return None
-        forecast = self.record.get("forecast")
-        no_npu = forecast.get("no_npu_reason") if isinstance(forecast, dict) else None
-        if no_npu:
-            return str(no_npu)
+        if self.record.report.forecast.no_npu_reason:
+            return self.record.report.forecast.no_npu_reason
         if not vitisai.ep_available():
             return f"{VITISAI_PROVIDER} not available"
         return None
 
     def options(self) -> dict[str, dict[str, str]]:
-        assert self.compiled is not None
-        source = self.compiled / PROVIDER_OPTIONS_FILE
-        stored = read_json_object(source)
-        if not all(isinstance(stored.get(name), dict) for name in GRAPHS):
-            raise UserError(f"{source}: expected options for each of {', '.join(GRAPHS)}")
+        assert self.compiled is not None and self.record is not None
+        stored = self.record.options.graphs()
         return {name: vitisai.resolve_options(stored[name], self.compiled) for name in GRAPHS}
 
     def context_models(self) -> dict[str, Path]:

@@ -73,7 +73,7 @@ class OrtRunner:
     graph_options: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        dims = self.bundle.dims
+        dims = self.bundle.record.dims
         self.encoder, self.decoder = (self._session(name) for name in GRAPHS)
         zeros = np.zeros
         self.buffers: dict[str, np.ndarray] = {
@@ -99,14 +99,14 @@ class OrtRunner:
         try:
             session = ort.InferenceSession(
                 str(path),
-                session_options(self.threads, self.bundle.meta.get("custom_ops")),
+                session_options(self.threads, self.bundle.record.custom_ops),
                 providers=self.providers,
                 provider_options=self.graph_options.get(name),
             )
         except Exception as exc:  # ORT's own exception types derive from Exception only
             reason = (str(exc).strip() or type(exc).__name__).splitlines()[0][:200]
             raise UserError(f"{path}: not a loadable ONNX graph ({reason})") from None
-        contract = getattr(self.bundle.dims, f"{name}_io")()
+        contract = getattr(self.bundle.record.dims, f"{name}_io")()
         for kind, nodes in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
             found = {node.name: list(node.shape) for node in nodes}
             expected = {tensor: shape for tensor, (shape, _) in contract[kind].items()}
@@ -169,7 +169,7 @@ def _mel_filters(bundle: Bundle) -> np.ndarray:
         filters: np.ndarray = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise UserError(f"{path}: not a numpy array file ({str(exc)[:120]})") from None
-    shape = (N_FFT // 2 + 1, bundle.dims.n_mels)
+    shape = (N_FFT // 2 + 1, bundle.record.dims.n_mels)
     if filters.shape != shape or filters.dtype.kind != "f" or not np.isfinite(filters).all():
         raise UserError(f"{path}: expected finite floats of shape {shape}, got {filters.shape}")
     return filters
@@ -228,12 +228,12 @@ class Transcriber:
         return cls(bundle, OrtRunner(bundle, providers or [CPU_PROVIDER], threads))
 
     def text(self, tokens: list[int]) -> str:
-        words = [t for t in tokens if t < self.bundle.decoding.eot]
+        words = [t for t in tokens if t < self.bundle.record.decoding.eot]
         text: str = self.tokenizer.decode(words, skip_special_tokens=True)
         return text.strip()
 
     def transcribe(self, samples: np.ndarray) -> Transcription:
-        spec = self.bundle.decoding
+        spec = self.bundle.record.decoding
         if samples.size > WINDOW_SAMPLES:
             tokens = decode_long_form(
                 self.runner, spec, log_mel(samples, self.mel_filters, pad_to_window=False)
