@@ -25,6 +25,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from pipeline.bench.metrics import BenchMetrics, BenchRow
 from pipeline.errors import UserError
 from pipeline.fsutil import (
     artifact_files,
@@ -37,7 +38,7 @@ from pipeline.fsutil import (
     write_json,
 )
 from pipeline.layout import BUNDLE_FILE, CARD_FILE, COMPILE_FILE, MODEL_CARD_FILE, NPU_DIR
-from pipeline.release.card import render_model_card
+from pipeline.release.card import Card, Sources, render_model_card
 from pipeline.release.verify import compare
 from pipeline.runtime.bundle import Bundle
 from pipeline.runtime.whisper_io import GRAPHS
@@ -80,17 +81,14 @@ def _compiled(compiled_dir: Path, bundle: Bundle) -> dict[str, Any]:
     return compiled
 
 
-def _bench(metrics_path: Path, variant: str) -> tuple[dict[str, Any] | None, str | None]:
+def _bench(metrics_path: Path, variant: str) -> tuple[BenchRow | None, str | None]:
     """This variant's row of bench.json, or None and the reason for the card's notes."""
     path = Path(metrics_path)
     if not os.path.lexists(path):
         return None, f"no bench metrics yet ({path.name} does not exist; run the bench stage)"
-    bench = read_json_object(path, what="metrics file", expected="a mapping of variant to metrics")
-    row = bench.get(variant)
-    if not row:
+    row = BenchMetrics.load(path).variants.get(variant)
+    if row is None:
         return None, f"no bench metrics yet for {variant} ({path.name} has no entry for it)"
-    if not isinstance(row, dict):
-        raise UserError(f"{path}: {variant}: expected an object of metrics, got {excerpt(row)}")
     return row, None
 
 
@@ -211,32 +209,32 @@ def _notes(meta: dict[str, Any], compiled: dict[str, Any], bench_note: str | Non
 def build_card(
     bundle: Bundle,
     compiled: dict[str, Any],
-    metrics: dict[str, Any] | None,
+    metrics: BenchRow | None,
     notes: list[str],
     files: dict[str, str],
-) -> dict[str, Any]:
+) -> Card:
     meta = bundle.meta
-    return {
-        "format": 1,
-        "artifact": artifact_name(meta),
-        "variant": meta["variant"],
-        "variant_description": VARIANTS[meta["variant"]].description,
-        "target": compiled.get("target"),
-        "model": meta.get("model"),
-        "export": {
+    return Card(
+        format=1,
+        artifact=artifact_name(meta),
+        variant=meta["variant"],
+        variant_description=VARIANTS[meta["variant"]].description,
+        target=compiled.get("target"),
+        model=meta.get("model"),
+        export={
             "opset": meta.get("opset"),
             "dims": meta.get("dims"),
             "custom_ops": meta.get("custom_ops"),
             "parity": meta.get("parity"),
         },
-        "quantization": _quantization_section(meta),
-        "compile": _compile_section(compiled),
-        "metrics": metrics,
-        "versions": _versions(meta, compiled),
-        "sources": {"bundle_sha256": sha256_file(bundle.root / BUNDLE_FILE)},
-        "notes": notes,
-        "files": files,
-    }
+        quantization=_quantization_section(meta),
+        compile=_compile_section(compiled),
+        metrics=metrics,
+        versions=_versions(meta, compiled),
+        sources=Sources(bundle_sha256=sha256_file(bundle.root / BUNDLE_FILE)),
+        notes=notes,
+        files=files,
+    )
 
 
 def _copy_files(source: Path, names: list[str], target: Path) -> None:
@@ -282,11 +280,11 @@ def build_release(
             notes = _notes(bundle.meta, compiled, bench_note)
             card = build_card(bundle, compiled, metrics, notes, files)
             model_card = render_model_card(card)
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:  # ValidationError too
             raise UserError(
                 f"{bundle.root / BUNDLE_FILE} or {Path(compiled_dir) / COMPILE_FILE}: "
                 f"a field has an unexpected type or is missing ({type(exc).__name__}: {exc})"[:300]
             ) from None
-        write_json(scratch / CARD_FILE, card)
+        card.save(scratch / CARD_FILE)
         (scratch / MODEL_CARD_FILE).write_text(model_card, encoding="utf-8")
-    return {"artifact": card["artifact"], "files": len(files), "notes": card["notes"]}
+    return {"artifact": card.artifact, "files": len(files), "notes": card.notes}
