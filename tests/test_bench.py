@@ -11,6 +11,7 @@ import pytest
 
 import pipeline.bench.worker
 from pipeline.bench.engines import TimingRunner
+from pipeline.bench.metrics import BenchRow, RunInfo
 from pipeline.bench.plots import write_plots
 from pipeline.bench.records import EngineSpec, EvalClips, Sample
 from pipeline.bench.run import BenchPaths, known_transcripts, measure, run_bench
@@ -226,16 +227,16 @@ def test_a_worker_that_cannot_open_its_engine_is_one_line_of_bad_input(tmp_path)
 
 def test_plots_write_data_and_pngs(tmp_path):
     figures = {
-        BASELINE: {"wer": 0.026, "e2e_ms_p50": 400.0, "speedup_vs_fp32": 1.0},
-        "a16w8": {"wer": 0.031, "e2e_ms_p50": 120.0, "speedup_vs_fp32": 3.3},
-        "transformers": {"wer": 0.026, "e2e_ms_p50": 900.0, "speedup_vs_fp32": 0.44},
+        BASELINE: BenchRow(wer=0.026, e2e_ms_p50=400.0, speedup_vs_fp32=1.0),
+        "a16w8": BenchRow(wer=0.031, e2e_ms_p50=120.0, speedup_vs_fp32=3.3),
+        "transformers": BenchRow(wer=0.026, e2e_ms_p50=900.0, speedup_vs_fp32=0.44),
     }
     positions = {BASELINE: {0: 5.0, 1: 4.0, 2: 4.5}, "a16w8": {0: 2.0, 1: 2.1}}
     split = {
         BASELINE: {"encoder": 200.0, "decoder": 180.0, "other": 20.0},
         "a16w8": {"encoder": 60.0, "decoder": 50.0, "other": 10.0},
     }
-    run = {"cpu": {"model": "test"}, "threads": 2, "clips": {"latency": [1, 2], "repeats": 3}}
+    run = RunInfo.read(Path(__file__).parent / "data" / "run.json")
     write_plots(tmp_path, figures, positions, split, run)
     for name in ("wer_vs_latency", "decoder_by_position", "time_split"):
         assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
@@ -356,7 +357,7 @@ def test_bench_on_the_real_fp32_bundle(
     result = run_bench(["fp32", "a16w8"], params, paths)
 
     metrics = json.loads(out.read_text())
-    assert metrics == result.metrics
+    assert metrics == result.metrics.to_json()
     fp32, copy = metrics["fp32"], metrics["a16w8"]
     assert copy["wer"] == fp32["wer"] and copy["wer_long"] == fp32["wer_long"]
     assert fp32["wer"] < 0.1 and fp32["speedup_vs_fp32"] == 1.0

@@ -140,7 +140,7 @@ def release_inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
     bundle = fake_bundle(tmp_path / "bundles" / "a16w8")
     compiled = fake_compiled(tmp_path / "compiled" / "a16w8", bundle)
     metrics = tmp_path / "bench.json"
-    metrics.write_text(json.dumps({"a16w8": {"wer": 0.03}}))
+    metrics.write_text(json.dumps({"a16w8": {"wer": 0.03, "speedup_vs_fp32": 1.0}}))
     return bundle, compiled, metrics
 
 

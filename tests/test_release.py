@@ -151,7 +151,9 @@ def inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
     compiled = fake_compiled(tmp_path / "compiled" / "a16w8", bundle)
     metrics = tmp_path / "metrics" / "bench.json"
     metrics.parent.mkdir()
-    metrics.write_text(json.dumps({"a16w8": {"wer": 0.03, "e2e_ms_p50": 410.5}}))
+    metrics.write_text(
+        json.dumps({"a16w8": {"wer": 0.03, "e2e_ms_p50": 410.5, "speedup_vs_fp32": 1.5}})
+    )
     return bundle, compiled, metrics
 
 
@@ -194,7 +196,7 @@ def test_release_layout_card_and_verify(inputs, tmp_path: Path) -> None:
     }
     assert card["files"] == expected_files
     assert card["target"] == "stx"
-    assert card["metrics"] == {"wer": 0.03, "e2e_ms_p50": 410.5}
+    assert card["metrics"] == {"wer": 0.03, "e2e_ms_p50": 410.5, "speedup_vs_fp32": 1.5}
     assert card["quantization"]["excluded"]["encoder"] == [{"node": "/enc/MatMul", "snr_db": 31.5}]
     assert card["quantization"]["holdout_wer"] == 0.015
     assert card["quantization"]["budget_met"] is True
@@ -252,7 +254,7 @@ def test_calibration_identity_follows_the_manifest(inputs, tmp_path: Path) -> No
     assert (one["clips"], two["clips"]) == (2, 3)
 
 
-@pytest.mark.parametrize("bench", [None, {"fp32": {"wer": 0.02}}])
+@pytest.mark.parametrize("bench", [None, {"fp32": {"wer": 0.02, "speedup_vs_fp32": 1.0}}])
 def test_missing_bench_metrics_are_a_note_not_a_guess(inputs, tmp_path: Path, bench) -> None:
     bundle, compiled, metrics = inputs
     if bench is None:
@@ -407,7 +409,9 @@ def test_artifact_name_matches_registry_names() -> None:
 
 
 def test_card_shows_wer_delta_in_points_not_percent():
-    from pipeline.release.card import _metric
+    from pipeline.bench.metrics import BenchRow
 
-    assert _metric("wer", 0.0306) == "3.06%"
-    assert _metric("wer_delta_vs_fp32", 0.454) == "+0.45 points"
+    row = BenchRow(wer=0.0306, wer_delta_vs_fp32=0.454, speedup_vs_fp32=1.0)
+    shown = {name: unit.show(value) for name, value, unit in row.figures()}
+    assert shown["wer"] == "3.06%"
+    assert shown["wer_delta_vs_fp32"] == "+0.45 points"

@@ -61,6 +61,8 @@ def run_info(
     clips: EvalClips,
     params: BenchParams,
 ) -> dict[str, Any]:
+    """run.json's fields (pipeline.bench.metrics.RunInfo) but the wall time, which only the
+    end of the bench knows."""
     from pipeline.runtime.whisper_io import CHUNK_SECONDS
 
     latency_ids = sorted({clips.ids[s.clip] for s in measured.latency[BASELINE]})

@@ -10,49 +10,12 @@ points. Peers are context, not gated.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from pipeline.bench.records import MACHINE, NOT_VARIANTS
+from pipeline.bench.metrics import BenchMetrics
 from pipeline.config import GateParams
 from pipeline.errors import GateFailure, UserError
-from pipeline.fsutil import read_json_object
-
-GATED = ("wer", "speedup_vs_fp32")
-
-
-@dataclass(frozen=True)
-class BenchRun:
-    """A bench.json as the gate reads it."""
-
-    variants: dict[str, dict[str, float]]
-    cpu: str | None  # the CPU it was measured on; None for files from before it was recorded
-
-
-def load_metrics(path: Path) -> BenchRun:
-    """bench.json's variants, each with a numeric WER and speedup; anything else is bad input."""
-    path = Path(path)
-    raw = read_json_object(path, what="metrics file", expected="an object of variants")
-    variants = {name: value for name, value in raw.items() if name not in NOT_VARIANTS}
-    for name, figures in variants.items():
-        for key in GATED:
-            value = figures.get(key) if isinstance(figures, dict) else None
-            if not _is_valid(key, value):
-                raise UserError(f"{path}: {name[:80]}.{key} is missing or not a valid number")
-    if not variants:
-        raise UserError(f"{path}: no variants")
-    machine = raw.get(MACHINE)
-    cpu = machine.get("cpu") if isinstance(machine, dict) else None
-    return BenchRun(variants, cpu if isinstance(cpu, str) else None)
-
-
-def _is_valid(key: str, value: Any) -> bool:
-    """A finite number (not a bool); a speedup must also be positive to be inverted."""
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-        return False
-    return value > 0 if key == "speedup_vs_fp32" else True
 
 
 @dataclass(frozen=True)
@@ -86,29 +49,30 @@ class Comparison:
         return found
 
 
-def latency_limit(baseline: BenchRun, current: BenchRun, gate: GateParams) -> float:
+def latency_limit(baseline: BenchMetrics, current: BenchMetrics, gate: GateParams) -> float:
     """The same-CPU limit, unless both runs name their CPUs and the names differ."""
     other = baseline.cpu is not None and current.cpu is not None and baseline.cpu != current.cpu
     return gate.max_latency_increase_other_cpu if other else gate.max_latency_increase
 
 
-def compare(baseline: BenchRun, current: BenchRun, gate: GateParams) -> list[Comparison]:
-    """One comparison per baseline variant (the current run has them all)."""
+def compare(baseline: BenchMetrics, current: BenchMetrics, gate: GateParams) -> list[Comparison]:
+    """One comparison per baseline variant (the current run has them all). Both files were
+    validated on load: every WER and speedup is a finite number, every speedup positive."""
     limit = latency_limit(baseline, current, gate)
     return [
         Comparison(
             name,
-            (figures["wer"], current.variants[name]["wer"]),
-            (1 / figures["speedup_vs_fp32"], 1 / current.variants[name]["speedup_vs_fp32"]),
+            (row.wer, current.variants[name].wer),
+            (1 / row.speedup_vs_fp32, 1 / current.variants[name].speedup_vs_fp32),
             gate.max_wer_increase,
             limit,
         )
-        for name, figures in baseline.variants.items()
+        for name, row in baseline.variants.items()
     ]
 
 
 def format_comparisons(
-    comparisons: list[Comparison], new: list[str], baseline: BenchRun, current: BenchRun
+    comparisons: list[Comparison], new: list[str], baseline: BenchMetrics, current: BenchMetrics
 ) -> str:
     limit = comparisons[0].max_latency_increase if comparisons else 0.0
     machines = (
@@ -128,7 +92,7 @@ def format_comparisons(
     lines = [thresholds, header]
     for c in comparisons:
         verdict = "REGRESSED: " + "; ".join(c.failures) if c.failures else "ok"
-        if current.variants[c.variant].get("budget_met") == 0:
+        if current.variants[c.variant].budget_met == 0:
             verdict += " (quantized outside its held-back WER budget)"
         lines.append(
             f"{c.variant:<12}{100 * c.wer[0]:>9.2f}%{100 * c.wer[1]:>8.2f}%"
@@ -141,7 +105,7 @@ def format_comparisons(
 
 def check(baseline_file: Path, current_file: Path, gate: GateParams) -> int:
     """Print the comparison table; exit 0 when every variant holds, GateFailure (1) otherwise."""
-    baseline, current = load_metrics(baseline_file), load_metrics(current_file)
+    baseline, current = BenchMetrics.read(baseline_file), BenchMetrics.read(current_file)
     missing = [name for name in baseline.variants if name not in current.variants]
     if missing:
         raise UserError(

@@ -8,7 +8,7 @@ and where does a clip's time go (`time_split`).
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
+from pipeline.bench.metrics import BenchRow, RunInfo
 from pipeline.bench.records import PEERS
 from pipeline.variants import BASELINE
 
@@ -46,12 +47,11 @@ def _colours(names: Sequence[str]) -> dict[str, Any]:
     return {name: palette(i % palette.N) for i, name in enumerate(names)}
 
 
-def _subtitle(run: dict[str, Any]) -> str:
-    clips = run["clips"]
-    threads = run["threads"] or "ORT default"
+def _subtitle(run: RunInfo) -> str:
+    threads = run.threads or "ORT default"
     return (
-        f"{run['cpu']['model']}, threads {threads}; latency: {len(clips['latency'])} clips x "
-        f"{clips['repeats']} repeats, engines interleaved"
+        f"{run.cpu.model}, threads {threads}; latency: {len(run.clips.latency)} clips x "
+        f"{run.clips.repeats} repeats, engines interleaved"
     )
 
 
@@ -62,21 +62,24 @@ def _save(figure: Figure, path: Path) -> None:
 
 
 def _wer_vs_latency(
-    out: Path, figures: dict[str, dict[str, float]], colours: dict[str, Any], run: dict[str, Any]
+    out: Path, figures: Mapping[str, BenchRow], colours: dict[str, Any], run: RunInfo
 ) -> None:
+    # Every engine the bench timed has a median latency; a row without one has no place here.
     rows = [
-        (name, m["e2e_ms_p50"], round(100 * m["wer"], 3), m["speedup_vs_fp32"])
+        (name, m.e2e_ms_p50, round(100 * m.wer, 3), m.speedup_vs_fp32)
         for name, m in figures.items()
+        if m.e2e_ms_p50 is not None
     ]
     _write_csv(
         out / "wer_vs_latency.csv", ("engine", "e2e_ms_p50", "wer_pct", "speedup_vs_fp32"), rows
     )
     figure, axes = plt.subplots(figsize=(9, 5.5))
     baseline = figures[BASELINE]
-    axes.axhline(100 * baseline["wer"], color="grey", linewidth=0.8, linestyle="--")
-    axes.axvline(baseline["e2e_ms_p50"], color="grey", linewidth=0.8, linestyle="--")
+    axes.axhline(100 * baseline.wer, color="grey", linewidth=0.8, linestyle="--")
+    if baseline.e2e_ms_p50 is not None:
+        axes.axvline(baseline.e2e_ms_p50, color="grey", linewidth=0.8, linestyle="--")
     for name, latency, wer, speedup in rows:
-        missed = figures[name].get("budget_met") == 0  # quantized outside its WER budget
+        missed = figures[name].budget_met == 0  # quantized outside its WER budget
         axes.scatter(
             latency,
             wer,
@@ -109,7 +112,7 @@ def _wer_vs_latency(
 
 
 def _decoder_by_position(
-    out: Path, positions: dict[str, dict[int, float]], colours: dict[str, Any], run: dict[str, Any]
+    out: Path, positions: dict[str, dict[int, float]], colours: dict[str, Any], run: RunInfo
 ) -> None:
     names = list(positions)
     shared = sorted(set.intersection(*(set(p) for p in positions.values()))) if names else []
@@ -143,7 +146,7 @@ def _bar_labels(axes: Axes, totals: Sequence[float]) -> None:
         axes.text(total, row, f" {total:.0f} ms", va="center", fontsize=8)
 
 
-def _time_split(out: Path, split: dict[str, dict[str, float]], run: dict[str, Any]) -> None:
+def _time_split(out: Path, split: dict[str, dict[str, float]], run: RunInfo) -> None:
     names = list(split)
     rows = [(f"{n} {part}", n, part, round(split[n][part], 3)) for n in names for part in PARTS]
     _write_csv(out / "time_split.csv", ("label", "engine", "part", "ms"), rows)
@@ -164,10 +167,10 @@ def _time_split(out: Path, split: dict[str, dict[str, float]], run: dict[str, An
 
 def write_plots(
     out: Path,
-    figures: dict[str, dict[str, float]],
+    figures: Mapping[str, BenchRow],
     positions: dict[str, dict[int, float]],
     split: dict[str, dict[str, float]],
-    run: dict[str, Any],
+    run: RunInfo,
 ) -> None:
     """CSV plot data and a PNG per question, in `out`."""
     colours = _colours(list(figures))

@@ -1,21 +1,20 @@
-"""What the bench's modules pass each other, and bench.json's names; imports only the standard
-library, because the worker process unpickles these records too."""
+"""What the bench's modules pass each other; imports only the standard library at run time,
+because the worker process unpickles these records too (bench.json and run.json are in
+pipeline.bench.metrics)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 if TYPE_CHECKING:
     import numpy as np
 
-PEERS = ("transformers", "faster_whisper")
-# bench.json's top-level keys that are not variants: the peers' rows (context, not gated) and
-# the machine it was measured on.
-PEERS_KEY = "peers"
-MACHINE = "machine"
-NOT_VARIANTS = (PEERS_KEY, MACHINE)
+    from pipeline.bench.metrics import BenchMetrics, RunInfo
+
+Peer = Literal["transformers", "faster_whisper"]
+PEERS: tuple[Peer, ...] = get_args(Peer)
 
 EngineKind = Literal["ours", "transformers", "faster_whisper"]
 
@@ -67,7 +66,7 @@ class Measurement:
 
 @dataclass(frozen=True)
 class BenchResult:
-    metrics: dict[str, Any]  # bench.json: numbers only
-    run: dict[str, Any]  # run.json: providers, threads, versions, clip counts
+    metrics: BenchMetrics
+    run: RunInfo
     positions: dict[str, dict[int, float]]
     split: dict[str, dict[str, float]]

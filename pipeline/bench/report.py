@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pipeline.bench.records import NOT_VARIANTS, PEERS, PEERS_KEY, BenchResult
+from pipeline.bench.records import PEERS, BenchResult
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -26,25 +26,19 @@ def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
 def format_table(result: BenchResult) -> str:
     """The scoreboard a person reads: time and WER against fp32 CPU and against each peer,
     then where the time and memory go."""
-    rows = {
-        **{k: v for k, v in result.metrics.items() if k not in NOT_VARIANTS},
-        **result.metrics.get(PEERS_KEY, {}),
-    }
-    engines, clips = result.run["engines"], result.run["clips"]
+    rows = result.metrics.engines()
+    engines, clips = result.run.engines, result.run.clips
     peers = [p for p in PEERS if p in rows]
     ratios = [
         [
             name,
-            engines[name]["provider"].replace("ExecutionProvider", ""),
-            _fmt(m["e2e_ms_p50"], ".0f"),
-            _fmt(m["speedup_vs_fp32"], ".2f", "x"),
-            *(_fmt(m.get(f"speedup_vs_{p}"), ".2f", "x") for p in peers),
-            _fmt(100 * m["wer"], ".2f"),
-            _fmt(m["wer_delta_vs_fp32"], "+.2f"),
-            *(
-                _fmt(None if p == name else 100 * (m["wer"] - rows[p]["wer"]), "+.2f")
-                for p in peers
-            ),
+            engines[name].provider.replace("ExecutionProvider", ""),
+            _fmt(m.e2e_ms_p50, ".0f"),
+            _fmt(m.speedup_vs_fp32, ".2f", "x"),
+            *(_fmt(m.speedup_vs(p), ".2f", "x") for p in peers),
+            _fmt(100 * m.wer, ".2f"),
+            _fmt(m.wer_delta_vs_fp32, "+.2f"),
+            *(_fmt(None if p == name else 100 * (m.wer - rows[p].wer), "+.2f") for p in peers),
         ]
         for name, m in rows.items()
     ]
@@ -61,17 +55,17 @@ def format_table(result: BenchResult) -> str:
     costs = [
         [
             name,
-            engines[name]["provider"].replace("ExecutionProvider", ""),
-            _fmt(m.get("encoder_ms_p50"), ".1f"),
-            _fmt(m.get("encoder_ms_p90"), ".1f"),
-            _fmt(m.get("decoder_ms_per_token_p50"), ".2f"),
-            _fmt(m.get("decoder_ms_per_token_p90"), ".2f"),
-            _fmt(m["e2e_ms_p90"], ".0f"),
-            _fmt(m["rtf"], ".3f"),
-            _fmt(m["tokens_per_s"], ".1f"),
-            _fmt(m["peak_rss_mb"], ".0f"),
-            _fmt(m["size_mb"], ".1f"),
-            _fmt(m["load_s"], ".2f"),
+            engines[name].provider.replace("ExecutionProvider", ""),
+            _fmt(m.encoder_ms_p50, ".1f"),
+            _fmt(m.encoder_ms_p90, ".1f"),
+            _fmt(m.decoder_ms_per_token_p50, ".2f"),
+            _fmt(m.decoder_ms_per_token_p90, ".2f"),
+            _fmt(m.e2e_ms_p90, ".0f"),
+            _fmt(m.rtf, ".3f"),
+            _fmt(m.tokens_per_s, ".1f"),
+            _fmt(m.peak_rss_mb, ".0f"),
+            _fmt(m.size_mb, ".1f"),
+            _fmt(m.load_s, ".2f"),
         ]
         for name, m in rows.items()
     ]
@@ -90,29 +84,29 @@ def format_table(result: BenchResult) -> str:
         "load s",
     ]
     notes = [
-        f"WER: {clips['eval']} eval clips ({clips['long_form']} long-form)"
+        f"WER: {clips.eval} eval clips ({clips.long_form} long-form)"
         + "".join(
-            f"; {name}: {e['transcripts']}"
+            f"; {name}: {e.transcripts}"
             for name, e in engines.items()
-            if e.get("transcripts", "").startswith("the reference")
+            if e.transcripts.startswith("the reference")
         )
         + ". Latency: "
-        f"{len(clips['latency'])} clips x {clips['repeats']} repeats after "
-        f"{clips['warmup_runs_per_engine']} warm-up run(s), engines interleaved, "
-        f"threads {result.run['threads'] or 'ORT default'}. Speed = median of per-clip time "
+        f"{len(clips.latency)} clips x {clips.repeats} repeats after "
+        f"{clips.warmup_runs_per_engine} warm-up run(s), engines interleaved, "
+        f"threads {result.run.threads or 'ORT default'}. Speed = median of per-clip time "
         "ratios measured back to back (>1: faster); dWER in points.",
-        *(f"peer skipped: {k}: {v}" for k, v in result.run["peers_skipped"].items()),
+        *(f"peer skipped: {k}: {v}" for k, v in result.run.peers_skipped.items()),
         *(
-            f"{name}: NPU wanted, ran on CPU: {e['fallback']}"
+            f"{name}: NPU wanted, ran on CPU: {e.fallback}"
             for name, e in engines.items()
-            if e.get("fallback")
+            if e.fallback
         ),
         *(
             f"{name}: quantized outside its held-back WER budget (budget_met 0; see its "
             "QUANTIZATION.md)"
             for name, m in rows.items()
-            if m.get("budget_met") == 0
+            if m.budget_met == 0
         ),
-        f"bench took {result.run['wall_s']:.0f} s",
+        f"bench took {result.run.wall_s:.0f} s",
     ]
     return "\n".join([*_table(header, ratios), "", *_table(cost_header, costs), "", *notes])

@@ -19,19 +19,12 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pipeline.bench import worker
 from pipeline.bench.environment import cpu_model, run_info
-from pipeline.bench.records import (
-    MACHINE,
-    PEERS,
-    PEERS_KEY,
-    BenchResult,
-    EngineSpec,
-    EvalClips,
-    Measurement,
-)
+from pipeline.bench.metrics import BenchMetrics, Machine, RunInfo
+from pipeline.bench.records import PEERS, BenchResult, EngineSpec, EvalClips, Measurement
 from pipeline.bench.schedule import interleave, pick_latency_clips
 from pipeline.bench.selection import peer_specs, variant_specs
 from pipeline.bench.stats import decoder_by_position, engine_metrics, time_split
@@ -152,7 +145,7 @@ def run_bench(variants: Sequence[str], params: BenchParams, paths: BenchPaths) -
     """Measure, then write bench.json (metrics) and `paths.plots_dir` (run.json, plot data,
     PNGs)."""
     from pipeline.bench.plots import write_plots
-    from pipeline.fsutil import atomic_dir, write_json
+    from pipeline.fsutil import atomic_dir
 
     started = time.perf_counter()
     clips = load_eval_clips(paths.data_dir)
@@ -162,14 +155,17 @@ def run_bench(variants: Sequence[str], params: BenchParams, paths: BenchPaths) -
     known = known_transcripts(paths.reference_dir, Path(paths.baseline_bundle), clips.ids)
     measured = measure(specs, clips, params, known)
     figures = engine_metrics(measured, clips)
-    metrics: dict[str, Any] = {k: v for k, v in figures.items() if k not in PEERS}
-    if peers:
-        metrics[PEERS_KEY] = {k: v for k, v in figures.items() if k in PEERS}
-    metrics[MACHINE] = {"cpu": cpu_model()}  # the gate compares latency on like CPUs
-    run = {
-        **run_info(specs, measured, skipped, clips, params),
-        "wall_s": round(time.perf_counter() - started, 1),
-    }
+    metrics = BenchMetrics(
+        variants={k: v for k, v in figures.items() if k not in PEERS},
+        peers={k: v for k, v in figures.items() if k in PEERS} if peers else None,
+        machine=Machine(cpu=cpu_model()),  # the gate compares latency on like CPUs
+    )
+    run = RunInfo.model_validate(
+        {
+            **run_info(specs, measured, skipped, clips, params),
+            "wall_s": round(time.perf_counter() - started, 1),
+        }
+    )
     everything = {
         name: [*runs, *measured.accuracy.get(name, [])] for name, runs in measured.latency.items()
     }
@@ -177,8 +173,8 @@ def run_bench(variants: Sequence[str], params: BenchParams, paths: BenchPaths) -
         metrics, run, decoder_by_position(everything), time_split(measured.latency)
     )
     with atomic_dir(Path(paths.plots_dir)) as scratch:
-        write_json(scratch / RUN_FILE, run)
-        write_plots(scratch, figures, result.positions, result.split, run)
+        run.write(scratch / RUN_FILE)
+        write_plots(scratch, metrics.engines(), result.positions, result.split, run)
     Path(paths.out_file).parent.mkdir(parents=True, exist_ok=True)
-    write_json(Path(paths.out_file), metrics)
+    metrics.write(Path(paths.out_file))
     return result

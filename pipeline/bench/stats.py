@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from pipeline.bench.metrics import BenchRow
 from pipeline.bench.records import PEERS, EvalClips, Measurement, Sample, Samples
 from pipeline.variants import BASELINE
 
@@ -89,7 +90,7 @@ def time_split(samples: Samples) -> dict[str, dict[str, float]]:
     return out
 
 
-def engine_metrics(measured: Measurement, clips: EvalClips) -> dict[str, dict[str, float]]:
+def engine_metrics(measured: Measurement, clips: EvalClips) -> dict[str, BenchRow]:
     """Every engine's figures, with same-run ratios against fp32 and against each peer."""
     from pipeline.bench.evaluate import score
 
@@ -103,7 +104,7 @@ def engine_metrics(measured: Measurement, clips: EvalClips) -> dict[str, dict[st
         }
         for name, texts in measured.texts.items()
     }
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, BenchRow] = {}
     for name, runs in latency_pass.items():
         figures: dict[str, float] = {
             **scores[name],
@@ -121,5 +122,7 @@ def engine_metrics(measured: Measurement, clips: EvalClips) -> dict[str, dict[st
                 if key in measured.info[name]
             },
         }
-        out[name] = {key: round_sig(value) for key, value in figures.items()}
+        out[name] = BenchRow.model_validate(
+            {key: round_sig(value) for key, value in figures.items()}
+        )
     return out

@@ -26,20 +26,18 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from pipeline.bench.metrics import BenchMetrics, BenchRow
 from pipeline.errors import UserError
 from pipeline.fsutil import (
     artifact_files,
     atomic_dir,
     check_output_dir,
-    excerpt,
-    read_json_object,
     sha256_tree,
-    write_json,
 )
 from pipeline.layout import BUNDLE_FILE, CARD_FILE, COMPILE_FILE, MODEL_CARD_FILE, NPU_DIR
 from pipeline.npu.compiled import CompileRecord, CompileReport, Forecast
 from pipeline.quant.manifest import CalibrationManifest
-from pipeline.release.card import render_model_card
+from pipeline.release.card import Card, Sources, render_model_card
 from pipeline.release.verify import compare
 from pipeline.runtime.bundle import Artifact, BundleRecord, Quantization
 from pipeline.runtime.whisper_io import GRAPHS
@@ -75,17 +73,14 @@ def _compiled(compiled_dir: Path, bundle_dir: Path) -> Artifact:
     return artifact
 
 
-def _bench(metrics_path: Path, variant: str) -> tuple[dict[str, Any] | None, str | None]:
+def _bench(metrics_path: Path, variant: str) -> tuple[BenchRow | None, str | None]:
     """This variant's row of bench.json, or None and the reason for the card's notes."""
     path = Path(metrics_path)
     if not os.path.lexists(path):
         return None, f"no bench metrics yet ({path.name} does not exist; run the bench stage)"
-    bench = read_json_object(path, what="metrics file", expected="a mapping of variant to metrics")
-    row = bench.get(variant)
-    if not row:
+    row = BenchMetrics.read(path).variants.get(variant)
+    if row is None:
         return None, f"no bench metrics yet for {variant} ({path.name} has no entry for it)"
-    if not isinstance(row, dict):
-        raise UserError(f"{path}: {variant}: expected an object of metrics, got {excerpt(row)}")
     return row, None
 
 
@@ -194,29 +189,29 @@ def _notes(record: BundleRecord, report: CompileReport, bench_note: str | None) 
 
 def build_card(
     artifact: Artifact,
-    metrics: dict[str, Any] | None,
+    metrics: BenchRow | None,
     notes: list[str],
     files: dict[str, str],
-) -> dict[str, Any]:
+) -> Card:
     record = artifact.bundle.record
     assert artifact.record is not None
     report = artifact.record.report
-    return {
-        "format": 1,
-        "artifact": artifact_name(record),
-        "variant": record.variant,
-        "variant_description": VARIANTS[record.variant].description,
-        "target": report.target,
-        "model": record.model,
-        "export": record.model_dump(include={"opset", "dims", "custom_ops", "parity"}),
-        "quantization": _quantization_section(record.quantization),
-        "compile": _compile_section(report),
-        "metrics": metrics,
-        "versions": _versions(record, report),
-        "sources": {"bundle_sha256": artifact.bundle.sha256()},
-        "notes": notes,
-        "files": files,
-    }
+    return Card(
+        format=1,
+        artifact=artifact_name(record),
+        variant=record.variant,
+        variant_description=VARIANTS[record.variant].description,
+        target=report.target,
+        model=record.model,
+        export=record.model_dump(include={"opset", "dims", "custom_ops", "parity"}),
+        quantization=_quantization_section(record.quantization),
+        compile=_compile_section(report),
+        metrics=metrics,
+        versions=_versions(record, report),
+        sources=Sources(bundle_sha256=artifact.bundle.sha256()),
+        notes=notes,
+        files=files,
+    )
 
 
 def _copy_files(source: Path, names: list[str], target: Path) -> None:
@@ -260,11 +255,11 @@ def build_release(
             notes = _notes(bundle.record, artifact.record.report, bench_note)
             card = build_card(artifact, metrics, notes, files)
             model_card = render_model_card(card)
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:  # ValidationError too
             raise UserError(
                 f"{bundle.root / BUNDLE_FILE} or {Path(compiled_dir) / COMPILE_FILE}: "
                 f"a field has an unexpected type or is missing ({type(exc).__name__}: {exc})"[:300]
             ) from None
-        write_json(scratch / CARD_FILE, card)
+        card.write(scratch / CARD_FILE)
         (scratch / MODEL_CARD_FILE).write_text(model_card, encoding="utf-8")
-    return {"artifact": card["artifact"], "files": len(files), "notes": card["notes"]}
+    return {"artifact": card.artifact, "files": len(files), "notes": card.notes}

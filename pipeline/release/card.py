@@ -1,13 +1,42 @@
-"""MODEL_CARD.md: the release's card.json rendered for the person deciding whether to deploy it.
+"""card.json, the release's record for tools, and MODEL_CARD.md, the same rendered for the
+person deciding whether to deploy it.
 
-Everything here comes from card.json; a section without data says so instead of leaving a gap.
+Everything in MODEL_CARD.md comes from card.json; a section without data says so instead of
+leaving a gap.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
+from pipeline.bench.metrics import BenchRow
+from pipeline.record import Strict
 from pipeline.runtime.whisper_io import GRAPHS
+
+
+class Sources(Strict):
+    bundle_sha256: str
+
+
+class Card(Strict):
+    """card.json. The model, export, quantization and compile sections are copied from the
+    bundle and compile records as they are (those records carry their own schemas); `metrics`
+    is the variant's bench row, null before a bench, with the reason in `notes`."""
+
+    format: Literal[1]
+    artifact: str  # its name in dvc.yaml's `artifacts:` and in git tags
+    variant: str
+    variant_description: str
+    target: str | None
+    model: dict[str, Any] | None
+    export: dict[str, Any]
+    quantization: dict[str, Any] | None
+    compile: dict[str, Any]
+    metrics: BenchRow | None
+    versions: dict[str, str | None]
+    sources: Sources
+    notes: list[str]
+    files: dict[str, str]  # relative path to sha256 of every other file (`whisper-npu verify`)
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
@@ -20,52 +49,35 @@ def _percent(value: Any) -> str:
     return f"{value:.2%}" if isinstance(value, int | float) else "n/a"
 
 
-def _metric(name: str, value: Any) -> str:
-    """WER as a percentage (its deltas in points), times in ms, ratios with an "x"; anything
-    else as recorded."""
-    if value is None:
-        return "n/a"
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return str(value)
-    if "wer_delta" in name:  # already in points
-        return f"{value:+.2f} points"
-    if "wer" in name:
-        return _percent(value)
-    if name.endswith("_ms") or "_ms_" in name:
-        return f"{value:.1f} ms"
-    if "speedup" in name or name.endswith("_ratio"):
-        return f"{value:.2f}x"
-    return f"{value:.4g}"
-
-
 def _op(entry: Any) -> str:
     if isinstance(entry, dict):
         return f"{entry.get('op_type')} ({entry.get('count')})"
     return str(entry)
 
 
-def _usage(card: dict[str, Any]) -> list[str]:
+def _usage(card: Card) -> list[str]:
     return [
         "## Use",
         "",
         "```bash",
-        f"dvc artifacts get <repo> {card['artifact']} --rev vX.Y.Z -o {card['artifact']}",
-        f"whisper-npu verify {card['artifact']}        # sha256 of every file against card.json",
-        f"whisper-npu transcribe --artifact {card['artifact']} audio.wav",
+        f"dvc artifacts get <repo> {card.artifact} --rev vX.Y.Z -o {card.artifact}",
+        f"whisper-npu verify {card.artifact}        # sha256 of every file against card.json",
+        f"whisper-npu transcribe --artifact {card.artifact} audio.wav",
         "```",
     ]
 
 
-def _metrics(card: dict[str, Any]) -> list[str]:
+def _metrics(card: Card) -> list[str]:
+    """Each figure in its own unit (WER in %, its delta in points, times in ms, speedups x)."""
     lines = ["## Metrics (last bench)", ""]
-    if not card["metrics"]:
+    if card.metrics is None:
         return [*lines, "No bench metrics yet."]
-    rows = [(name, _metric(name, value)) for name, value in sorted(card["metrics"].items())]
+    rows = [(name, unit.show(value)) for name, value, unit in sorted(card.metrics.figures())]
     return lines + _table(("metric", "value"), rows)
 
 
-def _forecast(card: dict[str, Any]) -> list[str]:
-    compiled = card["compile"]
+def _forecast(card: Card) -> list[str]:
+    compiled = card.compile
     lines = [
         "## NPU compile",
         "",
@@ -98,8 +110,8 @@ def _forecast(card: dict[str, Any]) -> list[str]:
     ]
 
 
-def _quantization(card: dict[str, Any]) -> list[str]:
-    q = card["quantization"]
+def _quantization(card: Card) -> list[str]:
+    q = card.quantization
     lines = ["## Quantization", ""]
     if q is None:
         return [*lines, "None: float32 graphs as exported."]
@@ -107,8 +119,8 @@ def _quantization(card: dict[str, Any]) -> list[str]:
     lines += [
         f"- backend {q['backend']} {q['backend_version'] or ''}, grid {q['grid']}, decoder "
         f"{q['decoder_variant']}, op types {', '.join(q['op_types'] or [])}",
-        f"- held-back WER {_metric('wer', q['holdout_wer'])} against fp32 "
-        f"{_metric('wer', q['fp32_holdout_wer'])} on {q.get('holdout_words')} words "
+        f"- held-back WER {_percent(q['holdout_wer'])} against fp32 "
+        f"{_percent(q['fp32_holdout_wer'])} on {q.get('holdout_words')} words "
         f"(budget +{q['max_wer_delta']} points: {'met' if q['budget_met'] else 'NOT MET'})",
         f"- calibration set `{calibration['manifest_sha256']}`: {calibration['clips']} clips "
         f"({calibration['decoder_steps']} decoder steps) recorded through the fp32 bundle "
@@ -128,7 +140,7 @@ def _quantization(card: dict[str, Any]) -> list[str]:
     rows = [
         (
             a["excluded_per_graph"],
-            ("" if a.get("complete", True) else "≥ ") + _metric("wer", a["holdout_wer"]),
+            ("" if a.get("complete", True) else "≥ ") + _percent(a["holdout_wer"]),
             ("" if a.get("complete", True) else "≥ ") + f"{a['wer_delta']:+.2f}",
         )
         for a in q["attempts"]
@@ -136,8 +148,8 @@ def _quantization(card: dict[str, Any]) -> list[str]:
     return [*lines, "", *_table(("layers kept float per graph", "held-back WER", "delta"), rows)]
 
 
-def _provenance(card: dict[str, Any]) -> list[str]:
-    model, export = card["model"] or {}, card["export"]
+def _provenance(card: Card) -> list[str]:
+    model, export = card.model or {}, card.export
     dims = export["dims"] or {}
     lines = [
         "## Provenance",
@@ -161,24 +173,24 @@ def _provenance(card: dict[str, Any]) -> list[str]:
             f"{len(parity.get('transcripts_differing', []))} of "
             f"{parity.get('transcript_clips')} transcripts differ"
         )
-    lines.append(f"- bundle.json sha256 `{card['sources']['bundle_sha256']}`")
-    rows = [(name, value) for name, value in sorted(card["versions"].items())]
+    lines.append(f"- bundle.json sha256 `{card.sources.bundle_sha256}`")
+    rows = [(name, value) for name, value in sorted(card.versions.items())]
     return [*lines, "", *_table(("tool", "version"), rows)]
 
 
-def render_model_card(card: dict[str, Any]) -> str:
+def render_model_card(card: Card) -> str:
     lines = [
-        f"# {card['artifact']}",
+        f"# {card.artifact}",
         "",
-        f"Whisper `{(card['model'] or {}).get('source')}` as static-shape ONNX for the AMD "
-        f"Ryzen AI NPU, target `{card['target']}`. Variant `{card['variant']}`: "
-        f"{card['variant_description']}.",
+        f"Whisper `{(card.model or {}).get('source')}` as static-shape ONNX for the AMD "
+        f"Ryzen AI NPU, target `{card.target}`. Variant `{card.variant}`: "
+        f"{card.variant_description}.",
         "",
     ]
-    lines += [f"> Note: {note}" for note in card["notes"]]
+    lines += [f"> Note: {note}" for note in card.notes]
     for section in (_usage, _metrics, _forecast, _quantization, _provenance):
         lines += ["", *section(card)]
-    files = [(f"`{name}`", f"`{digest}`") for name, digest in sorted(card["files"].items())]
+    files = [(f"`{name}`", f"`{digest}`") for name, digest in sorted(card.files.items())]
     lines += ["", "## Files (sha256; `whisper-npu verify` re-checks them)", ""]
     lines += _table(("file", "sha256"), files)
     return "\n".join(lines) + "\n"

@@ -14,6 +14,7 @@ from pathlib import Path
 from pipeline.errors import GateFailure, UserError
 from pipeline.fsutil import artifact_files, file_record, read_json_object, sha256_file
 from pipeline.layout import BUNDLE_FILE, CARD_FILE, MODEL_CARD_FILE, QUANTIZATION_REPORT_FILE
+from pipeline.release.card import Card
 from pipeline.runtime.bundle import BundleRecord
 
 # A record cannot contain its own hash, so these files are outside the record they belong to.
@@ -63,6 +64,9 @@ def compare(record: dict[str, str], actual: dict[str, str], extras: bool = True)
 
 
 def _record(path: Path) -> dict[str, str]:
+    """The "files" of a card (validated as a whole card) or of a bundle.json."""
+    if path.name == CARD_FILE:
+        return file_record(path, Card.read(path).files)
     record = read_json_object(path)
     if "files" not in record:
         raise UserError(f"{path}: no sha256 record ('files') to verify against")

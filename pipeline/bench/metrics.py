@@ -1,0 +1,170 @@
+"""bench.json (the DVC metrics: a row of figures per variant, the peers' rows, the machine) and
+run.json (what the run ran on) as typed records: the gate, the report, the plots and the
+release card read fields, and every figure declares its unit, so nothing is guessed from a key's
+name."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any, ClassVar
+
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
+
+from pipeline.bench.records import EngineKind, Peer
+from pipeline.record import Strict
+
+PEERS_KEY = "peers"
+MACHINE_KEY = "machine"
+
+
+class Unit(Enum):
+    """What a figure measures, and so how a person reads it."""
+
+    FRACTION = "fraction"  # WER as a fraction of words: shown as a percentage
+    POINTS = "points"  # a WER difference, already in percentage points
+    MS = "ms"
+    RATIO = "ratio"  # a speedup: >1 is faster
+    NUMBER = "number"  # seconds, MB, counts, 1/0 flags: shown as recorded, 4 significant digits
+
+    def show(self, value: float) -> str:
+        if self is Unit.FRACTION:
+            return f"{value:.2%}"
+        if self is Unit.POINTS:
+            return f"{value:+.2f} points"
+        if self is Unit.MS:
+            return f"{value:.1f} ms"
+        if self is Unit.RATIO:
+            return f"{value:.2f}x"
+        return f"{value:.4g}"
+
+
+Fraction = Annotated[float, Field(ge=0), Unit.FRACTION]
+Speedup = Annotated[float, Field(gt=0), Unit.RATIO]  # inverted by the gate: never 0
+
+
+class BenchRow(Strict):
+    """One engine's figures (4 significant digits). WER and the same-run speedup against fp32
+    are what the gate compares and every engine has them; the rest depends on what the engine
+    exposes (the peers have no encoder or decoder calls to time)."""
+
+    wer: Fraction
+    speedup_vs_fp32: Speedup
+    wer_long: Annotated[float | None, Field(ge=0), Unit.FRACTION] = None
+    wer_delta_vs_fp32: Annotated[float | None, Unit.POINTS] = None
+    e2e_ms_p50: Annotated[float | None, Unit.MS] = None
+    e2e_ms_p90: Annotated[float | None, Unit.MS] = None
+    encoder_ms_p50: Annotated[float | None, Unit.MS] = None
+    encoder_ms_p90: Annotated[float | None, Unit.MS] = None
+    decoder_ms_per_token_p50: Annotated[float | None, Unit.MS] = None
+    decoder_ms_per_token_p90: Annotated[float | None, Unit.MS] = None
+    rtf: Annotated[float | None, Unit.NUMBER] = None
+    tokens_per_s: Annotated[float | None, Unit.NUMBER] = None
+    speedup_vs_transformers: Annotated[float | None, Field(gt=0), Unit.RATIO] = None
+    speedup_vs_faster_whisper: Annotated[float | None, Field(gt=0), Unit.RATIO] = None
+    peak_rss_mb: Annotated[float | None, Unit.NUMBER] = None
+    size_mb: Annotated[float | None, Unit.NUMBER] = None
+    load_s: Annotated[float | None, Unit.NUMBER] = None
+    budget_met: Annotated[float | None, Unit.NUMBER] = None  # 1 or 0, quantized variants
+
+    @model_serializer(mode="wrap")
+    def _present(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A figure the engine does not have is absent from the file, not null."""
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+    def speedup_vs(self, peer: Peer) -> float | None:
+        return {
+            "transformers": self.speedup_vs_transformers,
+            "faster_whisper": self.speedup_vs_faster_whisper,
+        }[peer]
+
+    def figures(self) -> list[tuple[str, float, Unit]]:
+        """The figures present, by name, each with its unit."""
+        found = []
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if value is not None:
+                (unit,) = (item for item in field.metadata if isinstance(item, Unit))
+                found.append((name, value, unit))
+        return found
+
+
+class Machine(Strict):
+    cpu: str  # model name and kernel-relevant CPU flags (environment.cpu_model)
+
+
+class BenchMetrics(Strict):
+    """bench.json: the variants' rows at the top level, beside `peers` (context, never gated)
+    and `machine` (the gate widens its latency limit across CPUs); files from before either was
+    recorded have neither."""
+
+    WHAT: ClassVar[str] = "metrics file"
+    EXPECTED: ClassVar[str] = "a mapping of variant to metrics"
+    FLATTENED: ClassVar[str | None] = "variants"
+
+    variants: dict[str, BenchRow] = Field(min_length=1)
+    peers: dict[Peer, BenchRow] | None = None
+    machine: Machine | None = None
+
+    @classmethod
+    def from_file(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        """The variants' rows gathered under `variants`."""
+        layout = (PEERS_KEY, MACHINE_KEY)
+        return {
+            "variants": {key: value for key, value in raw.items() if key not in layout},
+            **{key: raw[key] for key in layout if key in raw},
+        }
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        nested = handler(self)
+        return {
+            **nested.pop("variants"),
+            **{key: value for key, value in nested.items() if value is not None},
+        }
+
+    @property
+    def cpu(self) -> str | None:
+        return self.machine.cpu if self.machine else None
+
+    def engines(self) -> dict[str, BenchRow]:
+        """Every engine's row, variants first, then the peers."""
+        peers: dict[str, BenchRow] = {name: row for name, row in (self.peers or {}).items()}
+        return {**self.variants, **peers}
+
+
+class Clips(Strict):
+    eval: int
+    long_form: int
+    latency: list[str]  # ids of the timed clips
+    warmup_runs_per_engine: int
+    repeats: int
+
+
+class Cpu(Strict):
+    model: str
+    logical_cores: int | None
+
+
+class Engine(Strict):
+    kind: EngineKind
+    path: str
+    threads: int | None
+    transcripts: str  # where its eval transcripts came from
+    provider: str
+    compiled: bool
+    fallback: str | None  # why the NPU was wanted but not used
+
+
+class RunInfo(Strict):
+    """run.json: what a bench ran on, so two runs are compared only when comparable."""
+
+    WHAT: ClassVar[str] = "run file"
+
+    engines: dict[str, Engine]
+    peers_skipped: dict[str, str]
+    threads: int | None
+    threads_note: str
+    cpu: Cpu
+    versions: dict[str, str | None]
+    clips: Clips
+    wall_s: float
