@@ -3,7 +3,6 @@ only when they are comparable."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import platform
 from collections.abc import Sequence
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.bench.records import EngineSpec, EvalClips, Measurement
+from pipeline.provenance import package_versions
 from pipeline.variants import BASELINE
 
 if TYPE_CHECKING:
@@ -30,13 +30,7 @@ KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf1
 
 
 def _versions() -> dict[str, str | None]:
-    found: dict[str, str | None] = {"python": platform.python_version()}
-    for package in VERSIONED:
-        try:
-            found[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            found[package] = None
-    return found
+    return {"python": platform.python_version(), **package_versions(VERSIONED)}
 
 
 def cpu_model() -> str:

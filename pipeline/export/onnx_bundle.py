@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from pipeline.export.torch_modules import DecoderStep, EncoderWithCrossKV
 from pipeline.fsutil import atomic_dir, sha256_tree
 from pipeline.layout import BUNDLE_FILE, MEL_FILTERS_FILE, SOURCE_FILE, TOKENIZER_FILE, graph_file
 from pipeline.npu.graph_check import check_bundle_graphs
+from pipeline.provenance import package_versions
 from pipeline.runtime.bundle import Bundle, BundleRecord
 from pipeline.runtime.decoding import DecodingSpec
 from pipeline.runtime.whisper_io import (
@@ -173,9 +173,7 @@ def export_bundle(
                 "io": {"encoder": dims.encoder_io(), "decoder": dims.decoder_io()},
                 "decoding": spec,
                 "graphs": graphs,
-                "versions": {
-                    name: version(name) for name in ("torch", "transformers", "onnx", "onnxruntime")
-                },
+                "versions": package_versions(("torch", "transformers", "onnx", "onnxruntime")),
             }
         )
         record.save(scratch)

