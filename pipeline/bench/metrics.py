@@ -5,6 +5,7 @@ name."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated, Any, ClassVar
 
@@ -168,3 +169,13 @@ class RunInfo(Strict):
     versions: dict[str, str | None]
     clips: Clips
     wall_s: float
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """What one bench run measured: the metrics and run records it writes, and the plots' data."""
+
+    metrics: BenchMetrics
+    run: RunInfo
+    positions: dict[str, dict[int, float]]
+    split: dict[str, dict[str, float]]

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 if TYPE_CHECKING:
     import numpy as np
 
-    from pipeline.bench.metrics import BenchMetrics, RunInfo
 
 Peer = Literal["transformers", "faster_whisper"]
 PEERS: tuple[Peer, ...] = get_args(Peer)
@@ -62,11 +61,3 @@ class Measurement:
     texts: dict[str, list[str]]  # per engine, its transcript of each eval clip in order
     text_source: dict[str, str]  # per engine, where those transcripts came from
     info: dict[str, dict[str, Any]]  # per engine, what its worker reported (with peak RSS)
-
-
-@dataclass(frozen=True)
-class BenchResult:
-    metrics: BenchMetrics
-    run: RunInfo
-    positions: dict[str, dict[int, float]]
-    split: dict[str, dict[str, float]]

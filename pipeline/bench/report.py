@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pipeline.bench.records import PEERS, BenchResult
+from pipeline.bench.metrics import BenchResult
+from pipeline.bench.records import PEERS
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 
 from pipeline.bench import worker
 from pipeline.bench.environment import cpu_model, run_info
-from pipeline.bench.metrics import BenchMetrics, Machine, RunInfo
-from pipeline.bench.records import PEERS, BenchResult, EngineSpec, EvalClips, Measurement
+from pipeline.bench.metrics import BenchMetrics, BenchResult, Machine, RunInfo
+from pipeline.bench.records import PEERS, EngineSpec, EvalClips, Measurement
 from pipeline.bench.schedule import interleave, pick_latency_clips
 from pipeline.bench.selection import peer_specs, variant_specs
 from pipeline.bench.stats import decoder_by_position, engine_metrics, time_split
