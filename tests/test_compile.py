@@ -360,7 +360,8 @@ def test_a_compile_of_another_bundle_is_refused(runnable_bundle, tmp_path):
 
 @pytest.mark.integration
 def test_real_fp32_bundle_forecast(fp32_bundle, tmp_path):
-    record = compile_bundle(CompileParams(), fp32_bundle, tmp_path / "fp32", allow_split=True)
+    report = compile_bundle(CompileParams(), fp32_bundle, tmp_path / "fp32", allow_split=True)
+    record = report.to_json()
     forecast = record["forecast"]
     assert forecast["npu_dtype"] == "BF16" and record["variant"] == "fp32"
     for name in ("encoder", "decoder"):
