@@ -19,6 +19,7 @@ from pipeline import entry
 from pipeline.entry import Command, os_error, shown
 from pipeline.errors import UserError, say
 from stages import (
+    amd_form,
     bench,
     calibrate,
     compile,
@@ -132,6 +133,40 @@ def _transcribe(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+def _forecast_arguments(parser: argparse.ArgumentParser) -> None:
+    from pipeline.variants import Flow
+
+    parser.add_argument("graphs", nargs="+", type=Path, help="ONNX files, e.g. your own exports")
+    parser.add_argument(
+        "--flow",
+        choices=[flow.value for flow in Flow],
+        help="default: x2-int for a graph with Q/DQ nodes, else vaiml",
+    )
+    parser.add_argument(
+        "--column",
+        choices=["BF16", "A16W8", "A8W8", "XINT8"],
+        help="AMD's table column (default: read from the graph's quantizers)",
+    )
+    parser.add_argument("--target", choices=["stx", "krk", "phx", "hpt"], default="stx")
+    parser.add_argument("--json", action="store_true", help="print the forecasts as JSON")
+
+
+def _forecast(args: argparse.Namespace) -> int:
+    """Exit 0 when every graph is clean, 1 when one would split (or has no NPU path)."""
+    from pipeline.npu.forecast import forecast_file, graph_line
+    from pipeline.variants import Flow
+
+    flow = Flow(args.flow) if args.flow else None
+    found = [forecast_file(path, flow, args.column, args.target) for path in args.graphs]
+    if args.json:
+        print(json.dumps([record.to_json() for record in found], indent=2))
+    for record in found if not args.json else []:
+        print(graph_line(shown(Path(record.path)), record.placement, record.flow, record.column))
+        if record.no_npu_reason:
+            print(f"  no NPU path: {record.no_npu_reason}")
+    return 0 if all(record.clean for record in found) else 1
+
+
 def _verify_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("artifact", type=Path, help="release or bundle directory")
 
@@ -156,6 +191,13 @@ TOOLS = (
         "transcribe", "transcribe audio files with a bundle", _transcribe_arguments, _transcribe
     ),
     Command(
+        "forecast",
+        "how the VitisAI EP would partition ONNX graphs (exit 1 if one would split)",
+        _forecast_arguments,
+        _forecast,
+        params_option=False,
+    ),
+    Command(
         "verify",
         "re-hash a release (card.json) or bundle (bundle.json); exit 1 on any difference",
         _verify_arguments,
@@ -173,6 +215,7 @@ STAGES = tuple(
         calibrate,
         sensitivity,
         quantize,
+        amd_form,
         compile,
         bench,
         release,

@@ -17,7 +17,7 @@ from pipeline.errors import UserError
 from pipeline.fsutil import read_text
 from pipeline.record import describe
 from pipeline.runtime.whisper_io import MAX_DECODE_POSITIONS
-from pipeline.variants import QUANTIZED, VARIANTS, Variant
+from pipeline.variants import DEFAULT_VARIANTS, QUANTIZED, Variant
 
 DEFAULT_PARAMS = Path("params.yaml")
 MAX_PARAMS_BYTES = 1 << 20
@@ -142,7 +142,9 @@ class SensitivityParams(Section):
 
 class QuantizeParams(Section):
     backend: Backend = "quark"
-    variants: list[QuantizedVariant] = Field([*QUANTIZED], min_length=1)
+    variants: list[QuantizedVariant] = Field(
+        [v for v in DEFAULT_VARIANTS if v in QUANTIZED], min_length=1
+    )
     # Absolute WER points a variant may lose against fp32 on the held-back calibration clips.
     max_wer_delta: dict[QuantizedVariant, Annotated[float, Field(ge=0)]] = {
         variant: quant.max_wer_delta for variant, quant in QUANTIZED.items()
@@ -166,7 +168,7 @@ class CompileParams(Section):
     """VitisAI EP set-up per variant, and the partition forecast when the EP is absent."""
 
     target: Target = Field("stx", description="Ryzen AI chip: stx/krk (XDNA2), phx/hpt (XDNA1)")
-    variants: list[Variant] = Field([*VARIANTS], min_length=1)
+    variants: list[Variant] = Field([*DEFAULT_VARIANTS], min_length=1)
     tokens_per_window: Annotated[int, Field(ge=1, le=MAX_DECODE_POSITIONS)] = Field(
         120, description="decoder calls in a typical 30 s window, for the dispatch forecast"
     )

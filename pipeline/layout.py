@@ -12,7 +12,6 @@ QUANTIZATION_REPORT_FILE = "QUANTIZATION.md"  # a quantized bundle's human-reada
 # A compiled directory (compile): its record pointing at the bundle, and the EP's set-up.
 COMPILE_FILE = "compile_report.json"
 PROVIDER_OPTIONS_FILE = "provider_options.json"
-VAIP_CONFIG_FILE = "vaip_config.json"  # BF16 compile options the provider options point at
 VITISAI_REPORT_FILE = "vitisai_ep_report.json"  # the EP's own partition report
 CACHE_SUBDIR = "cache"  # the EP's compile cache
 
@@ -26,6 +25,7 @@ SOURCE_FILE = "source.json"  # model: where the weights came from
 TRANSCRIPTS_FILE = "transcripts.json"  # reference: the float model's eval transcripts
 MELS_FILE = "encoder_inputs.npy"  # calibrate: encoder inputs
 STEPS_FILE = "decoder_steps.json"  # calibrate: decoder steps to replay
+AMD_FORM_FILE = "amd_form.json"  # amd_form: AMD's demo form of the model, forecast
 MANIFEST_FILE = "manifest.json"  # data and calibrate: what the directory holds
 RUN_FILE = "run.json"  # bench: how the run was made (beside the plot data)
 
@@ -38,3 +38,8 @@ def graph_file(graph: str) -> str:
 def sensitivity_file(grid: str) -> str:
     """The sensitivity stage's per-layer scores on one rounding grid."""
     return f"{grid}.json"
+
+
+def vaip_config_file(graph: str) -> str:
+    """One graph's VAIML compiler config, which its provider options point at."""
+    return f"vaip_config_{graph}.json"

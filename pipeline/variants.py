@@ -81,6 +81,22 @@ class QuantSpec:
 BF16_COLUMN = "BF16"
 
 
+class Flow(StrEnum):
+    """A VitisAI compile flow, as the partition forecast models it (pipeline/npu/flows.py)."""
+
+    VAIML = "vaiml"  # AMD's transformer route: FP32/BF16 graphs compiled by VAIML, XDNA2 only
+    X2_INT = "x2-int"  # Quark integer QDQ graphs through the integer backend
+    TABLE = "table"  # AMD's operator table as an allowlist: a secondary figure
+
+
+# Compile targets whose NPU takes each flow (Ryzen AI 1.6+: BF16/VAIML on STX/KRK only).
+FLOW_TARGETS: Mapping[Flow, tuple[str, ...]] = {
+    Flow.VAIML: XDNA2.targets,
+    Flow.X2_INT: XDNA1.targets + XDNA2.targets,
+    Flow.TABLE: XDNA1.targets + XDNA2.targets,
+}
+
+
 @dataclass(frozen=True)
 class VariantSpec:
     """One variant: what it is, how it is quantized (None: not at all) and where it runs."""
@@ -90,6 +106,8 @@ class VariantSpec:
     npu_column: str  # the column of AMD's operator table that places its ops on the NPU
     meant_for: NpuFamily | None  # the NPU generation it is built for (None: the baseline)
     quant: QuantSpec | None = None
+    # An integer route AMD documents for CNNs, not transformers: built on request only.
+    experimental: bool = False
 
     @property
     def bf16_flow(self) -> bool:
@@ -97,15 +115,24 @@ class VariantSpec:
         return self.npu_column == BF16_COLUMN
 
     @property
+    def flow(self) -> Flow:
+        return Flow.VAIML if self.bf16_flow else Flow.X2_INT
+
+    @property
     def runs_on(self) -> tuple[str, ...]:
         """Compile targets whose NPU runs it (Ryzen AI 1.6+: BF16 models on STX/KRK only)."""
-        return XDNA2.targets if self.bf16_flow else XDNA1.targets + XDNA2.targets
+        return FLOW_TARGETS[self.flow]
 
     @property
     def description(self) -> str:
         """The model card's and registry's one-line description."""
         family = self.meant_for
-        return f"{self.text} ({family.name}: {family.chips})" if family else self.text
+        text = f"{self.text} ({family.name}: {family.chips})" if family else self.text
+        return (
+            f"{text}; experimental: AMD documents INT8 for CNNs, not transformers"
+            if (self.experimental)
+            else text
+        )
 
 
 VARIANTS: Mapping[Variant, VariantSpec] = {
@@ -120,6 +147,7 @@ VARIANTS: Mapping[Variant, VariantSpec] = {
             "A16W8",
             XDNA2,
             QuantSpec(A16W8_GRID, "A16W8_QCONFIG", max_wer_delta=1.0),
+            experimental=True,
         ),
         VariantSpec(
             Variant.BF16,
@@ -134,6 +162,7 @@ VARIANTS: Mapping[Variant, VariantSpec] = {
             "XINT8",
             XDNA1,
             QuantSpec(A8W8_GRID, "XINT8_QCONFIG", max_wer_delta=2.0, power_of_two=True),
+            experimental=True,
         ),
         VariantSpec(
             Variant.A8W8,
@@ -141,12 +170,15 @@ VARIANTS: Mapping[Variant, VariantSpec] = {
             "A8W8",
             XDNA1,
             QuantSpec(A8W8_GRID, "A8W8_QCONFIG", max_wer_delta=2.0),
+            experimental=True,
         ),
     )
 }
 QUANTIZED: Mapping[Variant, QuantSpec] = {
     variant: spec.quant for variant, spec in VARIANTS.items() if spec.quant is not None
 }
+# Built by default: AMD's transformer route (fp32 through VAIML, bf16 in Cast form).
+DEFAULT_VARIANTS = tuple(variant for variant, spec in VARIANTS.items() if not spec.experimental)
 BASELINE = Variant.FP32  # every variant's WER and speed are measured against it, on CPU
 
 

@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--target", choices=["stx", "krk", "phx", "hpt"], help="overrides params compile.target"
     )
     parser.add_argument(
+        "--amd-form", type=Path, help="the amd_form stage's output, reported beside the forecast"
+    )
+    parser.add_argument(
         "--allow-split",
         action="store_true",
         help="write the outputs even when the forecast splits (exit 0)",
@@ -27,7 +30,9 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.npu.compile import compile_bundle
 
     params = load_params(args.params).compile
-    compile_bundle(params, args.bundle, args.out, args.target, args.allow_split)
+    if args.target:
+        params = params.model_copy(update={"target": args.target})
+    compile_bundle(params, args.bundle, args.out, args.amd_form, args.allow_split)
     return 0
 
 

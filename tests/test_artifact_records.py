@@ -91,7 +91,7 @@ def _manifest(tmp_path: Path) -> Path:
 
 
 def _compiled(tmp_path: Path) -> Path:
-    bundle = fake_bundle(tmp_path / "bundle", "a16w8", "Add")
+    bundle = fake_bundle(tmp_path / "bundle", "fp32", "Add")
     compile_bundle(CompileParams(), bundle, tmp_path / "r")
     return tmp_path / "r"
 

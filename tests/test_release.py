@@ -93,20 +93,23 @@ def fake_bundle(root: Path, variant: str = "a16w8") -> Path:
     return root
 
 
-def placement(coverage: float, npu_subgraphs: int, outside: list[dict[str, Any]]) -> dict[str, Any]:
+def placement(coverage: float, npu_subgraphs: int, cpu: list[dict[str, Any]]) -> dict[str, Any]:
     """One graph's forecast as the compile stage writes it."""
     return {
+        "optimized": True,
         "opset": 17,
         "nodes": 20,
-        "folded": 0,
         "op_counts": {"MatMul": 20},
         "npu_nodes": round(20 * coverage),
         "coverage": coverage,
         "npu_subgraphs": npu_subgraphs,
         "cpu_islands": npu_subgraphs - 1,
-        "outside_table": outside,
+        "boundary_nodes": 0,
+        "cpu_ops": cpu,
+        "unverified": [],
         "non_static": [],
         "control_flow": [],
+        "work": {"macs": 1000, "weight_bytes": 400, "inputs": {"x": 16}, "outputs": {"y": 16}},
         "clean": npu_subgraphs == 1,
     }
 
@@ -124,24 +127,46 @@ def fake_compiled(root: Path, bundle: Path, **overrides: object) -> Path:
         "bundle_sha256": sha256_file(bundle / "bundle.json"),
         "budget_met": True,
         "forecast": {
+            "flow": "x2-int",
             "npu_dtype": "A16W8",
             "no_npu_reason": None,
+            "sources": ["amd-int8-cnn-partition"],
             "encoder": placement(1.0, 1, []),
             "decoder": placement(
-                0.95, 2, [{"op_type": "Gather", "count": 2, "nodes": ["/G", "/G_1"]}]
+                0.95,
+                2,
+                [
+                    {
+                        "op_type": "Gather",
+                        "reason": "float between Q/DQ units",
+                        "count": 2,
+                        "nodes": ["/G", "/G_1"],
+                    }
+                ],
             ),
             "tokens_per_window": 120,
-            "dispatches_per_window": 242,
+            "dispatches_per_window": 241,
+            "window": {"dispatches": 241, "macs": 121000, "weight_bytes": 48400, "io_bytes": 3872},
+            "table": {
+                "column": "A16W8",
+                "encoder_subgraphs": 1,
+                "decoder_subgraphs": 2,
+                "coverage": {"encoder": 1.0, "decoder": 0.95},
+                "dispatches_per_window": 241,
+            },
             "clean": False,
         },
         "report": None,
+        "disagreements": [],
+        "seed_dispatches": 2679,
+        "amd_demo_form": None,
         **overrides,
     }
     (root / COMPILE_FILE).write_text(json.dumps(compiled))
     (root / "provider_options.json").write_text(
         json.dumps({"encoder": {"target": "X2"}, "decoder": {"target": "X2"}})
     )
-    (root / "vaip_config.json").write_text('{"passes": []}')
+    (root / "vaip_config_encoder.json").write_text('{"passes": []}')
     return root
 
 
@@ -203,8 +228,8 @@ def test_release_layout_card_and_verify(inputs, tmp_path: Path) -> None:
     assert "budget +1.0 points: met" in (out / MODEL_CARD_FILE).read_text()
     assert "| 0 | ≥ 5.00% | ≥ +4.00 |" in (out / MODEL_CARD_FILE).read_text()
     assert card["quantization"]["calibration"]["clips"] == 2
-    assert card["compile"]["forecast"]["decoder"]["outside_table"] == [
-        {"op_type": "Gather", "count": 2}
+    assert card["compile"]["forecast"]["decoder"]["cpu_ops"] == [
+        {"op_type": "Gather", "count": 2, "reason": "float between Q/DQ units"}
     ]
     assert card["versions"]["quark"] == "0.13"
     assert card["sources"]["bundle_sha256"] == sha256_file(bundle / "bundle.json")
@@ -216,7 +241,7 @@ def test_release_layout_card_and_verify(inputs, tmp_path: Path) -> None:
     assert "`/enc/MatMul` (31.5 dB)" in text
     assert f"`{card['quantization']['calibration']['manifest_sha256']}`" in text
     assert f"| `encoder.onnx` | `{sha256_file(bundle / 'encoder.onnx')}` |" in text
-    assert "| decoder | 95.00% | 2 | 1 | Gather (2) |" in text
+    assert "| decoder | 95.00% | 2 | 1 | Gather (2, float between Q/DQ units) |" in text
     assert "whisper-npu transcribe --artifact" in text
 
     assert verify_artifact(out).startswith(f"OK: {len(expected_files)} files match card.json")
@@ -347,13 +372,13 @@ def test_verify_names_every_difference(inputs, tmp_path: Path) -> None:
     bundle, compiled, metrics = inputs
     out = tmp_path / "release"
     build_release(bundle, compiled, metrics, out)
-    (out / NPU_DIR / "vaip_config.json").write_text("{}")
+    (out / NPU_DIR / "vaip_config_encoder.json").write_text("{}")
     (out / "tokenizer.json").unlink()
     (out / "notes.txt").write_text("not part of the release")
     with pytest.raises(GateFailure) as failure:
         verify_artifact(out)
     assert str(failure.value).endswith(
-        "does not match card.json: changed: npu/vaip_config.json; missing: tokenizer.json; "
+        "does not match card.json: changed: npu/vaip_config_encoder.json; missing: tokenizer.json; "
         "extra: notes.txt"
     )
 

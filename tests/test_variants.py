@@ -14,7 +14,15 @@ from pipeline.config import CompileParams, QuantizeParams, Target, load_params
 from pipeline.errors import UserError
 from pipeline.release.build import artifact_name
 from pipeline.runtime.bundle import BundleRecord
-from pipeline.variants import BASELINE, QUANTIZED, VARIANTS, XDNA1, XDNA2, Variant
+from pipeline.variants import (
+    BASELINE,
+    DEFAULT_VARIANTS,
+    QUANTIZED,
+    VARIANTS,
+    XDNA1,
+    XDNA2,
+    Variant,
+)
 from tests.conftest import REPO, bundle_record
 
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
@@ -30,9 +38,10 @@ def test_every_variant_has_one_row_and_only_the_baseline_is_not_quantized():
 
 def test_params_defaults_follow_the_registry():
     quantize, compile_ = QuantizeParams(), CompileParams()
-    assert quantize.variants == list(QUANTIZED)
+    assert quantize.variants == [v for v in DEFAULT_VARIANTS if v in QUANTIZED] == [Variant.BF16]
     assert list(quantize.max_wer_delta) == list(QUANTIZED)
-    assert compile_.variants == list(Variant)
+    assert compile_.variants == list(DEFAULT_VARIANTS) == [Variant.FP32, Variant.BF16]
+    assert all(VARIANTS[v].experimental for v in QUANTIZED if v not in DEFAULT_VARIANTS)
     committed = load_params(REPO / "params.yaml")
     assert committed.quantize.max_wer_delta == quantize.max_wer_delta
 
@@ -69,7 +78,7 @@ def named(source: str, variant: str) -> BundleRecord:
 def test_dvc_registry_entries_are_the_registry():
     source = load_params(REPO / "params.yaml").model.source
     artifacts = DVC["artifacts"]
-    assert list(artifacts) == [artifact_name(named(source, v)) for v in ALL]
+    assert list(artifacts) == [artifact_name(named(source, v)) for v in DEFAULT_VARIANTS]
     for name, entry in artifacts.items():
         spec = VARIANTS[entry["meta"]["variant"]]
         assert name == artifact_name(named(source, spec.variant))
@@ -90,4 +99,4 @@ def test_dvc_plot_columns_are_the_compile_variants():
         if file.endswith("decoder_by_position.csv")
     ]
     committed = load_params(REPO / "params.yaml").compile.variants
-    assert columns == [ALL] and committed == list(Variant)
+    assert columns == [[v.value for v in DEFAULT_VARIANTS]] and committed == list(DEFAULT_VARIANTS)

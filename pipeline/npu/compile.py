@@ -2,7 +2,7 @@
 
 Writes, atomically, one directory per bundle:
     provider_options.json  VitisAIExecutionProvider options per graph (paths relative to here)
-    vaip_config.json       the compiler config for the variant (see pipeline.npu.vitisai)
+    vaip_config_<graph>.json  each graph's compiler config (see pipeline.npu.vitisai)
     compile_report.json    variant, target, the bundle it belongs to, the partition forecast,
                            and the EP's own partition report when the EP compiled it
     cache/, *_ctx.onnx     the EP's cache and EPContext models, only where the EP exists
@@ -21,9 +21,11 @@ from google.protobuf.message import DecodeError
 from pipeline.config import CompileParams
 from pipeline.errors import GateFailure, UserError, say
 from pipeline.fsutil import atomic_dir, check_output_dir, read_json_object, write_json
-from pipeline.layout import VAIP_CONFIG_FILE, graph_file
+from pipeline.layout import AMD_FORM_FILE, graph_file, vaip_config_file
 from pipeline.npu import vitisai
 from pipeline.npu.compiled import (
+    SEED_DISPATCHES,
+    AmdFormForecast,
     CompileRecord,
     CompileReport,
     EpReport,
@@ -42,7 +44,7 @@ from pipeline.variants import Variant
 
 def _options(variant: Variant, target: str) -> dict[str, dict[str, str]]:
     return {
-        name: vitisai.provider_options(variant, target, f"whisper-{variant}-{name}")
+        name: vitisai.provider_options(variant, target, name, f"whisper-{variant}-{name}")
         for name in GRAPHS
     }
 
@@ -69,19 +71,42 @@ def _compile_with_ep(
     return reports
 
 
+def disagreements(forecast: Forecast, reports: dict[str, EpReport | None] | None) -> list[str]:
+    """Where the EP's own partition report and the forecast differ, one line each: what turns
+    the forecast into a measured one on the first machine with the EP."""
+    found = []
+    for name, report in (reports or {}).items():
+        if report is None:
+            found.append(f"{name}: the EP wrote no partition report")
+            continue
+        graph = forecast.graph(name)
+        if report.npu_nodes != graph.npu_nodes or report.cpu_nodes != graph.nodes - graph.npu_nodes:
+            found.append(
+                f"{name}: EP placed {report.npu_nodes} NPU / {report.cpu_nodes} CPU nodes, "
+                f"forecast {graph.npu_nodes} / {graph.nodes - graph.npu_nodes}"
+            )
+        forecast_cpu = {row.op_type.rpartition(".")[2] for row in graph.cpu_ops}
+        if surprise := sorted(set(report.cpu_op_types) - forecast_cpu):
+            found.append(f"{name}: EP put {surprise} on the CPU, forecast had them on the NPU")
+    return found
+
+
 def compile_bundle(
     params: CompileParams,
     bundle_dir: Path,
     out_dir: Path,
-    target: str | None = None,
+    amd_form: Path | None = None,
     allow_split: bool = False,
 ) -> CompileReport:
-    """Forecast, gate (unless `allow_split`) and write the compiled directory."""
+    """Forecast, gate (unless `allow_split`) and write the compiled directory; `amd_form` is the
+    amd_form stage's output, whose forecast the report puts beside the bundle's."""
     check_output_dir(Path(out_dir), Path(bundle_dir))
     bundle = Bundle.load(Path(bundle_dir))
-    variant, target = bundle.record.variant, target or params.target
+    variant, target = bundle.record.variant, params.target
     try:
-        forecast = forecast_bundle(bundle.root, variant, target, params.tokens_per_window)
+        forecast = forecast_bundle(
+            bundle.root, variant, target, params.tokens_per_window, bundle.record.custom_ops
+        )
     except DecodeError as exc:  # a graph file that is not ONNX
         raise UserError(f"{bundle.root}: a graph is not a readable ONNX model ({exc})") from None
     providers = vitisai.available_providers()
@@ -102,18 +127,17 @@ def compile_bundle(
             "(budget_met: false in its bundle.json)",
             kind="note",
         )
-    if not forecast["clean"] and not allow_split:
+    if not forecast.clean and not allow_split:
         raise GateFailure(
-            f"{bundle_dir} would split on the NPU ({forecast['npu_dtype']}, {target}): "
+            f"{bundle_dir} would split on the NPU ({forecast.flow}, {target}): "
             + describe_split(forecast)
         )
     options = _options(variant, target)
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as scratch:
-        write_json(scratch / VAIP_CONFIG_FILE, vitisai.vaip_config(variant, target))
-        report = (
-            _compile_with_ep(bundle, options, scratch) if ep and forecast["npu_dtype"] else None
-        )
+        for name in GRAPHS:
+            write_json(scratch / vaip_config_file(name), vitisai.vaip_config(variant, target, name))
+        report = _compile_with_ep(bundle, options, scratch) if ep and forecast.npu_dtype else None
         record = CompileReport(
             variant=variant,
             target=target,
@@ -126,8 +150,13 @@ def compile_bundle(
             bundle=Path(os.path.relpath(bundle.root.resolve(), out_dir.resolve())).as_posix(),
             bundle_sha256=bundle.sha256(),
             budget_met=bundle.record.budget_met,
-            forecast=Forecast.model_validate(forecast),
+            forecast=forecast,
             report=report,
+            disagreements=disagreements(forecast, report),
+            seed_dispatches=SEED_DISPATCHES,
+            amd_demo_form=AmdFormForecast.read(Path(amd_form) / AMD_FORM_FILE)
+            if amd_form
+            else None,
         )
         CompileRecord(record, ProviderOptions.model_validate(options)).save(scratch)
     return record

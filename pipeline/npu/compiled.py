@@ -15,45 +15,87 @@ from pydantic import Field
 from pipeline.config import Target
 from pipeline.layout import COMPILE_FILE, PROVIDER_OPTIONS_FILE
 from pipeline.record import Record, Sha256
-from pipeline.variants import Variant
+from pipeline.variants import Flow, Variant
 
 Count = Annotated[int, Field(ge=0)]
 
 
-class OutsideOps(Record):
-    """Nodes of one op type outside AMD's NPU table."""
+class CpuOps(Record):
+    """Nodes of one op type the forecast leaves on the CPU, and on what grounds."""
 
     op_type: str
+    reason: str
     count: Count
     nodes: list[str]
 
 
-class GraphPlacement(Record):
-    """One graph's forecast placement (forecast.GraphForecast as written)."""
+class GraphWork(Record):
+    """One call of a graph: multiply-accumulates (MatMul, Gemm, Conv) and the bytes it reads and
+    writes: every weight once, and each input and output tensor by name."""
 
+    macs: Count
+    weight_bytes: Count
+    inputs: dict[str, Count]
+    outputs: dict[str, Count]
+
+    @property
+    def io_bytes(self) -> int:
+        return sum(self.inputs.values()) + sum(self.outputs.values())
+
+
+class GraphPlacement(Record):
+    """One graph's forecast placement under one flow (pipeline.npu.forecast)."""
+
+    optimized: bool  # ONNX Runtime's basic optimizations applied: the graph the EP is handed
     opset: int
     nodes: Count
-    folded: Count
     op_counts: dict[str, Count]
     npu_nodes: Count
     coverage: float
     npu_subgraphs: Count
     cpu_islands: Count
-    outside_table: list[OutsideOps]
+    boundary_nodes: Count  # x2-int: Q/DQ at the graph's inputs and outputs, on the CPU
+    cpu_ops: list[CpuOps]
+    unverified: list[str]  # op types no public source shows on the NPU under this flow
     non_static: list[str]
     control_flow: list[str]
+    work: GraphWork
     clean: bool
 
 
-class Forecast(Record):
-    """Both graphs' placement and the dispatches of one 30 s window."""
+class WindowWork(Record):
+    """One 30 s window: one encoder call and `tokens` decoder calls."""
 
+    dispatches: Count
+    macs: Count
+    weight_bytes: Count
+    io_bytes: Count
+
+
+class TableFigure(Record):
+    """The secondary figure: AMD's operator table for the column used as an allowlist."""
+
+    column: str | None
+    encoder_subgraphs: Count
+    decoder_subgraphs: Count
+    coverage: dict[str, float]
+    dispatches_per_window: Count
+
+
+class Forecast(Record):
+    """Both graphs' placement under the variant's flow, the work and dispatches of one 30 s
+    window, and the table figure beside it."""
+
+    flow: Flow
     npu_dtype: str | None
     no_npu_reason: str | None
+    sources: list[str]  # keys of data/npu_flows.json's sources the flow's rules rest on
     encoder: GraphPlacement
     decoder: GraphPlacement
     tokens_per_window: Count
     dispatches_per_window: Count
+    window: WindowWork
+    table: TableFigure
     clean: bool
 
     def graph(self, name: str) -> GraphPlacement:
@@ -80,6 +122,44 @@ class OpsTableSource(Record):
     source: str
 
 
+class PublishedPartition(Record):
+    """What AMD's EP reported for its whisper-base form (RyzenAI-SW Demos/ASR/Whisper/README)."""
+
+    model: str
+    encoder_npu_ops: int
+    encoder_cpu_ops: int
+    encoder_subgraphs: int
+    decoder_npu_ops: int
+    decoder_cpu_ops: int
+    decoder_subgraphs: int
+
+
+AMD_WHISPER_BASE = PublishedPartition(
+    model="openai/whisper-base",
+    encoder_npu_ops=225,
+    encoder_cpu_ops=0,
+    encoder_subgraphs=1,
+    decoder_npu_ops=341,
+    decoder_cpu_ops=24,
+    decoder_subgraphs=2,
+)
+
+
+class AmdFormForecast(Record):
+    """amd_form.json: the configured model in AMD's demo form, forecast under VAIML
+    (pipeline.npu.amd_form)."""
+
+    model: str  # model.source it was built from
+    static_dims: dict[str, int]
+    decoder_positions: int  # positions each decoder call recomputes (no KV cache)
+    forecast: Forecast
+    published: PublishedPartition
+
+
+# The project's origin: the first NPU path for Whisper made 2679 host→NPU calls per inference.
+SEED_DISPATCHES = 2679
+
+
 class CompileReport(Record):
     """compile_report.json: `bundle` is the bundle's path relative to the compiled directory,
     `bundle_sha256` the bundle.json it was compiled from."""
@@ -95,6 +175,10 @@ class CompileReport(Record):
     budget_met: bool
     forecast: Forecast
     report: dict[str, EpReport | None] | None
+    disagreements: list[str]  # the EP's report against the forecast (empty without the EP)
+    # Side by side with this forecast: the seed's NPU path and AMD's demo form of the model.
+    seed_dispatches: int
+    amd_demo_form: AmdFormForecast | None
 
 
 class ProviderOptions(Record):

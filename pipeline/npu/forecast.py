@@ -1,95 +1,157 @@
-"""How the VitisAI EP would partition a bundle, forecast from its graphs without the EP.
+"""How the VitisAI EP would partition a graph, forecast without the EP.
 
-The EP places every node either on the NPU (its op is in AMD's table for the variant's dtype)
-or on the CPU, and each maximal run of NPU nodes becomes one NPU subgraph: one host→NPU
-dispatch per graph call. Runs follow the data flow: every node gets a phase, NPU phases even and
-CPU phases odd, one later than a producer on the other device and as late as its consumers
-allow; the NPU subgraphs are the connected groups of NPU nodes sharing a phase. So no subgraph
-has a path that leaves for the CPU and comes back, which the EP could not run as one call
-either.
+The graph forecast is the one the EP is handed: ONNX Runtime applies its basic optimizations
+(constant folding, MatMul+Add → Gemm, …) before any provider partitions, and after them AMD's
+documented Whisper-base form has exactly the 225 encoder and 365 decoder operators AMD's EP
+reports. Each node is then placed by the variant's flow (pipeline/npu/flows.py) and each maximal
+run of NPU nodes becomes one NPU subgraph: one host→NPU dispatch per graph call.
 
-Constant nodes and initializers are data, not work: they are not placed and do not connect
-nodes; neither is a node computing from constants alone, which ONNX Runtime's basic
-optimizations fold before the graph is partitioned (except DequantizeLinear, which it keeps so
-the EP sees whole Q/DQ units). A 30 s window costs one encoder call and one decoder call per
-token, so its dispatches are encoder subgraphs + tokens * decoder subgraphs.
+Runs follow the data flow: every node gets a phase, NPU phases even and CPU phases odd, one
+later than a producer on the other device and as late as its consumers allow; the NPU subgraphs
+are the connected groups of NPU nodes sharing a phase. So no subgraph has a path that leaves for
+the CPU and comes back, which the EP could not run as one call either. A 30 s window costs one
+encoder call and one decoder call per token.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from math import prod
 from pathlib import Path
-from typing import Any
 
 import onnx
+from google.protobuf.message import DecodeError
 
 from pipeline.errors import UserError
 from pipeline.layout import graph_file
+from pipeline.npu.compiled import (
+    CpuOps,
+    Forecast,
+    GraphPlacement,
+    GraphWork,
+    TableFigure,
+    WindowWork,
+)
+from pipeline.npu.flows import GraphView, Reason, place, placed_on_npu, sources_of
 from pipeline.npu.graph_check import (
     CONTROL_FLOW,
     DEQUANTIZE,
+    QUANTIZE,
     infer_shapes,
     load_graph,
     non_static,
-    npu_ops,
     opset_of,
     table_op,
 )
-from pipeline.npu.vitisai import no_npu_reason, npu_column
+from pipeline.record import Record
 from pipeline.runtime.whisper_io import GRAPHS
-from pipeline.variants import Variant
+from pipeline.variants import BF16_COLUMN, FLOW_TARGETS, VARIANTS, Flow, Variant
 
-NAMED_PER_OP = 5  # offending nodes named per op type in messages (all are in the JSON)
+NAMED_PER_OP = 5  # nodes named per op type in messages (all are in the JSON)
+OPTIMIZED_WEIGHTS = "weights.bin"
 
 
-@dataclass(frozen=True)
-class GraphForecast:
-    opset: int
-    nodes: int  # placed nodes
-    folded: int  # Constant nodes and nodes computing from constants alone
-    op_counts: dict[str, int]
-    npu_nodes: int
-    coverage: float
-    npu_subgraphs: int
-    cpu_islands: int
-    outside_table: list[dict[str, Any]]  # per op type: {"op_type", "count", "nodes"}
-    non_static: list[str]
-    control_flow: list[str]
+def optimized(path: Path, custom_ops: str | None = None) -> tuple[onnx.ModelProto, bool]:
+    """The graph after ONNX Runtime's basic optimizations, as providers receive it; the graph as
+    stored (and False) when ONNX Runtime cannot load it, e.g. a custom op without its library."""
+    import onnxruntime as ort
 
-    @property
-    def clean(self) -> bool:
-        return (
-            self.npu_subgraphs == 1
-            and self.cpu_islands == 0
-            and not self.non_static
-            and not self.control_flow
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    if custom_ops:
+        options.register_custom_ops_library(custom_ops)
+    with tempfile.TemporaryDirectory() as scratch:
+        target = Path(scratch) / "optimized.onnx"
+        options.optimized_model_filepath = str(target)
+        options.add_session_config_entry(
+            "session.optimized_model_external_initializers_file_name", OPTIMIZED_WEIGHTS
         )
+        options.add_session_config_entry(
+            "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+        )
+        try:
+            ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception:
+            return load_graph(path), False
+        return load_graph(target), True
 
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "clean": self.clean}
+
+def _types(inferred: onnx.ModelProto) -> dict[str, int]:
+    graph = inferred.graph
+    types = {init.name: init.data_type for init in graph.initializer}
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        types[value.name] = value.type.tensor_type.elem_type
+    return types
 
 
-def placed_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
-    """The nodes the EP places: all but constants and what folds into constants."""
+def _shapes(inferred: onnx.ModelProto) -> dict[str, list[int]]:
+    graph = inferred.graph
+    shapes = {init.name: list(init.dims) for init in graph.initializer}
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        shapes[value.name] = [dim.dim_value for dim in value.type.tensor_type.shape.dim]
+    return shapes
+
+
+def graph_view(model: onnx.ModelProto, inferred: onnx.ModelProto) -> GraphView:
+    """The nodes a provider places: constants and what computes from constants alone are data
+    (DequantizeLinear of a weight excepted: ONNX Runtime keeps it so the EP sees Q/DQ units)."""
+    graph = model.graph
     constant = {init.name for init in graph.initializer}
-    placed = []
+    nodes = []
     for node in graph.node:
         from_constants = all(not name or name in constant for name in node.input)
         if node.op_type == "Constant" or (from_constants and table_op(node) != DEQUANTIZE):
             constant.update(node.output)
         else:
-            placed.append(node)
-    return placed
+            nodes.append(node)
+    return GraphView(
+        nodes=nodes,
+        types=_types(inferred),
+        constants=frozenset(constant),
+        graph_inputs=frozenset(value.name for value in graph.input),
+        graph_outputs=frozenset(value.name for value in graph.output),
+    )
 
 
-def _op_key(node: onnx.NodeProto) -> str:
-    return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+def _bytes(shape: Sequence[int], elem_type: int) -> int:
+    return prod(shape) * onnx.helper.tensor_dtype_to_np_dtype(elem_type).itemsize
+
+
+def _macs(node: onnx.NodeProto, shapes: dict[str, list[int]]) -> int:
+    """Multiply-accumulates of one MatMul, Gemm or Conv from its static shapes (0 otherwise)."""
+    out = shapes.get(node.output[0], [])
+    if node.op_type == "MatMul":
+        return prod(out) * (shapes.get(node.input[0]) or [0])[-1]
+    if node.op_type == "Gemm":
+        trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
+        first = shapes.get(node.input[0]) or [0, 0]
+        return prod(out) * first[0 if trans_a else -1]
+    if node.op_type == "Conv":
+        weight = shapes.get(node.input[1]) or [0]
+        return prod(out) * prod(weight[1:])
+    return 0
+
+
+def graph_work(model: onnx.ModelProto, inferred: onnx.ModelProto) -> GraphWork:
+    """What one call computes and moves; shapes are static, so these are exact counts."""
+    graph, shapes, types = model.graph, _shapes(inferred), _types(inferred)
+    return GraphWork(
+        macs=sum(_macs(node, shapes) for node in inferred.graph.node),
+        weight_bytes=sum(_bytes(init.dims, init.data_type) for init in graph.initializer),
+        inputs={v.name: _bytes(shapes[v.name], types[v.name]) for v in graph.input},
+        outputs={v.name: _bytes(shapes[v.name], types[v.name]) for v in graph.output},
+    )
 
 
 def _name(node: onnx.NodeProto) -> str:
     return node.name or node.output[0]
+
+
+def _op_key(node: onnx.NodeProto) -> str:
+    return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
 
 
 def _edges(nodes: Sequence[onnx.NodeProto]) -> list[list[int]]:
@@ -144,100 +206,241 @@ def runs(nodes: Sequence[onnx.NodeProto], on_npu: Sequence[bool]) -> list[list[i
     return list(groups.values())
 
 
-def _outside(nodes: Sequence[onnx.NodeProto], on_npu: Sequence[bool]) -> list[dict[str, Any]]:
-    by_op: dict[str, list[str]] = defaultdict(list)
-    for node, npu in zip(nodes, on_npu, strict=True):
-        if not npu:
-            by_op[_op_key(node)].append(_name(node))
+def _cpu_ops(nodes: Sequence[onnx.NodeProto], reasons: Sequence[Reason]) -> list[CpuOps]:
+    by_op: dict[tuple[str, Reason], list[str]] = defaultdict(list)
+    for node, reason in zip(nodes, reasons, strict=True):
+        if not placed_on_npu([reason])[0]:
+            by_op[(_op_key(node), reason)].append(_name(node))
     return [
-        {"op_type": op, "count": len(names), "nodes": names} for op, names in sorted(by_op.items())
+        CpuOps(op_type=op, reason=reason.value, count=len(names), nodes=names)
+        for (op, reason), names in sorted(by_op.items())
     ]
 
 
-def forecast_graph(path: Path, column: str | None) -> GraphForecast:
-    """Placement of one graph for one column of AMD's table (None: nothing goes to the NPU)."""
-    model = load_graph(path)
-    nodes = placed_nodes(model.graph)
-    allowed = npu_ops(column) if column else frozenset()
-    on_npu = [table_op(node) in allowed for node in nodes]
-    groups = runs(nodes, on_npu)
-    npu_groups = sum(on_npu[group[0]] for group in groups)
-    counts: dict[str, int] = defaultdict(int)
-    for node in nodes:
-        counts[_op_key(node)] += 1
-    return GraphForecast(
-        opset=opset_of(model),
-        nodes=len(nodes),
-        folded=len(model.graph.node) - len(nodes),
-        op_counts=dict(sorted(counts.items())),
-        npu_nodes=sum(on_npu),
-        coverage=sum(on_npu) / len(nodes) if nodes else 1.0,
-        npu_subgraphs=npu_groups,
-        cpu_islands=len(groups) - npu_groups,
-        outside_table=_outside(nodes, on_npu),
-        non_static=non_static(infer_shapes(model).graph),
-        control_flow=sorted({node.op_type for node in nodes if node.op_type in CONTROL_FLOW}),
+@dataclass(frozen=True)
+class LoadedGraph:
+    """A graph as the EP would receive it, with its shapes inferred."""
+
+    model: onnx.ModelProto
+    inferred: onnx.ModelProto
+    view: GraphView
+    optimized: bool
+
+    @classmethod
+    def load(cls, path: Path, custom_ops: str | None = None) -> LoadedGraph:
+        model, was_optimized = optimized(path, custom_ops)
+        inferred = infer_shapes(model)
+        return cls(model, inferred, graph_view(model, inferred), was_optimized)
+
+    def place(self, flow: Flow, column: str | None) -> GraphPlacement:
+        """Placement under one flow; boundary Q/DQ sit on the CPU outside any run."""
+        nodes = self.view.nodes
+        reasons = place(self.view, flow, column)
+        inner = [i for i, reason in enumerate(reasons) if reason is not Reason.BOUNDARY]
+        on_npu = placed_on_npu([reasons[i] for i in inner])
+        groups = runs([nodes[i] for i in inner], on_npu)
+        npu_groups = sum(on_npu[group[0]] for group in groups)
+        counts: dict[str, int] = defaultdict(int)
+        for node in nodes:
+            counts[_op_key(node)] += 1
+        unverified = sorted(
+            {_op_key(n) for n, r in zip(nodes, reasons, strict=True) if r is Reason.UNVERIFIED}
+        )
+        statics, control = (
+            non_static(self.inferred.graph),
+            sorted({node.op_type for node in nodes if node.op_type in CONTROL_FLOW}),
+        )
+        islands = len(groups) - npu_groups
+        return GraphPlacement(
+            optimized=self.optimized,
+            opset=opset_of(self.model),
+            nodes=len(nodes),
+            op_counts=dict(sorted(counts.items())),
+            npu_nodes=sum(on_npu),
+            coverage=sum(on_npu) / len(nodes) if nodes else 1.0,
+            npu_subgraphs=npu_groups,
+            cpu_islands=islands,
+            boundary_nodes=len(nodes) - len(inner),
+            cpu_ops=_cpu_ops(nodes, reasons),
+            unverified=unverified,
+            non_static=statics,
+            control_flow=control,
+            work=graph_work(self.model, self.inferred),
+            clean=npu_groups == 1 and islands == 0 and not (unverified or statics or control),
+        )
+
+
+def has_qdq(view: GraphView) -> bool:
+    return any(table_op(node) in (QUANTIZE, DEQUANTIZE) for node in view.nodes)
+
+
+def window(
+    encoder: GraphPlacement, decoder: GraphPlacement, tokens: int, dispatches: int
+) -> WindowWork:
+    return WindowWork(
+        dispatches=dispatches,
+        macs=encoder.work.macs + tokens * decoder.work.macs,
+        weight_bytes=encoder.work.weight_bytes + tokens * decoder.work.weight_bytes,
+        io_bytes=encoder.work.io_bytes + tokens * decoder.work.io_bytes,
+    )
+
+
+def no_npu_reason(flow: Flow, target: str) -> str | None:
+    if target in FLOW_TARGETS[flow]:
+        return None
+    chips = "/".join(chip.upper() for chip in FLOW_TARGETS[flow])
+    return f"the {flow} flow runs on {chips} only, not on {target}"
+
+
+def forecast_pair(
+    graphs: dict[str, LoadedGraph], flow: Flow, column: str | None, target: str, tokens: int
+) -> Forecast:
+    """An encoder and a decoder under one flow, with the table figure beside it."""
+    reason = no_npu_reason(flow, target)
+    placed = {name: graph.place(flow, column) for name, graph in graphs.items()}
+    table = {name: graph.place(Flow.TABLE, column) for name, graph in graphs.items()}
+    encoder, decoder = placed["encoder"], placed["decoder"]
+    dispatches = 0 if reason else encoder.npu_subgraphs + tokens * decoder.npu_subgraphs
+    return Forecast(
+        flow=flow,
+        npu_dtype=None if reason else column,
+        no_npu_reason=reason,
+        sources=sources_of(flow),
+        encoder=encoder,
+        decoder=decoder,
+        tokens_per_window=tokens,
+        dispatches_per_window=dispatches,
+        window=window(encoder, decoder, tokens, dispatches),
+        table=TableFigure(
+            column=column,
+            encoder_subgraphs=table["encoder"].npu_subgraphs,
+            decoder_subgraphs=table["decoder"].npu_subgraphs,
+            coverage={name: figure.coverage for name, figure in table.items()},
+            dispatches_per_window=table["encoder"].npu_subgraphs
+            + tokens * table["decoder"].npu_subgraphs,
+        ),
+        clean=reason is None and encoder.clean and decoder.clean,
     )
 
 
 def forecast_bundle(
-    bundle_dir: Path, variant: Variant, target: str, tokens_per_window: int
-) -> dict[str, Any]:
-    """Both graphs' placement, the dispatches of one 30 s window, and whether it is clean."""
-    column = npu_column(variant, target)
-    graphs = {name: forecast_graph(Path(bundle_dir) / graph_file(name), column) for name in GRAPHS}
-    encoder, decoder = graphs["encoder"], graphs["decoder"]
-    reason = no_npu_reason(variant, target)
-    return {
-        "npu_dtype": column,
-        "no_npu_reason": reason,
-        **{name: graph.to_json() for name, graph in graphs.items()},
-        "tokens_per_window": tokens_per_window,
-        "dispatches_per_window": encoder.npu_subgraphs + tokens_per_window * decoder.npu_subgraphs,
-        "clean": reason is None and all(graph.clean for graph in graphs.values()),
+    bundle_dir: Path,
+    variant: Variant,
+    target: str,
+    tokens_per_window: int,
+    custom_ops: str | None = None,
+) -> Forecast:
+    """Both graphs of a bundle under the flow AMD documents for its variant."""
+    spec = VARIANTS[variant]
+    graphs = {
+        name: LoadedGraph.load(Path(bundle_dir) / graph_file(name), custom_ops) for name in GRAPHS
     }
+    return forecast_pair(graphs, spec.flow, spec.npu_column, target, tokens_per_window)
 
 
-def describe_split(forecast: dict[str, Any]) -> str:
-    """One line naming why the bundle would split: nodes outside the table, per graph."""
-    if forecast["no_npu_reason"]:
-        return str(forecast["no_npu_reason"])
-    parts = []
-    for name in GRAPHS:
-        graph = forecast[name]
-        ops = [
-            f"{row['op_type']} x{row['count']} ({', '.join(row['nodes'][:NAMED_PER_OP])}"
-            + (", …)" if row["count"] > NAMED_PER_OP else ")")
-            for row in graph["outside_table"]
-        ]
-        if graph["non_static"]:
-            ops.append(f"non-static tensors {graph['non_static'][:NAMED_PER_OP]}")
-        if graph["control_flow"]:
-            ops.append(f"control flow {graph['control_flow']}")
-        if ops:
-            parts.append(f"{name}: " + "; ".join(ops))
-    return " | ".join(parts)
+def default_column(flow: Flow, view: GraphView) -> str:
+    """The table column a graph of unknown origin is read against: BF16 for VAIML, A16W8 when
+    its quantizers write 16-bit integers, else A8W8."""
+    if flow is Flow.VAIML or not has_qdq(view):
+        return BF16_COLUMN
+    wide = {onnx.TensorProto.INT16, onnx.TensorProto.UINT16}
+    quantized = (
+        view.types.get(node.output[0]) for node in view.nodes if table_op(node) == QUANTIZE
+    )
+    return "A16W8" if any(kind in wide for kind in quantized) else "A8W8"
 
 
-def summary_lines(variant: str, forecast: dict[str, Any]) -> list[str]:
-    """A readable line per graph and one for the window's dispatches."""
-    no_npu = forecast["no_npu_reason"]
-    lines = []
-    for name in GRAPHS:
-        graph = forecast[name]
-        outside = ", ".join(f"{r['op_type']} x{r['count']}" for r in graph["outside_table"])
-        lines.append(
-            f"{variant} {name}: {graph['coverage']:.1%} of {graph['nodes']} nodes on the NPU "
-            f"({forecast['npu_dtype'] or 'no NPU path'}), {graph['npu_subgraphs']} NPU "
-            f"subgraph(s), {graph['cpu_islands']} CPU island(s)"
-            + (f"; outside AMD's table: {outside}" if outside and not no_npu else "")
-        )
-    verdict = (
-        f"no NPU path: {no_npu}" if no_npu else "clean" if forecast["clean"] else "would split"
+class FileForecast(Record):
+    """`whisper-npu forecast` of one ONNX file of any origin."""
+
+    path: str
+    flow: Flow
+    column: str
+    no_npu_reason: str | None
+    placement: GraphPlacement
+    clean: bool
+
+
+def forecast_file(path: Path, flow: Flow | None, column: str | None, target: str) -> FileForecast:
+    """One graph under `flow` (default: x2-int if it holds Q/DQ nodes, else vaiml) and
+    `column` (default: read from the graph, see `default_column`)."""
+    if not Path(path).is_file():
+        raise UserError(f"{path}: no such ONNX file")
+    try:
+        graph = LoadedGraph.load(Path(path))
+    except (DecodeError, onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise UserError(f"{path}: not a readable ONNX graph ({exc})") from None
+    flow = flow or (Flow.X2_INT if has_qdq(graph.view) else Flow.VAIML)
+    column = column or default_column(flow, graph.view)
+    if flow is Flow.X2_INT and column == BF16_COLUMN:
+        raise UserError(f"{path}: the x2-int flow takes an integer column, not {column}")
+    placement = graph.place(flow, column)
+    reason = no_npu_reason(flow, target)
+    return FileForecast(
+        path=str(path),
+        flow=flow,
+        column=column,
+        no_npu_reason=reason,
+        placement=placement,
+        clean=reason is None and placement.clean,
+    )
+
+
+def describe_split(forecast: Forecast) -> str:
+    """One line naming why the graphs would split: CPU nodes and their grounds, per graph."""
+    if forecast.no_npu_reason:
+        return forecast.no_npu_reason
+    parts = [f"{name}: {problems(forecast.graph(name))}" for name in GRAPHS]
+    return " | ".join(part for part in parts if not part.endswith(": "))
+
+
+def problems(graph: GraphPlacement) -> str:
+    ops = [
+        f"{row.op_type} x{row.count} [{row.reason}] ({', '.join(row.nodes[:NAMED_PER_OP])}"
+        + (", …)" if row.count > NAMED_PER_OP else ")")
+        for row in graph.cpu_ops
+        if row.reason != Reason.BOUNDARY.value
+    ]
+    if graph.non_static:
+        ops.append(f"non-static tensors {graph.non_static[:NAMED_PER_OP]}")
+    if graph.control_flow:
+        ops.append(f"control flow {graph.control_flow}")
+    return "; ".join(ops)
+
+
+def graph_line(label: str, graph: GraphPlacement, flow: Flow, column: str | None) -> str:
+    cpu = ", ".join(
+        f"{row.op_type} x{row.count} ({row.reason})"
+        for row in graph.cpu_ops
+        if row.reason != Reason.BOUNDARY.value
+    )
+    return (
+        f"{label}: {graph.coverage:.1%} of {graph.nodes} nodes on the NPU ({flow}, {column}), "
+        f"{graph.npu_subgraphs} NPU subgraph(s), {graph.cpu_islands} CPU island(s), "
+        f"{graph.work.macs / 1e6:,.1f} M MACs per call"
+        + (f"; CPU: {cpu}" if cpu else "")
+        + ("" if graph.optimized else "; forecast on the stored graph (ORT could not load it)")
+    )
+
+
+def summary_lines(variant: str, forecast: Forecast) -> list[str]:
+    """A readable line per graph, one for the window, one for the table figure."""
+    lines = [
+        graph_line(f"{variant} {name}", forecast.graph(name), forecast.flow, forecast.npu_dtype)
+        for name in GRAPHS
+    ]
+    no_npu = forecast.no_npu_reason
+    verdict = f"no NPU path: {no_npu}" if no_npu else "clean" if forecast.clean else "would split"
+    win, table = forecast.window, forecast.table
+    lines.append(
+        f"{variant} per 30 s window: {forecast.encoder.npu_subgraphs} + "
+        f"{forecast.tokens_per_window} tokens x {forecast.decoder.npu_subgraphs} = "
+        f"{forecast.dispatches_per_window} dispatches ({verdict}); {win.macs / 1e9:,.2f} G MACs, "
+        f"{win.weight_bytes / 1e6:,.0f} MB weights + {win.io_bytes / 1e6:,.0f} MB in/out read"
     )
     lines.append(
-        f"{variant} dispatches per 30 s window: {forecast['encoder']['npu_subgraphs']} + "
-        f"{forecast['tokens_per_window']} tokens x {forecast['decoder']['npu_subgraphs']} = "
-        f"{forecast['dispatches_per_window']} ({verdict})"
+        f"{variant} table figure ({table.column}): {table.encoder_subgraphs} + "
+        f"{forecast.tokens_per_window} x {table.decoder_subgraphs} = "
+        f"{table.dispatches_per_window} dispatches"
     )
     return lines

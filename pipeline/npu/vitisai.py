@@ -9,8 +9,8 @@ Option names, values and file layouts follow the Ryzen AI Software documentation
 - amd/RyzenAI-SW docs/reference/relnotes.mdx @711f0a2 (1.5: the report needs
   XLNX_ONNX_EP_REPORT_FILE and `enable_cache_file_io_in_mem` 0; 1.6: no `xclbin` on STX/KRK,
   `target` X1 + `xclbin` on PHX/HPT; BF16 models run on STX/KRK only);
-- amd/RyzenAI-SW CNN-examples/getting_started_resnet/bf16/vitisai_config.json @026d5d6 (an FP32
-  model compiled through `vaiml_config.enable_f32_to_bf16_conversion`: AMD's FP32→BF16 path).
+- amd/RyzenAI-SW Demos/ASR/Whisper/config/vitisai_config_whisper_{encoder,decoder}.json @0b65628
+  (AMD's VAIML settings for Whisper, per graph).
 
 AMD's operator table stays the 1.5.0 data in pipeline/data: the 1.7.0 table (RyzenAI-SW
 docs/reference/supported-operators.mdx @b5426cf) differs from it only in A8W8 no longer listing
@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.layout import CACHE_SUBDIR, VAIP_CONFIG_FILE, VITISAI_REPORT_FILE
+from pipeline.layout import CACHE_SUBDIR, VITISAI_REPORT_FILE, vaip_config_file
 from pipeline.providers import VITISAI_PROVIDER
 from pipeline.variants import VARIANTS, XDNA2, Variant
 
@@ -60,34 +60,25 @@ def npu_column(variant: Variant, target: str) -> str | None:
     return spec.npu_column if target in spec.runs_on else None
 
 
-def no_npu_reason(variant: Variant, target: str) -> str | None:
-    if npu_column(variant, target) is not None:
-        return None
-    chips = "/".join(chip.upper() for chip in VARIANTS[variant].runs_on)
-    return (
-        f"{variant} compiles through AMD's BF16 flow, which Ryzen AI {RYZEN_AI_VERSION} runs on "
-        f"{chips} only, not on {target}"
-    )
+# AMD's Whisper compiler settings (RyzenAI-SW Demos/ASR/Whisper/config/vitisai_config_whisper_*.json
+# @0b65628): both graphs optimize_level 3 and a larger AI Engine stack, the encoder LayerNorm in
+# its accurate two-pass kernel. No `enable_f32_to_bf16_conversion`: since Ryzen AI 1.6 VAIML
+# narrows an FP32 transformer to BF16 itself, and AMD's Whisper configs do not set it.
+WHISPER_VAIML = {"optimize_level": 3, "aiecompiler_args": "--system-stack-size=512"}
+WHISPER_VAIML_ENCODER = {"fe_experiment": "use-accurate-mode=LayerNorm2PassAdf"}
 
 
-def vaip_config(variant: Variant, target: str) -> dict[str, Any]:
-    """The config_file contents for a variant.
+def vaip_config(variant: Variant, target: str, graph: str) -> dict[str, Any]:
+    """The config_file contents for one graph of a variant.
 
-    Float variants get the documented BF16 compiler config (`vaiml_config`, plus the 1.6
-    `target`/`targets` section); fp32 also asks for the FP32→BF16 conversion. Integer models
-    take no config file: the backend is the `target` provider option, recorded here so the
-    compiled directory says which one it was built for.
+    VAIML-flow variants get AMD's Whisper config for that graph. Integer models take no config
+    file: the backend is the `target` provider option, recorded here so the compiled directory
+    says which one it was built for.
     """
-    spec = VARIANTS[variant]
-    if not spec.bf16_flow:
+    if not VARIANTS[variant].bf16_flow:
         backend = "X2" if target in XDNA2.targets else "X1"
         return {TARGET: backend, "passed_to_ep": False}
-    options: dict[str, Any] = {
-        "optimize_level": 2,  # documented values 1 (default), 2, 3; AMD's Whisper demo uses 2
-        "preferred_data_storage": "unvectorized",  # documented as best for GEMM-heavy models
-    }
-    if spec.quant is None:  # a float32 graph: the compiler narrows it to bfloat16 itself
-        options["enable_f32_to_bf16_conversion"] = True
+    options = {**WHISPER_VAIML, **(WHISPER_VAIML_ENCODER if graph == "encoder" else {})}
     return {
         "passes": [
             {"name": "init", "plugin": "vaip-pass_init"},
@@ -102,7 +93,7 @@ def vaip_config(variant: Variant, target: str) -> dict[str, Any]:
     }
 
 
-def provider_options(variant: Variant, target: str, cache_key: str) -> dict[str, str]:
+def provider_options(variant: Variant, target: str, graph: str, cache_key: str) -> dict[str, str]:
     """Provider options as stored in provider_options.json: paths relative to the compiled
     directory and the installation variable unexpanded, so the directory can move
     (`resolve_options` makes them concrete). Empty when the chip has no NPU path."""
@@ -110,7 +101,7 @@ def provider_options(variant: Variant, target: str, cache_key: str) -> dict[str,
         return {}
     options = {CACHE_DIR: CACHE_SUBDIR, CACHE_KEY: cache_key, CACHE_IN_MEMORY: "0"}
     if VARIANTS[variant].bf16_flow:
-        options[CONFIG_FILE] = VAIP_CONFIG_FILE
+        options[CONFIG_FILE] = vaip_config_file(graph)
     elif target in XDNA2.targets:
         options[TARGET] = "X2"
     else:

@@ -43,7 +43,7 @@ from pipeline.runtime.bundle import Artifact, BundleRecord, Quantization
 from pipeline.runtime.whisper_io import GRAPHS
 from pipeline.variants import VARIANTS
 
-FORECAST_KEYS = ("coverage", "npu_subgraphs", "cpu_islands", "outside_table")
+FORECAST_KEYS = ("coverage", "npu_subgraphs", "cpu_islands", "unverified")
 
 
 def model_slug(source: str) -> str:
@@ -85,16 +85,19 @@ def _bench(metrics_path: Path, variant: str) -> tuple[BenchRow | None, str | Non
 
 
 def _forecast(forecast: Forecast) -> dict[str, Any]:
-    """Per graph the placement figures; op types outside the NPU table with their counts (the
-    node names stay in npu/)."""
-    summary: dict[str, Any] = {}
+    """Per graph the placement figures; op types the forecast leaves on the CPU with their
+    counts and grounds (the node names stay in npu/)."""
+    summary: dict[str, Any] = {"flow": forecast.flow.value}
     for graph in GRAPHS:
         found = forecast.graph(graph)
         summary[graph] = {key: getattr(found, key) for key in FORECAST_KEYS}
-        summary[graph]["outside_table"] = [
-            {"op_type": row.op_type, "count": row.count} for row in found.outside_table
+        summary[graph]["cpu_ops"] = [
+            {"op_type": row.op_type, "count": row.count, "reason": row.reason}
+            for row in found.cpu_ops
         ]
     summary["dispatches_per_window"] = forecast.dispatches_per_window
+    summary["macs_per_window"] = forecast.window.macs
+    summary["table_dispatches_per_window"] = forecast.table.dispatches_per_window
     summary["clean"] = forecast.clean
     return summary
 

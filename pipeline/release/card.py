@@ -51,7 +51,7 @@ def _percent(value: Any) -> str:
 
 def _op(entry: Any) -> str:
     if isinstance(entry, dict):
-        return f"{entry.get('op_type')} ({entry.get('count')})"
+        return f"{entry.get('op_type')} ({entry.get('count')}, {entry.get('reason')})"
     return str(entry)
 
 
@@ -88,25 +88,29 @@ def _forecast(card: Card) -> list[str]:
     forecast = compiled["forecast"]
     if not forecast:
         return [*lines, "No partition forecast."]
-    lines += ["Partition forecast (AMD's operator table for the variant's dtype):", ""]
+    lines += [
+        f"Partition forecast, `{forecast['flow']}` flow (rules from AMD's public partitions, "
+        "pipeline/npu/data/npu_flows.json):",
+        "",
+    ]
     rows = [
         (
             graph,
             _percent(forecast[graph]["coverage"]),
             forecast[graph]["npu_subgraphs"],
             forecast[graph]["cpu_islands"],
-            ", ".join(_op(entry) for entry in forecast[graph]["outside_table"]) or "none",
+            ", ".join(_op(entry) for entry in forecast[graph]["cpu_ops"]) or "none",
         )
         for graph in GRAPHS
     ]
-    lines += _table(
-        ("graph", "ops on the NPU", "NPU subgraphs", "CPU islands", "outside the NPU table"), rows
-    )
+    lines += _table(("graph", "ops on the NPU", "NPU subgraphs", "CPU islands", "on the CPU"), rows)
     return [
         *lines,
         "",
-        f"Dispatches per 30 s window: {forecast['dispatches_per_window']}; "
-        f"clean partition: {forecast['clean']}.",
+        f"Dispatches per 30 s window: {forecast['dispatches_per_window']} "
+        f"({forecast['macs_per_window'] / 1e9:,.1f} G MACs); clean partition: "
+        f"{forecast['clean']}. AMD's operator table as an allowlist would give "
+        f"{forecast['table_dispatches_per_window']}.",
     ]
 
 
