@@ -180,8 +180,9 @@ def _transcribe(args: argparse.Namespace) -> int:
         if path in outputs:
             write_text(outputs[path], render(result, args.format))
         elif not args.json:
-            single = render(result, args.format)
-            print(single if len(args.audio) == 1 else f"{shown(path)}\t{result.text}\n", end="")
+            several = len(args.audio) > 1  # txt only (_output_paths): one line per file
+            shown_result = f"{shown(path)}\t{result.text}\n" if several else None
+            print(shown_result or render(result, args.format), end="", flush=True)
     if args.json:
         print(json.dumps(listed, indent=2, ensure_ascii=False))
     return 2 if failed else 0
