@@ -96,10 +96,28 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _transcribe_arguments(parser: argparse.ArgumentParser) -> None:
+    from pipeline.runtime.formats import Format
+
     parser.add_argument(
         "--artifact", type=Path, default=Path("artifacts/bundles/fp32"), help=ARTIFACT_HELP
     )
+    parser.add_argument(
+        "--format",
+        type=Format,
+        choices=list(Format),
+        default=Format.TXT,
+        help="output format; srt, vtt, tsv and verbose_json carry segment times",
+    )
+    parser.add_argument(
+        "--output-dir", type=Path, help="write <name>.<format> per input here (else stdout)"
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON list of {path, text}")
+    parser.add_argument(
+        "--no-guards",
+        action="store_true",
+        help="greedy only: no silence, compression, log-prob or repetition guards",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="the fallback sampler's seed")
     parser.add_argument(
         "--threads",
         type=_positive_int,
@@ -109,27 +127,65 @@ def _transcribe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("audio", nargs="+", type=Path)
 
 
-def _transcribe(args: argparse.Namespace) -> int:
-    """One line per file (or a JSON list); a bad file is reported and the others still run.
-    Deployments transcribe with a pulled release and no params.yaml beside it."""
-    from pipeline.runtime.audio import load_audio
-    from pipeline.runtime.transcriber import Transcriber
+def _output_paths(args: argparse.Namespace) -> dict[Path, Path]:
+    """Each input's output file; two inputs may not share one, nor an output be an input."""
+    from pipeline.runtime.formats import EXTENSION, Format
 
-    transcriber = Transcriber.from_artifact(args.artifact, threads=args.threads)
-    _say_fallback("transcribe", transcriber.execution)
-    results, failed = [], False
+    if args.output_dir is None:
+        if len(args.audio) > 1 and args.format != Format.TXT:
+            raise UserError(f"--format {args.format} for several files needs --output-dir")
+        return {}
+    outputs = {
+        path: args.output_dir / f"{path.stem}.{EXTENSION[args.format]}" for path in args.audio
+    }
+    taken: dict[Path, Path] = {}
+    for source, out in outputs.items():
+        if out in taken and taken[out] != source:
+            raise UserError(
+                f"{shown(taken[out])} and {shown(source)} would both write {shown(out)}"
+            )
+        if out.resolve() in {path.resolve() for path in args.audio}:
+            raise UserError(f"{shown(out)}: output would overwrite an input")
+        taken[out] = source
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    return outputs
+
+
+def _transcribe(args: argparse.Namespace) -> int:
+    """One result per file, to stdout or one file each in --output-dir; a bad file is
+    reported and the others still run. Deployments transcribe with a pulled release and no
+    params.yaml beside it."""
+    from pipeline.fsutil import write_text
+    from pipeline.runtime.decoding import TranscribeOptions
+    from pipeline.runtime.formats import TIMED, render
+    from pipeline.runtime.model import load
+
+    outputs = _output_paths(args)
+    timestamps = args.format in TIMED
+    options = (
+        TranscribeOptions.plain(timestamps)
+        if args.no_guards
+        else TranscribeOptions(timestamps=timestamps, seed=args.seed)
+    )
+    model = load(args.artifact, threads=args.threads)
+    _say_fallback("transcribe", model.transcriber.execution)
+    listed, failed = [], False
     for path in args.audio:
         try:
-            text = transcriber.transcribe(load_audio(path)).text
+            result = model.transcribe(path, options)
         except (UserError, OSError) as exc:
             say("transcribe", os_error(exc) if isinstance(exc, OSError) else str(exc))
             failed = True
             continue
-        results.append({"path": shown(path), "text": text})
-        if not args.json:
-            print(text if len(args.audio) == 1 else f"{shown(path)}\t{text}", flush=True)
+        listed.append({"path": shown(path), "text": result.text})
+        if path in outputs:
+            write_text(outputs[path], render(result, args.format))
+        elif not args.json:
+            several = len(args.audio) > 1  # txt only (_output_paths): one line per file
+            shown_result = f"{shown(path)}\t{result.text}\n" if several else None
+            print(shown_result or render(result, args.format), end="", flush=True)
     if args.json:
-        print(json.dumps(results, indent=2, ensure_ascii=False))
+        print(json.dumps(listed, indent=2, ensure_ascii=False))
     return 2 if failed else 0
 
 
@@ -167,6 +223,41 @@ def _forecast(args: argparse.Namespace) -> int:
     return 0 if all(record.clean for record in found) else 1
 
 
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--artifact", type=Path, default=Path("artifacts/bundles/fp32"), help=ARTIFACT_HELP
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: this machine only)"
+    )
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--max-upload-mb", type=_non_negative, default=25.0, help="largest upload (OpenAI: 25)"
+    )
+    parser.add_argument("--model-name", help="the id /v1/models lists (default: artifact name)")
+    parser.add_argument("--threads", type=_positive_int, default=None, help="intra-op threads")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Needs the `serve` extra (FastAPI, uvicorn, python-multipart)."""
+    try:
+        from pipeline.runtime.server import ServeSettings, serve
+    except ImportError as exc:
+        raise UserError(
+            f"serve needs the serve extra: pip install 'whisper-npu[serve]' ({exc})"
+        ) from None
+    from pipeline.runtime.model import load
+
+    model = load(args.artifact, threads=args.threads)
+    _say_fallback("serve", model.transcriber.execution)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        say("serve", f"listening on {args.host}: reachable from other machines", kind="warning")
+    name = args.model_name or args.artifact.resolve().name
+    limit = int(args.max_upload_mb * 1024 * 1024)
+    serve(model, ServeSettings(name, limit), args.host, args.port)
+    return 0
+
+
 def _verify_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("artifact", type=Path, help="release or bundle directory")
 
@@ -195,6 +286,13 @@ TOOLS = (
         "how the VitisAI EP would partition ONNX graphs (exit 1 if one would split)",
         _forecast_arguments,
         _forecast,
+        params_option=False,
+    ),
+    Command(
+        "serve",
+        "OpenAI-compatible transcription server (POST /v1/audio/transcriptions)",
+        _serve_arguments,
+        _serve,
         params_option=False,
     ),
     Command(

@@ -139,3 +139,33 @@ def test_transcribe_all_matches_one_session_in_order_and_stops_early(fp32_bundle
     with closing(transcribe_all(fp32_bundle, clips * 50)) as transcripts:
         first = next(transcripts).text
     assert first == one.transcribe(clips[0]).text  # and closing did not wait for 299 more
+
+
+def test_api_keeps_the_pipeline_transcript_and_guards_silence_and_noise(
+    fp32_bundle, sky_clip, default_data_dir
+):
+    """Guards on (OpenAI's defaults) leave clean speech token-identical to the pipeline's
+    transcript, short and long-form; silence and noise, which plain greedy decoding turns into
+    "you you you you" and a made-up sentence, give no text."""
+    from whisper_npu import TranscribeOptions, load
+
+    model = load(fp32_bundle, threads=2)
+    evaluation = load_saved_set(default_data_dir, "eval")
+    longest = clip_samples(max(evaluation, key=lambda row: row["duration_s"]))
+    for samples in (sky_clip, longest):
+        pipeline = model.transcriber.transcribe(samples)
+        guarded = model.transcribe(samples)
+        assert guarded.text == pipeline.text
+        eot = model.transcriber.bundle.record.decoding.eot
+        words = [t for segment in guarded.segments for t in segment.tokens if t < eot]
+        assert words == [t for t in pipeline.tokens if t < eot]
+    timed = model.transcribe(longest, TranscribeOptions(timestamps=True))
+    assert timed.text == model.transcriber.transcribe(longest).text
+    starts = [s.start for s in timed.segments]
+    assert starts == sorted(starts) and timed.segments[-1].end <= timed.duration
+    assert timed.segments[-1].start > 30  # absolute times past the first window
+    silence = np.zeros(120 * 16_000, np.float32)
+    noise = np.random.default_rng(0).normal(0, 0.1, 60 * 16_000).astype(np.float32)
+    assert model.transcriber.transcribe(silence).text != ""  # what plain greedy does
+    assert model.transcribe(silence).text == ""
+    assert model.transcribe(noise).text == ""

@@ -10,9 +10,10 @@ from transformers.generation.logits_process import WhisperTimeStampLogitsProcess
 
 from pipeline.runtime.decoding import (
     DecodingSpec,
+    TranscribeOptions,
+    WindowDecoder,
     _apply_timestamp_rules,
     _complete_segments,
-    decode_long_form,
     greedy_decode,
 )
 
@@ -102,6 +103,8 @@ def test_complete_segments(tokens, kept, covered):
 def test_long_form_walks_windows_until_the_end():
     runner = ScriptedRunner([TS, 10, TS + 100, SPEC.eot])  # each window: one segment, single ending
     mel = np.zeros((80, 7000), dtype=np.float32)
-    tokens = decode_long_form(runner, SPEC, mel)
+    decoder = WindowDecoder(runner, SPEC, lambda tokens: "", TranscribeOptions.plain())
+    windows = list(decoder.windows(mel, np.ones(7000 * 160, np.float32), timestamps=True))
+    tokens = [token for window in windows for token in window.kept]
     assert runner.encodes == 3  # 3000 + 3000 + 1000 frames
     assert tokens.count(10) == 3

@@ -1,20 +1,30 @@
-"""The one greedy decode loop, shared by every backend through the `Runner` protocol.
+"""The one decode loop, shared by every backend through the `Runner` protocol.
 
-It follows transformers' Whisper generation exactly (so transcripts can be compared token for
-token): suppressed tokens every step, begin-suppressed tokens at the first step, and in
-timestamp mode the rules of WhisperTimeStampLogitsProcessor. Audio longer than one window is
-decoded sequentially with timestamps: each window's last complete segment tells where the
-next window starts (transformers' and OpenAI's long-form strategy).
+Greedy decoding follows transformers' Whisper generation exactly (so transcripts can be compared
+token for token): suppressed tokens every step, begin-suppressed tokens at the first step, and in
+timestamp mode the rules of WhisperTimeStampLogitsProcessor. Audio longer than one window (or
+any audio when timestamps are asked for) is decoded sequentially with timestamps: each window's
+last complete segment tells where the next window starts (transformers' and OpenAI's long-form
+strategy).
+
+The hallucination guards are OpenAI's `transcribe()`: a window whose text compresses too well
+(a loop) or whose tokens are too unlikely is decoded again by sampling at the next temperature,
+and a window the model calls silence (`<|nospeech|>` at the first step) with unlikely tokens
+gives no text. A window that passes them keeps its greedy tokens.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
 
-from pipeline.runtime.whisper_io import FRAMES_PER_TIMESTAMP, N_FRAMES
+from pipeline.errors import UserError
+from pipeline.runtime.whisper_io import FRAMES_PER_TIMESTAMP, HOP_LENGTH, N_FRAMES
 
 NEG_INF = np.float32(-np.inf)
 
@@ -44,6 +54,12 @@ class DecodingSpec:
     @property
     def timestamp_begin(self) -> int:
         return self.no_timestamps + 1
+
+    @property
+    def no_speech(self) -> int:
+        """<|nospeech|> (<|nocaptions|> in English-only vocabularies): every Whisper vocabulary
+        puts it right before <|notimestamps|>."""
+        return self.no_timestamps - 1
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DecodingSpec:
@@ -90,18 +106,138 @@ def _apply_timestamp_rules(scores: np.ndarray, generated: list[int], spec: Decod
         scores[:begin] = NEG_INF
 
 
-def greedy_decode(
-    runner: Runner, spec: DecodingSpec, features: np.ndarray, timestamps: bool
-) -> list[int]:
-    """Greedy tokens for one window (prompt and end-of-text excluded)."""
+@dataclass(frozen=True)
+class TranscribeOptions:
+    """Everything that decides how audio becomes text, in one place. The guard defaults are
+    OpenAI's `transcribe()`; `None` switches a guard off. `plain()` is the pipeline's decoding
+    (greedy, no guards), whose transcripts the parity and WER figures are measured on."""
+
+    timestamps: bool = False  # segment times from timestamp tokens, also for clips under 30 s
+    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # fallback order
+    compression_ratio_threshold: float | None = 2.4  # text that zlib-compresses more is a loop
+    logprob_threshold: float | None = -1.0  # mean token log-prob below this: decode again
+    no_speech_threshold: float | None = 0.6  # with logprob_threshold: silence gives no text
+    # Not OpenAI's: a window stops once its last text tokens are one n-gram (up to 16 tokens)
+    # repeated this many times, so a loop costs a few steps instead of the whole cache.
+    repetition_limit: int | None = 8
+    # Not OpenAI's: a window whose samples all stay below this level (dBFS) is silence and is
+    # not decoded. On digital silence Whisper is sure of both <|nospeech|> and "you", so
+    # OpenAI's rule keeps the "you".
+    silence_db: float | None = -60.0
+    seed: int = 0  # the sampler's generator: fallback decodes are reproducible
+
+    def __post_init__(self) -> None:
+        if not self.temperatures or not all(
+            math.isfinite(t) and 0 <= t <= 2 for t in self.temperatures
+        ):
+            raise UserError(
+                f"temperatures must be 1 or more numbers in 0..2, got {self.temperatures}"
+            )
+        for name in (
+            "compression_ratio_threshold",
+            "logprob_threshold",
+            "no_speech_threshold",
+            "silence_db",
+        ):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise UserError(f"{name} must be a finite number or None, got {value}")
+        if self.repetition_limit is not None and self.repetition_limit < 2:
+            raise UserError(f"repetition_limit must be >= 2 or None, got {self.repetition_limit}")
+
+    @classmethod
+    def plain(cls, timestamps: bool = False) -> TranscribeOptions:
+        return cls(
+            timestamps=timestamps,
+            temperatures=(0.0,),
+            compression_ratio_threshold=None,
+            logprob_threshold=None,
+            no_speech_threshold=None,
+            repetition_limit=None,
+            silence_db=None,
+        )
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How one decode picks tokens: greedy at temperature 0, else sampled from `rng`."""
+
+    temperature: float = 0.0
+    rng: np.random.Generator | None = None
+    repetition_limit: int | None = None
+
+
+@dataclass(frozen=True)
+class WindowTokens:
+    """One window's decode: its tokens (prompt and end-of-text excluded) and the figures the
+    guards judge it by."""
+
+    tokens: list[int]
+    sum_logprob: float
+    no_speech_prob: float
+    temperature: float
+    looped: bool = False  # stopped by the repetition guard
+    compression_ratio: float = 0.0  # of its text; set where the text is known
+
+    @property
+    def avg_logprob(self) -> float:
+        """OpenAI's: the end-of-text step counts in the length but not in the sum."""
+        return self.sum_logprob / (len(self.tokens) + 1)
+
+
+GREEDY = Sampling()
+SILENCE = WindowTokens([], 0.0, no_speech_prob=1.0, temperature=0.0)  # not decoded
+MAX_REPEATED_NGRAM = 16
+
+
+def _log_softmax_at(scores: np.ndarray, index: int) -> float:
+    top = scores.max()
+    return float(scores[index] - top - np.log(np.exp(scores - top).sum()))
+
+
+def _pick(scores: np.ndarray, sampling: Sampling) -> tuple[int, float]:
+    """The next token and its log-prob under the filtered logits (OpenAI scores sampled tokens
+    at temperature 1, not at the sampling temperature)."""
+    if sampling.temperature == 0 or sampling.rng is None:
+        token = int(np.argmax(scores))
+    else:  # Gumbel-max: a draw from softmax(scores / T); -inf scores are never drawn
+        noise = sampling.rng.gumbel(size=scores.shape).astype(np.float32)
+        token = int(np.argmax(scores / np.float32(sampling.temperature) + noise))
+    return token, _log_softmax_at(scores, token)
+
+
+def _looping(generated: list[int], text_end: int, limit: int) -> bool:
+    """True when the text tokens end in one n-gram repeated `limit` times (timestamps between
+    the repeats do not hide a loop)."""
+    text = [token for token in generated if token < text_end]
+    for n in range(1, MAX_REPEATED_NGRAM + 1):
+        if n * limit > len(text):
+            return False
+        if text[-n * limit :] == text[-n:] * limit:
+            return True
+    return False
+
+
+def decode_window(
+    runner: Runner,
+    spec: DecodingSpec,
+    features: np.ndarray,
+    timestamps: bool,
+    sampling: Sampling = GREEDY,
+) -> WindowTokens:
+    """One window, from the encoder to end-of-text or the cache limit."""
     prompt = list(spec.prefix) if timestamps else [*spec.prefix, spec.no_timestamps]
     suppress = np.array(spec.suppress_tokens, dtype=np.int64)
     begin_suppress = np.array(spec.begin_suppress_tokens, dtype=np.int64)
     runner.encode(features)
-    for position, token in enumerate(prompt[:-1]):
-        runner.decode_step(token, position)
-    logits = runner.decode_step(prompt[-1], len(prompt) - 1)
+    logits = runner.decode_step(prompt[0], 0)
+    # OpenAI reads <|nospeech|> from the raw logits after <|startoftranscript|>.
+    no_speech_prob = math.exp(_log_softmax_at(np.asarray(logits, np.float32), spec.no_speech))
+    for position, token in enumerate(prompt[1:], start=1):
+        logits = runner.decode_step(token, position)
     generated: list[int] = []
+    sum_logprob, looped = 0.0, False
+    limit = sampling.repetition_limit
     while True:
         scores = np.array(logits, dtype=np.float32)
         scores[suppress] = NEG_INF
@@ -109,13 +245,31 @@ def greedy_decode(
             scores[begin_suppress] = NEG_INF
         if timestamps:
             _apply_timestamp_rules(scores, generated, spec)
-        token = int(np.argmax(scores))
+        token, logprob = _pick(scores, sampling)
         if token == spec.eot:
-            return generated
+            break
         generated.append(token)
+        sum_logprob += logprob
+        if limit and token < spec.eot and _looping(generated, spec.eot, limit):
+            looped = True
+            break
         if len(prompt) + len(generated) >= spec.max_length:
-            return generated
+            break
         logits = runner.decode_step(token, len(prompt) + len(generated) - 1)
+    return WindowTokens(generated, sum_logprob, no_speech_prob, sampling.temperature, looped)
+
+
+def greedy_decode(
+    runner: Runner, spec: DecodingSpec, features: np.ndarray, timestamps: bool
+) -> list[int]:
+    """Greedy tokens for one window (prompt and end-of-text excluded)."""
+    return decode_window(runner, spec, features, timestamps).tokens
+
+
+def compression_ratio(text: str) -> float:
+    """OpenAI's loop detector: how much better than 1:1 zlib compresses the text."""
+    raw = text.encode("utf-8")
+    return len(raw) / len(zlib.compress(raw)) if raw else 0.0
 
 
 def _complete_segments(tokens: list[int], begin: int, window_frames: int) -> tuple[list[int], int]:
@@ -131,17 +285,88 @@ def _complete_segments(tokens: list[int], begin: int, window_frames: int) -> tup
     return tokens[:end], covered if covered > 0 else window_frames
 
 
-def decode_long_form(runner: Runner, spec: DecodingSpec, mel: np.ndarray) -> list[int]:
-    """Sequential 30 s windows over a whole-recording log-mel [n_mels, frames]."""
-    seek, tokens = 0, []
-    total = mel.shape[-1]
-    while seek < total:
-        frames = min(N_FRAMES, total - seek)
-        window = np.zeros((1, mel.shape[0], N_FRAMES), dtype=np.float32)
-        window[0, :, :frames] = mel[:, seek : seek + frames]
-        kept, covered = _complete_segments(
-            greedy_decode(runner, spec, window, timestamps=True), spec.timestamp_begin, frames
+@dataclass(frozen=True)
+class Window:
+    """One decoded window of a recording: where it starts, what it decoded, what it keeps."""
+
+    seek: int  # first mel frame
+    frames: int  # mel frames of audio in it (the rest is padding)
+    decoded: WindowTokens
+    kept: list[int]  # the tokens that count (none for a window judged silent)
+    timestamps: bool
+
+
+@dataclass
+class WindowDecoder:
+    """Windows of a log-mel through one runner, with OpenAI's guards and fallback."""
+
+    runner: Runner
+    spec: DecodingSpec
+    text: Callable[[list[int]], str]  # tokens -> text, for the compression-ratio check
+    options: TranscribeOptions = field(default_factory=TranscribeOptions.plain)
+
+    def guarded(
+        self, features: np.ndarray, timestamps: bool, rng: np.random.Generator
+    ) -> WindowTokens:
+        """OpenAI's decode_with_fallback: the first temperature whose decode passes the
+        compression and log-prob checks (or that looks like silence), else the last one."""
+        options = self.options
+        for temperature in options.temperatures:
+            sampling = Sampling(temperature, rng, options.repetition_limit)
+            found = decode_window(self.runner, self.spec, features, timestamps, sampling)
+            ratio = compression_ratio(self.text(found.tokens))
+            found = replace(found, compression_ratio=ratio)
+            if not self._needs_fallback(found):
+                return found
+        return found
+
+    def _needs_fallback(self, found: WindowTokens) -> bool:
+        options = self.options
+        too_low = (
+            options.logprob_threshold is not None and found.avg_logprob < options.logprob_threshold
         )
-        tokens += kept
-        seek += covered
-    return tokens
+        if self._silent(found):
+            return False  # silence: no fallback, the window gives no text
+        too_compressible = (
+            options.compression_ratio_threshold is not None
+            and found.compression_ratio > options.compression_ratio_threshold
+        )
+        return found.looped or too_low or too_compressible
+
+    def _silent(self, found: WindowTokens) -> bool:
+        """OpenAI's no-speech rule: <|nospeech|> likely and the tokens unlikely."""
+        options = self.options
+        if (
+            options.no_speech_threshold is None
+            or found.no_speech_prob <= options.no_speech_threshold
+        ):
+            return False
+        return options.logprob_threshold is None or found.avg_logprob < options.logprob_threshold
+
+    def _quiet(self, samples: np.ndarray) -> bool:
+        floor = self.options.silence_db
+        return floor is not None and float(np.abs(samples).max(initial=0.0)) < 10 ** (floor / 20)
+
+    def windows(self, mel: np.ndarray, samples: np.ndarray, timestamps: bool) -> Iterator[Window]:
+        """Sequential windows over a whole-recording log-mel [n_mels, frames] of `samples`.
+        Without timestamps the mel is one window padded to 30 s (a clip of at most 30 s)."""
+        rng = np.random.default_rng(self.options.seed)
+        seek, total = 0, mel.shape[-1]
+        while seek < total:
+            frames = min(N_FRAMES, total - seek)
+            if self._quiet(samples[seek * HOP_LENGTH : (seek + frames) * HOP_LENGTH]):
+                yield Window(seek, frames, SILENCE, [], timestamps)
+                seek += frames
+                continue
+            window = np.zeros((1, mel.shape[0], N_FRAMES), dtype=np.float32)
+            window[0, :, :frames] = mel[:, seek : seek + frames]
+            found = self.guarded(window, timestamps, rng)
+            kept: list[int]
+            if self._silent(found):
+                kept, covered = [], frames
+            elif timestamps:
+                kept, covered = _complete_segments(found.tokens, self.spec.timestamp_begin, frames)
+            else:
+                kept, covered = found.tokens, total
+            yield Window(seek, frames, found, kept, timestamps)
+            seek += covered

@@ -26,7 +26,7 @@ from pipeline.errors import UserError
 from pipeline.layout import MEL_FILTERS_FILE, TOKENIZER_FILE, graph_file
 from pipeline.providers import CPU_PROVIDER, VITISAI_PROVIDER
 from pipeline.runtime.bundle import Artifact, Bundle
-from pipeline.runtime.decoding import decode_long_form, greedy_decode
+from pipeline.runtime.decoding import TranscribeOptions, Window, WindowDecoder
 from pipeline.runtime.features import WINDOW_SAMPLES, log_mel
 from pipeline.runtime.whisper_io import (
     CACHE_MASK,
@@ -232,15 +232,21 @@ class Transcriber:
         text: str = self.tokenizer.decode(words, skip_special_tokens=True)
         return text.strip()
 
+    def windows(self, samples: np.ndarray, options: TranscribeOptions) -> list[Window]:
+        """The decoded windows of a clip: one window without timestamps for up to 30 s (the
+        log-mel of the clip padded to 30 s, as transformers computes it), else sequential
+        windows with timestamps over the whole recording's log-mel."""
+        decoder = WindowDecoder(self.runner, self.bundle.record.decoding, self.text, options)
+        if samples.size > WINDOW_SAMPLES or options.timestamps:
+            mel = log_mel(samples, self.mel_filters, pad_to_window=False)
+            return list(decoder.windows(mel, samples, timestamps=True))
+        mel = log_mel(samples, self.mel_filters, pad_to_window=True)
+        return list(decoder.windows(mel, samples, timestamps=False))
+
     def transcribe(self, samples: np.ndarray) -> Transcription:
-        spec = self.bundle.record.decoding
-        if samples.size > WINDOW_SAMPLES:
-            tokens = decode_long_form(
-                self.runner, spec, log_mel(samples, self.mel_filters, pad_to_window=False)
-            )
-        else:
-            features = log_mel(samples, self.mel_filters, pad_to_window=True)[None]
-            tokens = greedy_decode(self.runner, spec, features, timestamps=False)
+        """The pipeline's transcript (greedy, no guards): what parity and WER are measured on."""
+        windows = self.windows(samples, TranscribeOptions.plain())
+        tokens = [token for window in windows for token in window.kept]
         return Transcription(self.text(tokens), tokens)
 
 

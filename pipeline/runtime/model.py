@@ -1,0 +1,67 @@
+"""The Python API: `load(artifact)` → `Model.transcribe(audio or path, options) -> Result`.
+
+It needs only the runtime's dependencies (numpy, onnxruntime, tokenizers, soundfile, scipy):
+no torch, Quark or datasets, so it runs on a release directory on a laptop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import UserError
+from pipeline.runtime.audio import load_audio
+from pipeline.runtime.decoding import TranscribeOptions
+from pipeline.runtime.result import Result, build_result
+from pipeline.runtime.transcriber import Transcriber
+from pipeline.runtime.whisper_io import SAMPLE_RATE
+
+
+def _samples(audio: np.ndarray | str | Path) -> np.ndarray:
+    """16 kHz mono float32 from a path or an array; NaN/Inf is refused (Whisper would decode
+    it as a line of "!!!!")."""
+    if isinstance(audio, str | Path):
+        return load_audio(Path(audio))
+    samples = np.asarray(audio, dtype=np.float32)
+    if samples.ndim != 1 or samples.size == 0:
+        raise UserError(f"audio must be 1-D 16 kHz mono samples, got shape {samples.shape}")
+    if not np.isfinite(samples).all():
+        raise UserError("audio holds NaN or infinite samples")
+    return samples
+
+
+@dataclass
+class Model:
+    """One loaded artifact. Not safe for concurrent calls: the sessions' bound buffers (the
+    self-attention cache) belong to the one decode in progress."""
+
+    transcriber: Transcriber
+
+    @property
+    def language(self) -> str:
+        """The bundle's fixed language: the language token in its prompt, else English (an
+        English-only checkpoint's prompt has none)."""
+        spec = self.transcriber.bundle.record.decoding
+        for token in spec.prefix[1:]:
+            name = self.transcriber.tokenizer.id_to_token(token) or ""
+            if name.startswith("<|") and len(name) <= 8 and name[2:-2].isalpha():
+                return name[2:-2]
+        return "en"
+
+    def transcribe(
+        self, audio: np.ndarray | str | Path, options: TranscribeOptions | None = None
+    ) -> Result:
+        """Text and segments of a file or of 16 kHz mono float32 samples."""
+        samples = _samples(audio)
+        options = options or TranscribeOptions()
+        windows = self.transcriber.windows(samples, options)
+        spec = self.transcriber.bundle.record.decoding
+        duration = round(samples.size / SAMPLE_RATE, 3)
+        return build_result(windows, self.transcriber.text, spec, self.language, duration)
+
+
+def load(artifact: str | Path, threads: int | None = None) -> Model:
+    """A bundle, compiled or release directory, on the NPU where it can run."""
+    return Model(Transcriber.from_artifact(Path(artifact), threads=threads))

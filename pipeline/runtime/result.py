@@ -1,0 +1,102 @@
+"""What a transcription returns: the text, and segments with times and the figures the guards
+judged them by (the fields of OpenAI's `verbose_json` and faster-whisper's segments).
+
+Segment times come from the timestamp tokens, offset by their window's start, so they are
+absolute across windows; a window decoded without timestamps is one segment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pipeline.runtime.decoding import DecodingSpec, Window
+from pipeline.runtime.whisper_io import HOP_LENGTH, SAMPLE_RATE
+
+SECONDS_PER_FRAME = HOP_LENGTH / SAMPLE_RATE
+SECONDS_PER_TIMESTAMP = 0.02
+
+
+@dataclass(frozen=True)
+class Segment:
+    id: int
+    seek: int  # the first mel frame of its window (OpenAI's field)
+    start: float  # seconds from the start of the audio
+    end: float
+    text: str
+    tokens: list[int]  # text and timestamp tokens, as OpenAI returns them
+    temperature: float  # the fallback temperature its window was decoded at
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+
+
+@dataclass(frozen=True)
+class Result:
+    text: str
+    segments: list[Segment]
+    language: str
+    duration: float  # seconds of audio
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Span:
+    start: float
+    end: float
+    tokens: list[int]
+
+
+def _spans(window: Window, timestamp_begin: int, text_end: int) -> list[_Span]:
+    """A window's kept tokens cut at its timestamps: text between two stamps is one span; text
+    before the first or after the last stamp runs from the window's start or to its end."""
+    offset = window.seek * SECONDS_PER_FRAME
+    window_end = offset + window.frames * SECONDS_PER_FRAME
+    spans, current, start = [], [], offset
+    for token in window.kept:
+        if token < timestamp_begin:
+            current.append(token)
+            continue
+        time = offset + (token - timestamp_begin) * SECONDS_PER_TIMESTAMP
+        if any(t < text_end for t in current):
+            spans.append(_Span(start, time, [*current, token]))
+            current = []
+        start, current = time, [token]
+    if any(t < text_end for t in current):
+        spans.append(_Span(start, window_end, current))
+    return spans
+
+
+def build_result(
+    windows: Sequence[Window],
+    text: Callable[[list[int]], str],
+    spec: DecodingSpec,
+    language: str,
+    duration: float,
+) -> Result:
+    """The Result of a clip's windows. The text is the decode of every kept token at once, so
+    it is the transcript the pipeline measures, not segments joined back together."""
+    segments: list[Segment] = []
+    for window in windows:
+        found = window.decoded
+        for span in _spans(window, spec.timestamp_begin, spec.eot):
+            start, end = min(span.start, duration), min(span.end, duration)
+            segments.append(
+                Segment(
+                    id=len(segments),
+                    seek=window.seek,
+                    start=round(start, 3),
+                    end=round(max(start, end), 3),
+                    text=text(span.tokens),
+                    tokens=span.tokens,
+                    temperature=found.temperature,
+                    avg_logprob=found.avg_logprob,
+                    compression_ratio=found.compression_ratio,
+                    no_speech_prob=found.no_speech_prob,
+                )
+            )
+    tokens = [token for window in windows for token in window.kept]
+    return Result(text(tokens), segments, language, duration)

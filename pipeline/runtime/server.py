@@ -1,0 +1,172 @@
+"""`whisper-npu serve`: an OpenAI-compatible transcription endpoint on one loaded artifact, so
+apps written for OpenAI's audio API run on the laptop's NPU.
+
+One model serves every request, one request at a time (a lock; the others wait in line): an
+NPU context and the ORT sessions' bound buffers (the self-attention cache the decoder reads and
+writes) belong to the one decode in progress, and a second copy of the model would compete for
+the same NPU and cores rather than add throughput. Bad input is answered with OpenAI's error
+JSON and a 4xx, and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel
+from pydantic import Field as PydanticField
+from starlette.exceptions import HTTPException
+
+from pipeline.errors import UserError
+from pipeline.runtime.decoding import TranscribeOptions
+from pipeline.runtime.formats import TIMED, Format, render
+from pipeline.runtime.model import Model
+
+MEDIA_TYPES = {"json": "application/json", "verbose_json": "application/json"}
+# OpenAI's response_format names; "text" is our txt without the final newline.
+FORMATS = {"json": Format.JSON, "text": Format.TXT, "srt": Format.SRT, "vtt": Format.VTT}
+FORMATS["verbose_json"] = Format.VERBOSE_JSON
+MULTIPART_OVERHEAD = 64 * 1024  # form fields and boundaries around the file
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    model_name: str  # the id /v1/models lists; any `model` a request names is served by it
+    max_upload_bytes: int = 25 * 1024 * 1024  # OpenAI's limit
+
+
+class ApiError(Exception):
+    """A request the API refuses: its status and OpenAI's error fields."""
+
+    def __init__(self, status: int, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param = status, message, param
+
+
+def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    body = {"error": {"message": message, "type": kind, "param": param, "code": None}}
+    return JSONResponse(body, status_code=status)
+
+
+class TranscriptionForm(BaseModel):
+    """The form fields of OpenAI's `POST /v1/audio/transcriptions` (besides `file`)."""
+
+    model: str | None = None  # any name is served by the one loaded model
+    language: str | None = None
+    prompt: str | None = None
+    response_format: Literal["json", "text", "srt", "vtt", "verbose_json"] = "json"
+    temperature: float = PydanticField(default=0.0, ge=0, le=1)
+    timestamp_granularities: list[Literal["segment"]] = PydanticField(
+        default_factory=list, alias="timestamp_granularities[]"
+    )
+
+    def options(self) -> TranscribeOptions:
+        """OpenAI's API: temperature 0 raises the temperature while the guards fail; any other
+        value is the one temperature used."""
+        timed = FORMATS[self.response_format] in TIMED
+        if self.temperature == 0:
+            return TranscribeOptions(timestamps=timed)
+        return TranscribeOptions(timestamps=timed, temperatures=(self.temperature,))
+
+
+def _saved_upload(upload: UploadFile, folder: Path, limit: int) -> Path:
+    """The upload as a file (the audio reader checks it like any file), refused when empty or
+    over the limit."""
+    path = folder / "upload"
+    size = 0
+    with path.open("wb") as out:
+        while chunk := upload.file.read(1 << 20):
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"file is larger than {limit} bytes", "file")
+            out.write(chunk)
+    if size == 0:
+        raise ApiError(400, "file is empty", "file")
+    return path
+
+
+def _install_error_handlers(app: FastAPI, settings: ServeSettings) -> None:
+    """Every refusal in OpenAI's error shape, and oversized bodies refused from their header."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.param)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        names = [part for part in first.get("loc", ()) if isinstance(part, str) and part != "body"]
+        param = names[-1] if names else None
+        return _error(400, f"{param}: {first['msg']}", param)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        return _error(500, f"internal error ({type(exc).__name__})")
+
+    @app.middleware("http")
+    async def bounded(request: Request, call_next: Any) -> Response:
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > settings.max_upload_bytes + MULTIPART_OVERHEAD:
+            return _error(413, f"file is larger than {settings.max_upload_bytes} bytes", "file")
+        response: Response = await call_next(request)
+        return response
+
+
+def create_app(model: Model, settings: ServeSettings) -> FastAPI:
+    app = FastAPI(title="whisper-npu", docs_url=None, redoc_url=None)
+    lock = threading.Lock()
+    _install_error_handlers(app, settings)
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "model": settings.model_name, **model.transcriber.execution}
+
+    @app.get("/v1/models")
+    def models() -> dict[str, Any]:
+        entry = {
+            "id": settings.model_name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "whisper-npu",
+        }
+        return {"object": "list", "data": [entry]}
+
+    @app.post("/v1/audio/transcriptions")
+    def transcriptions(
+        file: Annotated[UploadFile, File()], form: Annotated[TranscriptionForm, Form()]
+    ) -> Response:
+        if form.language and form.language != model.language:
+            raise ApiError(400, f"this model transcribes {model.language} only", "language")
+        if form.prompt:
+            raise ApiError(400, "prompt is not supported yet", "prompt")
+        with tempfile.TemporaryDirectory(prefix="whisper-npu-") as folder:
+            path = _saved_upload(file, Path(folder), settings.max_upload_bytes)
+            try:
+                with lock:
+                    result = model.transcribe(path, form.options())
+            except UserError as exc:
+                message = str(exc).replace(str(path), file.filename or "file")
+                raise ApiError(400, message, "file") from None
+        if form.response_format == "text":
+            return PlainTextResponse(result.text)
+        text = render(result, FORMATS[form.response_format])
+        return Response(text, media_type=MEDIA_TYPES.get(form.response_format, "text/plain"))
+
+    return app
+
+
+def serve(model: Model, settings: ServeSettings, host: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(create_app(model, settings), host=host, port=port, log_level="info")

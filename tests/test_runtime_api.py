@@ -1,0 +1,260 @@
+"""The Python API, `transcribe --format` and `serve` on a tiny random bundle: what users and
+clients nobody here wrote (the `openai` package, curl, `srt`, `webvtt-py`) get back."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import openai
+import pytest
+import soundfile as sf
+import srt
+import webvtt
+from tokenizers import Tokenizer, models
+
+from pipeline.cli import main
+from pipeline.errors import UserError
+from pipeline.runtime.decoding import DecodingSpec
+from tests.conftest import TINY_DIMS, _cli_env, bundle_record, write_tiny_bundle
+from whisper_npu import TranscribeOptions, load
+
+UPLOAD_LIMIT_MB = 0.05  # a 1 s 16-bit clip passes, 3 s do not
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny bundle with a word for every id and its special tokens suppressed, so its
+    (random) transcripts are not empty."""
+    root = write_tiny_bundle(tmp_path_factory.mktemp("api") / "bundle")
+    spec = DecodingSpec((50257,), 50256, 50362, tuple(range(50257, 50363)), (), None, 8)
+    (root / "bundle.json").write_text(json.dumps(bundle_record("a16w8", spec=spec)))
+    vocab = {f"w{i}": i for i in range(TINY_DIMS.vocab_size)}
+    Tokenizer(models.WordLevel(vocab, unk_token="w0")).save(str(root / "tokenizer.json"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("clips") / "noise.wav"
+    noise = np.random.default_rng(0).normal(0, 0.1, 16_000).astype(np.float32)
+    sf.write(path, noise, 16_000, subtype="PCM_16")
+    return path
+
+
+def test_api_plain_text_is_the_pipeline_transcript_and_guards_pass_it_or_say_why(bundle, clip):
+    model = load(bundle)
+    samples, _ = sf.read(clip, dtype="float32")
+    plain = model.transcribe(samples, TranscribeOptions.plain())
+    assert plain.text == model.transcriber.transcribe(samples).text != ""
+    assert plain.language == "en" and plain.duration == 1.0
+    assert [(s.start, s.end) for s in plain.segments] == [(0.0, 1.0)]
+    # A random model fails every guard and its last (sampled) try stays; seeded, so it is
+    # the same every time. Two temperatures, not six: each fallback runs the encoder again.
+    guarded = TranscribeOptions(temperatures=(0.0, 0.5), seed=7)
+    assert model.transcribe(clip, guarded) == model.transcribe(clip, guarded)
+    assert model.transcribe(clip, guarded).segments[0].temperature == 0.5
+    timed = model.transcribe(clip, TranscribeOptions.plain(timestamps=True))
+    assert all(0 <= s.start <= s.end <= timed.duration for s in timed.segments)
+
+
+def test_api_refuses_nan_samples_in_one_line(bundle):
+    samples = np.zeros(16_000, np.float32)
+    samples[100:200] = np.nan
+    with pytest.raises(UserError, match="NaN or infinite"):
+        load(bundle).transcribe(samples)
+
+
+def test_transcribe_writes_one_file_per_input_in_each_format(bundle, clip, tmp_path, capsys):
+    other = shutil.copy(clip, tmp_path / "other.wav")
+    out = tmp_path / "out"
+    for fmt in ("txt", "json", "srt", "vtt", "tsv"):
+        code = main(
+            [
+                "transcribe",
+                "--artifact",
+                str(bundle),
+                "--format",
+                fmt,
+                "--no-guards",
+                "--output-dir",
+                str(out),
+                str(clip),
+                str(other),
+            ]
+        )
+        assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{stem}.{ext}"
+        for stem in ("noise", "other")
+        for ext in ("txt", "json", "srt", "vtt", "tsv")
+    )
+    cues = list(srt.parse((out / "noise.srt").read_text()))
+    assert cues and all(c.start <= c.end <= srt.timedelta(seconds=1) for c in cues)
+    assert [c.text for c in webvtt.read(str(out / "noise.vtt"))] == [c.content for c in cues]
+    assert json.loads((out / "noise.json").read_text())["text"]
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "transcribe",
+                "--artifact",
+                str(bundle),
+                "--no-guards",
+                "--format",
+                "verbose_json",
+                str(clip),
+            ]
+        )
+        == 0
+    )
+    verbose = json.loads(capsys.readouterr().out)
+    assert verbose["duration"] == 1.0 and verbose["segments"][0]["tokens"]
+
+
+def test_transcribe_refuses_several_files_to_stdout_in_a_timed_format(bundle, clip, capsys):
+    code = main(["transcribe", "--artifact", str(bundle), "--format", "srt", str(clip), str(clip)])
+    assert code == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith("--format srt for several files needs --output-dir")
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(bundle) -> Iterator[str]:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "serve",
+        "--artifact",
+        str(bundle),
+        "--port",
+        str(port),
+        "--max-upload-mb",
+        str(UPLOAD_LIMIT_MB),
+    ]
+    process = subprocess.Popen(command, env=_cli_env(), stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=1)
+                break
+            except OSError:
+                assert process.poll() is None, process.stderr.read() if process.stderr else ""
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def client(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+
+
+def test_openai_client_gets_every_response_format(server, clip):
+    api = client(server)
+    results = {}
+    for fmt in ("json", "text", "srt", "vtt", "verbose_json"):
+        with clip.open("rb") as audio:
+            results[fmt] = api.audio.transcriptions.create(
+                model="whisper-1",
+                file=audio,
+                response_format=fmt,  # type: ignore[call-overload]
+            )
+    text = results["json"].text
+    assert text and results["text"].strip() == text
+    assert [c.content for c in srt.parse(results["srt"])] != []
+    assert len(webvtt.from_string(results["vtt"]).captions) >= 1
+    verbose = results["verbose_json"]
+    assert verbose.language == "en" and verbose.duration == 1.0
+    assert verbose.segments and verbose.segments[-1].end <= verbose.duration
+    assert [m.id for m in api.models.list()] == ["bundle"]
+
+
+def test_curl_posts_multipart_like_the_docs_show(server, clip):
+    done = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-F",
+            f"file=@{clip}",
+            "-F",
+            "model=whisper-1",
+            "-F",
+            "response_format=verbose_json",
+            "-F",
+            "temperature=0.5",
+            "-F",
+            "timestamp_granularities[]=segment",
+            f"{server}/v1/audio/transcriptions",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert json.loads(done.stdout)["segments"]
+
+
+def test_bad_uploads_get_openai_errors_and_the_server_keeps_serving(server, clip, tmp_path):
+    api = client(server)
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.wav"
+    text.write_text("not audio")
+    long = tmp_path / "long.wav"
+    sf.write(long, np.zeros(48_000, np.float32), 16_000, subtype="PCM_16")
+    for path, status, words in (
+        (empty, 400, "empty"),
+        (text, 400, "not readable audio"),
+        (long, 413, "larger than"),
+    ):
+        with pytest.raises(openai.APIStatusError) as refused, path.open("rb") as audio:
+            api.audio.transcriptions.create(model="whisper-1", file=audio)
+        assert refused.value.status_code == status
+        error = refused.value.body
+        assert isinstance(error, dict) and words in error["message"], error
+        assert error["type"] == "invalid_request_error" and error["param"] == "file"
+    with pytest.raises(openai.BadRequestError), clip.open("rb") as audio:
+        api.audio.transcriptions.create(model="whisper-1", file=audio, temperature=3)
+    with clip.open("rb") as audio:
+        assert api.audio.transcriptions.create(model="w", file=audio, temperature=0.5).text
+
+
+def test_concurrent_requests_are_queued_on_the_one_model(server, clip):
+    texts: list[str] = []
+
+    def ask() -> None:
+        with clip.open("rb") as audio:
+            answer = client(server).audio.transcriptions.create(
+                model="m", file=audio, temperature=0.5
+            )
+            texts.append(answer.text)
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert len(texts) == 4 and len(set(texts)) == 1

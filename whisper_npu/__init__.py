@@ -1,0 +1,16 @@
+"""whisper-npu's Python API: run an exported Whisper bundle, compiled directory or release.
+
+from whisper_npu import TranscribeOptions, load
+
+model = load("artifacts/release/a16w8")
+result = model.transcribe("meeting.wav", TranscribeOptions(timestamps=True))
+for segment in result.segments:
+    print(f"{segment.start:.2f} {segment.end:.2f} {segment.text}")
+"""
+
+from pipeline.errors import UserError
+from pipeline.runtime.decoding import TranscribeOptions
+from pipeline.runtime.model import Model, load
+from pipeline.runtime.result import Result, Segment
+
+__all__ = ["Model", "Result", "Segment", "TranscribeOptions", "UserError", "load"]
