@@ -1,10 +1,12 @@
 """Whisper's NPU I/O contract: tensor names, static shapes and dtypes, in one place.
 
 Export writes graphs to this contract, the runtime binds buffers from it, and calibration and
-the compile forecast read it. Every dimension is a number: the NPU compiles fixed shapes only,
-and every graph input and output is float32: AMD's compiler places integer and bool tensors,
-and the nodes that make or use them, on the CPU, and each CPU island splits a graph into more
-NPU subgraphs, i.e. more host→NPU dispatches per call.
+the compile forecast read it. Every dimension is a number: the NPU compiles fixed shapes only.
+Every graph input and output is float32, and no integer or bool tensor is computed inside
+either graph: AMD's compiler places such tensors, and the nodes that make or use them, on the
+CPU, and each CPU island splits a graph into more NPU subgraphs, i.e. more host→NPU dispatches
+per call. Integers remain only as constants the compiler reads as data (Reshape shapes, Slice
+bounds, Unsqueeze axes).
 
 Encoder (one call per 30 s window):
     in:  input_features [1, n_mels, 3000]
@@ -22,8 +24,8 @@ Gather on int64 ids in the graph or as a one-hot MatMul. For tiny.en (vocab 5186
 4 layers, 448 cache slots) each call then sends the NPU 384 floats (1536 B) instead of a
 51864-float one-hot (207,456 B), and the NPU does no vocab x d_model = 19.9 M MAC lookup: the
 decoder's ~34.2 M MACs per token (14.2 M in its layers, 19.9 M in the logits projection) would
-grow to ~54.1 M (+58%) with one. The host's cost is the table pages a transcript touches: one
-1536 B row per token, not the 79.7 MB token table.
+grow to ~54.1 M (+58%) with a one-hot MatMul. The host's cost is the table pages a transcript
+touches: one 1536 B row per token, not the 79.7 MB token table.
 
 The decoder returns only the new token's K/V slice, not the updated cache: the host writes
 layers * heads * head_dim values per step into a preallocated cache, where returning the cache
