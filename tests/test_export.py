@@ -1,4 +1,5 @@
-"""Export on tiny random Whispers of every family: static, NPU-table graphs that match PyTorch."""
+"""Export on tiny random Whispers of every family: static, integer-free, NPU-table graphs that
+match PyTorch."""
 
 from __future__ import annotations
 
