@@ -58,15 +58,15 @@ def test_replayed_decoder_feeds_reproduce_the_greedy_path(calibration_dir, fp32_
     )
     feeds = list(calibration.decoder_feeds(bundle))
     assert len(feeds) == sum(len(path["positions"]) for path in calibration.paths)
-    expected = [
-        (path["tokens"][p + 1] if p + 1 < len(path["tokens"]) else bundle.record.decoding.eot)
+    steps = [
+        (p, path["tokens"][p + 1] if p + 1 < len(path["tokens"]) else bundle.record.decoding.eot)
         for path in calibration.paths
         for p in path["positions"]
     ]
+    assert all(feed["embedded_token"].dtype == np.float32 for feed in feeds)
     last_prompt_position = len(bundle.record.decoding.prefix)  # prefix + <|notimestamps|>
-    for feed, next_token in zip(feeds, expected, strict=True):
+    for feed, (position, next_token) in zip(feeds, steps, strict=True):
         logits = session.run(["logits"], feed)[0][0]
-        position = int(feed["position"][0])
         if position < last_prompt_position:
             continue  # the next token is the prompt's, not a choice
         logits[np.array(bundle.record.decoding.suppress_tokens)] = -np.inf

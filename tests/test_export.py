@@ -1,4 +1,5 @@
-"""Export on tiny random Whispers of every family: static, NPU-table graphs that match PyTorch."""
+"""Export on tiny random Whispers of every family: static, integer-free, NPU-table graphs that
+match PyTorch."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from pipeline.export.onnx_bundle import export_graphs
+from pipeline.errors import UserError
+from pipeline.export.onnx_bundle import _check_graphs, export_graphs
 from pipeline.npu.graph_check import check_graph, npu_ops
 from pipeline.runtime.bundle import Bundle, BundleRecord
 from pipeline.runtime.decoding import DecodingSpec
@@ -48,8 +50,35 @@ def test_io_matches_the_contract(exported):
     for name, io in (("encoder", dims.encoder_io()), ("decoder", dims.decoder_io())):
         graph = onnx.load(str(out / f"{name}.onnx")).graph
         for values, expected in ((graph.input, io["inputs"]), (graph.output, io["outputs"])):
-            got = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in values}
-            assert got == {key: shape for key, (shape, _) in expected.items()}
+            got = {
+                v.name: (
+                    [d.dim_value for d in v.type.tensor_type.shape.dim],
+                    helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
+                )
+                for v in values
+            }
+            assert got == {key: (shape, dtype) for key, (shape, dtype) in expected.items()}
+    assert all(dtype == "float32" for _, dtype in dims.decoder_io()["inputs"].values())
+
+
+def test_graphs_take_return_and_compute_no_integer_tensor(exported):
+    _, _, out = exported
+    assert check_graph(out / "encoder.onnx").integer == []
+    assert check_graph(out / "decoder.onnx").integer == []
+
+
+def test_embedding_tables_are_the_models_rows(exported):
+    model, dims, out = exported
+    decoder = model.model.decoder
+    tokens = np.load(out / "token_embedding.npy", allow_pickle=False)
+    positions = np.load(out / "position_embedding.npy", allow_pickle=False)
+    assert tokens.dtype == positions.dtype == np.float32
+    assert list(tokens.shape) == dims.token_embedding_shape()
+    assert list(positions.shape) == dims.position_embedding_shape()
+    np.testing.assert_array_equal(tokens, decoder.embed_tokens.weight.detach().numpy())
+    np.testing.assert_array_equal(
+        positions, decoder.embed_positions.weight.detach().numpy()[: dims.max_decode_len]
+    )
 
 
 def test_decoder_steps_match_the_pytorch_model(exported):
@@ -105,6 +134,31 @@ def test_graph_check_flags_what_the_npu_cannot_take(tmp_path):
     assert check_graph(tmp_path / "c.onnx", dtype="BF16").outside_table == [
         "Relu"
     ]  # not in AMD's BF16 column
+
+
+def where_graph(path):
+    """x → Where(x > 0, x, 0): a bool tensor computed inside the graph."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    zero = helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])
+    nodes = [
+        helper.make_node("Greater", ["x", "zero"], ["positive"]),
+        helper.make_node("Where", ["positive", "x", "zero"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "g", [x], [y], initializer=[zero])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_export_refuses_a_graph_with_a_bool_tensor(exported, tmp_path):
+    _, _, out = exported
+    report = check_graph(where_graph(tmp_path / "decoder.onnx"))
+    assert report.integer == ["positive"] and not report.clean
+    (tmp_path / "encoder.onnx").write_bytes((out / "encoder.onnx").read_bytes())
+    with pytest.raises(UserError, match=r"decoder\.onnx .*integer or bool tensors \['positive'\]"):
+        _check_graphs(tmp_path)
+    (tmp_path / "decoder.onnx").write_bytes((out / "decoder.onnx").read_bytes())
+    assert set(_check_graphs(tmp_path)) == {"encoder", "decoder"}
 
 
 def test_ops_table_is_amds_ryzen_ai_1_5():

@@ -88,6 +88,8 @@ def test_swapped_graphs_are_refused_when_opened(bundle, wav, capsys):
         ("bundle.json", b"", "empty file"),
         ("bundle.json", b'{"variant": "a16w8"}', "bundle.json: format: Field required"),
         ("mel_filters.npy", b"\x93NUMPY garbage", "not a numpy array file"),
+        ("token_embedding.npy", b"\x93NUMPY garbage", "not a numpy array file"),
+        ("position_embedding.npy", b"", "not a numpy array file"),
         ("tokenizer.json", b"{]", "not a tokenizer"),
     ],
 )
@@ -120,6 +122,21 @@ def test_mel_filters_of_the_wrong_shape_are_refused(bundle, wav, capsys):
     np.save(bundle / "mel_filters.npy", np.zeros((201, 128)))
     assert transcribe(capsys, bundle, wav) == 2
     one_line_error(capsys, "transcribe", "expected finite floats of shape (201, 80)")
+
+
+@pytest.mark.parametrize(
+    ("name", "table", "expected"),
+    [
+        ("token_embedding.npy", np.zeros((100, 64), np.float32), "shape (51864, 64), got float32"),
+        ("position_embedding.npy", np.zeros((8, 64)), "expected float32 of shape (8, 64)"),
+    ],
+)
+def test_embedding_tables_not_of_the_contract_are_refused(
+    bundle, wav, capsys, name, table, expected
+):
+    np.save(bundle / name, table)
+    assert transcribe(capsys, bundle, wav) == 2
+    one_line_error(capsys, "transcribe", expected)
 
 
 def test_corrupt_compile_report_is_one_line(bundle, wav, tmp_path, capsys):

@@ -1,9 +1,10 @@
 """The `export` stage: a transformers Whisper → a deployable fp32 bundle of static ONNX graphs.
 
-The bundle (encoder.onnx, decoder.onnx, tokenizer/processor files, mel_filters.npy,
-bundle.json) runs with numpy + onnxruntime alone. Before it is swapped into place it must pass
-the graph checks (opset 17, no control flow, every dimension static, every op in AMD's NPU
-table) and the parity gate against PyTorch.
+The bundle (encoder.onnx, decoder.onnx, the decoder's host-side embedding tables,
+tokenizer/processor files, mel_filters.npy, bundle.json) runs with numpy + onnxruntime alone.
+Before it is swapped into place it must pass the graph checks (opset 17, no control flow, every
+dimension static, every op in AMD's NPU table, no integer or bool tensor) and the parity gate
+against PyTorch.
 """
 
 from __future__ import annotations
@@ -21,9 +22,17 @@ from transformers import GenerationConfig, WhisperForConditionalGeneration, Whis
 from pipeline.config import ExportParams
 from pipeline.errors import GateFailure, UserError
 from pipeline.export.parity import run_parity
-from pipeline.export.torch_modules import DecoderStep, EncoderWithCrossKV
+from pipeline.export.torch_modules import DecoderStep, EncoderWithCrossKV, embedding_tables
 from pipeline.fsutil import atomic_dir, sha256_tree
-from pipeline.layout import BUNDLE_FILE, MEL_FILTERS_FILE, SOURCE_FILE, TOKENIZER_FILE, graph_file
+from pipeline.layout import (
+    BUNDLE_FILE,
+    MEL_FILTERS_FILE,
+    POSITION_EMBEDDING_FILE,
+    SOURCE_FILE,
+    TOKEN_EMBEDDING_FILE,
+    TOKENIZER_FILE,
+    graph_file,
+)
 from pipeline.npu.graph_check import check_bundle_graphs
 from pipeline.provenance import package_versions
 from pipeline.runtime.bundle import Bundle, BundleRecord
@@ -85,8 +94,7 @@ def decoding_spec(generation: GenerationConfig, max_length: int, language: str) 
 
 def _example_decoder_inputs(dims: WhisperDims) -> tuple[torch.Tensor, ...]:
     return (
-        torch.zeros((1, 1), dtype=torch.int64),
-        torch.zeros((1,), dtype=torch.int64),
+        torch.zeros(dims.embedded_shape()),
         torch.zeros(dims.cache_shape()),
         torch.zeros(dims.cache_shape()),
         torch.full((1, dims.max_decode_len), MASK_OFF),
@@ -97,7 +105,8 @@ def _example_decoder_inputs(dims: WhisperDims) -> tuple[torch.Tensor, ...]:
 
 @torch.inference_mode()
 def export_graphs(model: WhisperForConditionalGeneration, dims: WhisperDims, out_dir: Path) -> None:
-    """Trace both graphs at opset 17 with every dimension fixed (no dynamic axes at all)."""
+    """Trace both graphs at opset 17 with every dimension fixed (no dynamic axes at all), and
+    write the decoder's embedding tables beside them: its input is a sum of their rows."""
     common: dict[str, Any] = {"opset_version": OPSET, "dynamo": False, "do_constant_folding": True}
     with warnings.catch_warnings():
         # The encoder checks its input length in Python; with static shapes that check is
@@ -120,6 +129,9 @@ def export_graphs(model: WhisperForConditionalGeneration, dims: WhisperDims, out
             output_names=list(DECODER_OUTPUTS),
             **common,
         )
+    files = (TOKEN_EMBEDDING_FILE, POSITION_EMBEDDING_FILE)
+    for name, table in zip(files, embedding_tables(model, dims), strict=True):
+        np.save(out_dir / name, table.numpy().astype(np.float32), allow_pickle=False)
 
 
 def _check_graphs(out_dir: Path) -> dict[str, Any]:

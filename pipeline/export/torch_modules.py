@@ -2,8 +2,10 @@
 
 They reuse the transformers model's own layers and weights; only the data flow changes:
 the encoder also projects the cross-attention K/V once per window, and the decoder takes one
-token against a fixed-size self-attention cache that the host owns. Indexing uses Slice +
-Reshape rather than Gather/Split, which AMD's NPU table covers for fewer dtypes.
+embedded token against a fixed-size self-attention cache that the host owns; the host also
+looks the embeddings up (`embedding_tables`), so the decoder graph has no integer input.
+Indexing uses Slice + Reshape rather than Gather/Split, which AMD's NPU table covers for fewer
+dtypes.
 """
 
 from __future__ import annotations
@@ -69,13 +71,10 @@ class DecoderStep(nn.Module):
     def __init__(self, model: WhisperForConditionalGeneration, dims: WhisperDims) -> None:
         super().__init__()
         self.decoder = model.model.decoder
-        if model.proj_out.weight.data_ptr() != self.decoder.embed_tokens.weight.data_ptr():
-            raise ValueError("Whisper's output projection must be tied to its token embedding")
-        # Stored once, transposed: the output projection reads it as a MatMul weight and the
-        # token lookup gathers its columns. Reading it both ways would make the exporter fold a
-        # second, transposed copy of the vocabulary matrix into the file.
-        self.embedding_t = nn.Parameter(
-            self.decoder.embed_tokens.weight.detach().T.contiguous(), requires_grad=False
+        # Transposed once here, so the graph holds the output projection as a plain MatMul
+        # weight [d_model, vocab] rather than a Transpose of it.
+        self.projection_t = nn.Parameter(
+            model.proj_out.weight.detach().T.contiguous(), requires_grad=False
         )
         self.dims = dims
         scaling = dims.head_dim**-0.5
@@ -121,8 +120,7 @@ class DecoderStep(nn.Module):
 
     def forward(  # noqa: PLR0913 -- one parameter per input of the decoder graph (DECODER_INPUTS)
         self,
-        input_ids: torch.Tensor,
-        position: torch.Tensor,
+        embedded_token: torch.Tensor,
         self_k_cache: torch.Tensor,
         self_v_cache: torch.Tensor,
         cache_mask: torch.Tensor,
@@ -130,10 +128,7 @@ class DecoderStep(nn.Module):
         cross_v: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         decoder = self.decoder
-        token = self.embedding_t.index_select(1, input_ids.reshape(1)).reshape(
-            1, 1, self.dims.d_model
-        )
-        hidden = token + decoder.embed_positions.weight[position].unsqueeze(0)
+        hidden = embedded_token
         mask = cache_mask.reshape(1, 1, 1, self.dims.max_decode_len)
         new_keys, new_values = [], []
         for index, layer in enumerate(decoder.layers):
@@ -157,4 +152,16 @@ class DecoderStep(nn.Module):
             new_keys.append(key)
             new_values.append(value)
         final = decoder.layer_norm(hidden).reshape(1, self.dims.d_model)
-        return final @ self.embedding_t, torch.stack(new_keys), torch.stack(new_values)
+        return final @ self.projection_t, torch.stack(new_keys), torch.stack(new_values)
+
+
+def embedding_tables(
+    model: WhisperForConditionalGeneration, dims: WhisperDims
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The host's token [vocab, d_model] and position [max_decode_len, d_model] tables: the
+    decoder's input is their rows' sum, as WhisperDecoder adds them (it scales neither)."""
+    decoder = model.model.decoder
+    return (
+        decoder.embed_tokens.weight.detach(),
+        decoder.embed_positions.weight.detach()[: dims.max_decode_len],
+    )

@@ -1,4 +1,5 @@
-"""What an NPU compiler will see in an ONNX graph: opset, control flow, static shapes, ops.
+"""What an NPU compiler will see in an ONNX graph: opset, control flow, static shapes, ops,
+integer tensors.
 
 AMD's operator table (Ryzen AI docs, ops_support) is kept as versioned data in
 pipeline/data/; `npu_ops(dtype)` reads one column, `npu_ops()` the union. Quantize/dequantize
@@ -25,6 +26,23 @@ from pipeline.runtime.whisper_io import GRAPHS
 CONTROL_FLOW = frozenset({"If", "Loop", "Scan"})
 OPS_TABLE = "npu_ops_ryzenai_1.5.json"
 QUANTIZE, DEQUANTIZE = "QuantizeLinear", "DequantizeLinear"
+# AMD's compiler (VAIML) places integer and bool tensors, and the nodes that make or use them,
+# on the CPU: each such tensor splits the graph into more NPU subgraphs.
+INTEGER_TYPES = frozenset(
+    {
+        onnx.TensorProto.BOOL,
+        onnx.TensorProto.INT4,
+        onnx.TensorProto.UINT4,
+        onnx.TensorProto.INT8,
+        onnx.TensorProto.UINT8,
+        onnx.TensorProto.INT16,
+        onnx.TensorProto.UINT16,
+        onnx.TensorProto.INT32,
+        onnx.TensorProto.UINT32,
+        onnx.TensorProto.INT64,
+        onnx.TensorProto.UINT64,
+    }
+)
 QDQ_NAMES = {
     QUANTIZE: QUANTIZE,
     DEQUANTIZE: DEQUANTIZE,
@@ -58,10 +76,11 @@ class GraphReport:
     control_flow: list[str]
     non_static: list[str]  # tensors with a symbolic, unknown or zero dimension
     outside_table: list[str]
+    integer: list[str]  # integer or bool tensors taken, returned or computed (see integer_tensors)
 
     @property
     def clean(self) -> bool:
-        return not (self.control_flow or self.non_static or self.outside_table)
+        return not (self.control_flow or self.non_static or self.outside_table or self.integer)
 
     def summary(self) -> dict[str, Any]:
         """What bundle.json records of a graph."""
@@ -72,6 +91,7 @@ class GraphReport:
             f"control flow {self.control_flow}" if self.control_flow else "",
             f"non-static tensors {self.non_static[:5]}" if self.non_static else "",
             f"ops outside AMD's NPU table {self.outside_table}" if self.outside_table else "",
+            f"integer or bool tensors {self.integer[:5]}" if self.integer else "",
         ]
         return "; ".join(part for part in parts if part)
 
@@ -141,6 +161,32 @@ def non_static(graph: onnx.GraphProto) -> list[str]:
     return sorted({*missing, *(name for name, v in values.items() if not _static(v))})
 
 
+def integer_tensors(model: onnx.ModelProto, inferred: onnx.GraphProto) -> list[str]:
+    """Integer or bool tensors that are a graph input or output or a node's output, typed from
+    the shape-inferred `inferred` graph of `model`.
+
+    Constant nodes and initializers are data the compiler reads (a Reshape's shape, a Slice's
+    bounds), not tensors the graph computes; a quantize node's output is the quantized data the
+    NPU is meant to take.
+    """
+    graph = model.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in inferred.value_info}
+    types.update({v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.output]})
+    weights = {init.name for init in graph.initializer}
+    names = {
+        *(v.name for v in graph.input if v.name not in weights),
+        *(v.name for v in graph.output),
+        *(
+            name
+            for node in graph.node
+            if node.op_type != "Constant" and table_op(node) != QUANTIZE
+            for name in node.output
+            if name
+        ),
+    }
+    return sorted(name for name in names if types.get(name) in INTEGER_TYPES)
+
+
 def opset_of(model: onnx.ModelProto) -> int:
     version: int = next(
         entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")
@@ -161,6 +207,7 @@ def check_graph(path: Path, dtype: str | None = None) -> GraphReport:
         control_flow=sorted(op for op in counts if op in CONTROL_FLOW),
         non_static=non_static(inferred.graph),
         outside_table=sorted({node.op_type for node in original if table_op(node) not in allowed}),
+        integer=integer_tensors(model, inferred.graph),
     )
 
 

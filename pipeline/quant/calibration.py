@@ -142,10 +142,7 @@ class CalibrationSet:
             wanted = set(path["positions"])
             for position, token in enumerate(path["tokens"]):
                 if position in wanted:
-                    runner.buffers["input_ids"][0, 0], runner.buffers["position"][0] = (
-                        token,
-                        position,
-                    )
+                    runner.embed(token, position)
                     yield {name: runner.buffers[name].copy() for name in names}
                     produced += 1
                     if limit is not None and produced >= limit:

@@ -2,7 +2,8 @@
 
 Every tensor lives in a numpy buffer allocated once and bound to the sessions with IO binding,
 so the encoder writes cross K/V straight where the decoder reads them, and a decode step copies
-only the new token's K/V slice into the cache.
+only the new token's K/V slice into the cache. The token and position embeddings are looked up
+here, from the bundle's memory-mapped tables, so the decoder graph takes floats only.
 
 `Transcriber.from_artifact` opens what the pipeline ships: a bundle, a compiled directory (the
 `compile` stage's output, pointing at its bundle) or a release (bundle files + `npu/`). A
@@ -23,7 +24,13 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from pipeline.errors import UserError
-from pipeline.layout import MEL_FILTERS_FILE, TOKENIZER_FILE, graph_file
+from pipeline.layout import (
+    MEL_FILTERS_FILE,
+    POSITION_EMBEDDING_FILE,
+    TOKEN_EMBEDDING_FILE,
+    TOKENIZER_FILE,
+    graph_file,
+)
 from pipeline.providers import CPU_PROVIDER, VITISAI_PROVIDER
 from pipeline.runtime.bundle import Artifact, Bundle
 from pipeline.runtime.decoding import TranscribeOptions, Window, WindowDecoder
@@ -32,16 +39,15 @@ from pipeline.runtime.whisper_io import (
     CACHE_MASK,
     CROSS_K,
     CROSS_V,
+    EMBEDDED_TOKEN,
     ENCODER_INPUT,
     GRAPHS,
-    INPUT_IDS,
     LOGITS,
     MASK_OFF,
     N_FFT,
     N_FRAMES,
     NEW_K,
     NEW_V,
-    POSITION,
     SELF_K,
     SELF_V,
 )
@@ -75,13 +81,19 @@ class OrtRunner:
     def __post_init__(self) -> None:
         dims = self.bundle.record.dims
         self.encoder, self.decoder = (self._session(name) for name in GRAPHS)
+        root = self.bundle.root
+        self.token_embedding = _embedding_table(
+            root / TOKEN_EMBEDDING_FILE, dims.token_embedding_shape()
+        )
+        self.position_embedding = _embedding_table(
+            root / POSITION_EMBEDDING_FILE, dims.position_embedding_shape()
+        )
         zeros = np.zeros
         self.buffers: dict[str, np.ndarray] = {
             ENCODER_INPUT: zeros((1, dims.n_mels, N_FRAMES), np.float32),
             CROSS_K: zeros(dims.cross_shape(), np.float32),
             CROSS_V: zeros(dims.cross_shape(), np.float32),
-            INPUT_IDS: zeros((1, 1), np.int64),
-            POSITION: zeros((1,), np.int64),
+            EMBEDDED_TOKEN: zeros(dims.embedded_shape(), np.float32),
             SELF_K: zeros(dims.cache_shape(), np.float32),
             SELF_V: zeros(dims.cache_shape(), np.float32),
             CACHE_MASK: np.full((1, dims.max_decode_len), MASK_OFF, np.float32),
@@ -140,10 +152,18 @@ class OrtRunner:
         self.encoder.run_with_iobinding(self.encoder_binding)
         self.buffers[CACHE_MASK].fill(MASK_OFF)
 
+    def embed(self, token: int, position: int) -> None:
+        """The decoder's input for `token` at `position`: the sum of the two table rows (only
+        those rows' pages of the mapped tables are read)."""
+        np.add(
+            self.token_embedding[token],
+            self.position_embedding[position],
+            out=self.buffers[EMBEDDED_TOKEN][0, 0],
+        )
+
     def decode_step(self, token: int, position: int) -> np.ndarray:
         buffers = self.buffers
-        buffers[INPUT_IDS][0, 0] = token
-        buffers[POSITION][0] = position
+        self.embed(token, position)
         self.decoder.run_with_iobinding(self.decoder_binding)
         buffers[SELF_K][:, :, :, position] = buffers[NEW_K][:, :, :, 0]
         buffers[SELF_V][:, :, :, position] = buffers[NEW_V][:, :, :, 0]
@@ -162,13 +182,31 @@ class Transcription:
     tokens: list[int]
 
 
+def _read_npy(path: Path, mmap: bool = False) -> np.ndarray:
+    """A .npy file (never pickled objects); memory-mapped, its pages are read when used."""
+    try:
+        array: np.ndarray = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise UserError(f"{path}: not a numpy array file ({str(exc)[:120]})") from None
+    return array
+
+
+def _embedding_table(path: Path, shape: list[int]) -> np.ndarray:
+    """One of the decoder's host-side tables, memory-mapped, refused unless it is float32 of
+    the contract's shape (the decoder would otherwise take the wrong rows or none)."""
+    table = _read_npy(path, mmap=True)
+    if table.shape != tuple(shape) or table.dtype != np.float32:
+        raise UserError(
+            f"{path}: expected float32 of shape {tuple(shape)}, "
+            f"got {table.dtype} of shape {table.shape}"
+        )
+    return table
+
+
 def _mel_filters(bundle: Bundle) -> np.ndarray:
     """mel_filters.npy, refused unless it is the [n_fft/2+1, n_mels] float bank log_mel needs."""
     path = bundle.root / MEL_FILTERS_FILE
-    try:
-        filters: np.ndarray = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise UserError(f"{path}: not a numpy array file ({str(exc)[:120]})") from None
+    filters = _read_npy(path)
     shape = (N_FFT // 2 + 1, bundle.record.dims.n_mels)
     if filters.shape != shape or filters.dtype.kind != "f" or not np.isfinite(filters).all():
         raise UserError(f"{path}: expected finite floats of shape {shape}, got {filters.shape}")

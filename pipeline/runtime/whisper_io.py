@@ -2,16 +2,30 @@
 
 Export writes graphs to this contract, the runtime binds buffers from it, and calibration and
 the compile forecast read it. Every dimension is a number: the NPU compiles fixed shapes only.
+Every graph input and output is float32, and no integer or bool tensor is computed inside
+either graph: AMD's compiler places such tensors, and the nodes that make or use them, on the
+CPU, and each CPU island splits a graph into more NPU subgraphs, i.e. more host→NPU dispatches
+per call. Integers remain only as constants the compiler reads as data (Reshape shapes, Slice
+bounds, Unsqueeze axes).
 
 Encoder (one call per 30 s window):
     in:  input_features [1, n_mels, 3000]
     out: cross_k, cross_v [layers, 1, heads, 1500, head_dim]
-Decoder (one call per token; the host owns the self-attention cache):
-    in:  input_ids [1, 1] int64, position [1] int64,
+Decoder (one call per token; the host owns the embeddings and the self-attention cache):
+    in:  embedded_token [1, 1, d_model] = token_embedding[token] + position_embedding[position],
          self_k_cache, self_v_cache [layers, 1, heads, max_decode_len, head_dim],
          cache_mask [1, max_decode_len] (0 where a cache slot is filled, MASK_OFF elsewhere),
          cross_k, cross_v
     out: logits [1, vocab], new_k, new_v [layers, 1, heads, 1, head_dim]
+
+The embedding lookups run on the host, from the bundle's token_embedding [vocab, d_model] and
+position_embedding [max_decode_len, d_model] float32 tables (memory-mapped), rather than as a
+Gather on int64 ids in the graph or as a one-hot MatMul. For tiny.en (vocab 51864, d_model 384,
+4 layers, 448 cache slots) each call then sends the NPU 384 floats (1536 B) instead of a
+51864-float one-hot (207,456 B), and the NPU does no vocab x d_model = 19.9 M MAC lookup: the
+decoder's ~34.2 M MACs per token (14.2 M in its layers, 19.9 M in the logits projection) would
+grow to ~54.1 M (+58%) with a one-hot MatMul. The host's cost is the table pages a transcript
+touches: one 1536 B row per token, not the 79.7 MB token table.
 
 The decoder returns only the new token's K/V slice, not the updated cache: the host writes
 layers * heads * head_dim values per step into a preallocated cache, where returning the cache
@@ -36,10 +50,10 @@ MASK_OFF = -10_000.0  # additive mask: far below any attention score, finite for
 
 ENCODER_INPUT = "input_features"
 CROSS_K, CROSS_V = "cross_k", "cross_v"
-INPUT_IDS, POSITION = "input_ids", "position"
+EMBEDDED_TOKEN = "embedded_token"
 SELF_K, SELF_V, CACHE_MASK = "self_k_cache", "self_v_cache", "cache_mask"
 LOGITS, NEW_K, NEW_V = "logits", "new_k", "new_v"
-DECODER_INPUTS = (INPUT_IDS, POSITION, SELF_K, SELF_V, CACHE_MASK, CROSS_K, CROSS_V)
+DECODER_INPUTS = (EMBEDDED_TOKEN, SELF_K, SELF_V, CACHE_MASK, CROSS_K, CROSS_V)
 DECODER_OUTPUTS = (LOGITS, NEW_K, NEW_V)
 
 
@@ -83,6 +97,17 @@ class WhisperDims:
     def slice_shape(self) -> list[int]:
         return [self.decoder_layers, 1, self.decoder_heads, 1, self.head_dim]
 
+    def embedded_shape(self) -> list[int]:
+        return [1, 1, self.d_model]
+
+    def token_embedding_shape(self) -> list[int]:
+        """The host's token table: one row per vocabulary id."""
+        return [self.vocab_size, self.d_model]
+
+    def position_embedding_shape(self) -> list[int]:
+        """The host's position table: one row per cache slot."""
+        return [self.max_decode_len, self.d_model]
+
     def encoder_io(self) -> dict[str, dict[str, tuple[list[int], str]]]:
         return {
             "inputs": {ENCODER_INPUT: ([1, self.n_mels, N_FRAMES], "float32")},
@@ -95,8 +120,7 @@ class WhisperDims:
     def decoder_io(self) -> dict[str, dict[str, tuple[list[int], str]]]:
         return {
             "inputs": {
-                INPUT_IDS: ([1, 1], "int64"),
-                POSITION: ([1], "int64"),
+                EMBEDDED_TOKEN: (self.embedded_shape(), "float32"),
                 SELF_K: (self.cache_shape(), "float32"),
                 SELF_V: (self.cache_shape(), "float32"),
                 CACHE_MASK: ([1, self.max_decode_len], "float32"),
