@@ -158,12 +158,16 @@ def atomic_dir(final: Path) -> Iterator[Path]:
         shutil.rmtree(retired, ignore_errors=True)
 
 
-def write_json(path: Path, payload: Any) -> None:
-    """Write JSON through a temp file and rename, so readers never see a partial file."""
+def write_text(path: Path, text: str) -> None:
+    """Write through a temp file and rename, so readers never see a partial file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
+
+
+def write_json(path: Path, payload: Any) -> None:
+    write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def sha256_file(path: Path) -> str:
