@@ -14,7 +14,7 @@ from pipeline.bench.engines import TimingRunner
 from pipeline.bench.metrics import BenchRow, RunInfo
 from pipeline.bench.plots import write_plots
 from pipeline.bench.records import EngineSpec, EvalClips, Sample
-from pipeline.bench.results import corpus_wer, read_table
+from pipeline.bench.results import read_table, table_wer
 from pipeline.bench.run import BenchPaths, known_transcripts, measure, run_bench
 from pipeline.bench.schedule import interleave, pick_latency_clips
 from pipeline.bench.stats import latency_stats, paired_speedup, percentile, round_sig
@@ -403,7 +403,7 @@ def test_bench_on_the_real_fp32_bundle(
     tables = read_table(tmp_path / "clips.jsonl")
     assert set(tables) == {"fp32", "a16w8", *metrics["peers"]}
     assert all(len(rows) == 4 for rows in tables.values())
-    assert corpus_wer(tables["a16w8"]) == pytest.approx(copy["wer"], rel=1e-3)
+    assert table_wer(tables["a16w8"]) == pytest.approx(copy["wer"], rel=1e-3)
     assert all(row.e2e_ms for row in tables["a16w8"])  # transcribed here: timed
     assert fp32["wer"] < 0.1 and fp32["speedup_vs_fp32"] == 1.0
     for key in ("e2e_ms", "encoder_ms", "decoder_ms_per_token"):

@@ -15,10 +15,10 @@ import pytest
 from pipeline.bench.records import EvalClips
 from pipeline.bench.results import (
     ClipResult,
-    corpus_wer,
     qoi,
     read_table,
     score_clip,
+    table_wer,
     wer_figures,
     write_table,
 )
@@ -76,10 +76,10 @@ def test_shards_merge_into_exactly_the_single_pass_wer(tmp_path, cuts):
         write_table(path, {"a16w8": rows[start:end]})
         merged += read_table(path)["a16w8"]
     assert merged == rows
-    assert corpus_wer(merged) == corpus_wer(rows)
+    assert table_wer(merged) == table_wer(rows)
     scored = [(normalise(r), normalise(h)) for r, h in zip(REFERENCES, HYPOTHESES, strict=True)]
     refs, hyps = zip(*((r, h) for r, h in scored if r), strict=True)
-    assert corpus_wer(merged) == jiwer.wer(list(refs), list(hyps))
+    assert table_wer(merged) == jiwer.wer(list(refs), list(hyps))
 
 
 def test_wer_figures_split_out_the_long_form_clips():

@@ -83,7 +83,7 @@ def score_clip(
     )
 
 
-def corpus_wer(rows: Iterable[ClipResult]) -> float | None:
+def table_wer(rows: Iterable[ClipResult]) -> float | None:
     """Sum of edits over sum of reference words; None when no row has a reference word."""
     total = total_edits([row.edits for row in rows])
     return total.wer if total.words else None
@@ -91,10 +91,10 @@ def corpus_wer(rows: Iterable[ClipResult]) -> float | None:
 
 def wer_figures(rows: Sequence[ClipResult]) -> dict[str, float]:
     """bench.json's `wer` and, when the set has long-form clips, `wer_long`."""
-    wer = corpus_wer(rows)
+    wer = table_wer(rows)
     if wer is None:
         raise UserError("no eval clip has a reference word to score")
-    long = corpus_wer(row for row in rows if row.long_form)
+    long = table_wer(row for row in rows if row.long_form)
     return {"wer": wer} if long is None else {"wer": wer, "wer_long": long}
 
 
