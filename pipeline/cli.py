@@ -51,6 +51,13 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _share(text: str) -> float:
+    value = _non_negative(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be a share between 0 and 1, got {text}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -63,12 +70,27 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
         "--artifact", type=Path, default=Path("artifacts/bundles/fp32"), help=ARTIFACT_HELP
     )
     parser.add_argument("--data", type=Path, default=Path("artifacts/data"))
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="shard the clips over Ray actors: alone, ray.init()'s default (a local cluster); "
+        "'auto' or ray://host:10001 for a running cluster (needs pip install '.[ray]')",
+    )
+    parser.add_argument(
+        "--workers", type=_positive_int, help="Ray actors (default: one per CPU of the cluster)"
+    )
+    parser.add_argument("--clips", type=Path, help="write the per-clip results (JSON Lines) here")
 
 
 def _evaluate(args: argparse.Namespace) -> object:
-    from pipeline.bench.evaluate import evaluate_bundle
+    from pipeline.bench.evaluate import EvaluateOptions, evaluate_bundle
 
-    result = evaluate_bundle(args.artifact, args.data)
+    if args.workers is not None and args.ray is None:
+        raise UserError("--workers needs --ray")
+    options = EvaluateOptions(args.ray, args.workers, args.clips)
+    result = evaluate_bundle(args.artifact, args.data, options)
     _say_fallback("evaluate", result["execution"])
     return result
 
@@ -80,6 +102,7 @@ def _check_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-latency-increase", type=_non_negative, help="override gate (relative, 0.25 = 25%%)"
     )
+    parser.add_argument("--min-qoi", type=_share, help="override gate (0.9 = 90%% of clips)")
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -89,6 +112,7 @@ def _check(args: argparse.Namespace) -> int:
     overrides = {
         "max_wer_increase": args.max_wer_increase,
         "max_latency_increase": args.max_latency_increase,
+        "min_qoi": args.min_qoi,
     }
     gate = load_params(args.params).gate
     gate = gate.model_copy(update={k: v for k, v in overrides.items() if v is not None})

@@ -195,6 +195,10 @@ class GateParams(Section):
         1.0,
         description="the same, when the baseline was measured on another CPU (other kernels)",
     )
+    min_qoi: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.8,
+        description="share of clips whose WER is no worse than fp32's in the same run",
+    )
 
 
 class Params(Section):

@@ -16,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compiled", type=Path, required=True, help="the compiled variants")
     parser.add_argument("--data", type=Path, required=True, help="the data stage's output")
     parser.add_argument("--out", type=Path, required=True, help="the metrics JSON to write")
+    parser.add_argument(
+        "--clips", type=Path, required=True, help="the per-clip results (JSON Lines) to write"
+    )
     parser.add_argument("--plots", type=Path, required=True, help="the plots directory to write")
     parser.add_argument(
         "--baseline-bundle",
@@ -37,8 +40,9 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.fsutil import check_output_dir
 
     params = load_params(args.params)
-    if os.path.lexists(args.out) and not args.out.is_file():
-        raise UserError(f"{args.out}: exists and is not a file; bench writes its JSON there")
+    for out in (args.out, args.clips):
+        if os.path.lexists(out) and not out.is_file():
+            raise UserError(f"{out}: exists and is not a file; bench writes its results there")
     inputs = [args.compiled, args.data, args.baseline_bundle, args.model]
     check_output_dir(args.plots, *inputs, *([args.reference] if args.reference else []))
     from pipeline.bench.report import format_table
@@ -48,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         compiled_dir=args.compiled,
         data_dir=args.data,
         out_file=args.out,
+        clips_file=args.clips,
         plots_dir=args.plots,
         baseline_bundle=args.baseline_bundle,
         model_dir=args.model,

@@ -14,6 +14,7 @@ from pipeline.bench.engines import TimingRunner
 from pipeline.bench.metrics import BenchRow, RunInfo
 from pipeline.bench.plots import write_plots
 from pipeline.bench.records import EngineSpec, EvalClips, Sample
+from pipeline.bench.results import read_table, table_wer
 from pipeline.bench.run import BenchPaths, known_transcripts, measure, run_bench
 from pipeline.bench.schedule import interleave, pick_latency_clips
 from pipeline.bench.stats import latency_stats, paired_speedup, percentile, round_sig
@@ -27,13 +28,12 @@ REPO = Path(__file__).resolve().parent.parent
 PARAMS = REPO / "params.yaml"  # gate: max_wer_increase 1.0 points, max_latency_increase 0.25
 
 
-def metrics_file(
-    path: Path, cpu: str = "AMD EPYC avx2 fma", **variants: tuple[float, float]
-) -> Path:
-    """A bench.json with (wer, speedup_vs_fp32) per variant, plus a peer the gate must ignore."""
+def metrics_file(path: Path, cpu: str = "AMD EPYC avx2 fma", **variants: tuple[float, ...]) -> Path:
+    """A bench.json with (wer, speedup_vs_fp32[, qoi]) per variant (QoI 1.0 unless given),
+    plus a peer the gate must ignore."""
     payload: dict = {
-        name: {"wer": wer, "speedup_vs_fp32": speedup, "e2e_ms_p50": 100.0}
-        for name, (wer, speedup) in variants.items()
+        name: {"wer": wer, "speedup_vs_fp32": speedup, "qoi": qoi, "e2e_ms_p50": 100.0}
+        for name, (wer, speedup, qoi) in ((n, (*v, 1.0)[:3]) for n, v in variants.items())
     }
     payload["peers"] = {"transformers": {"wer": 0.5, "speedup_vs_fp32": 0.01}}
     payload["machine"] = {"cpu": cpu}
@@ -91,6 +91,36 @@ def test_check_on_another_cpu_uses_the_wider_latency_limit(tmp_path, baseline, c
 def test_check_thresholds_can_be_overridden(tmp_path, baseline):
     current = metrics_file(tmp_path / "cur.json", fp32=(0.026, 1.0), a16w8=(0.030, 1.5))
     assert run_check(baseline, current, "--max-latency-increase", "0.5") == 0
+    worse = metrics_file(tmp_path / "worse.json", fp32=(0.026, 1.0), a16w8=(0.030, 2.0, 0.7))
+    assert run_check(baseline, worse, "--min-qoi", "0.7") == 0
+    with pytest.raises(SystemExit) as bad:
+        run_check(baseline, worse, "--min-qoi", "1.5")  # not a share: argparse's exit 2
+    assert bad.value.code == 2
+
+
+def test_check_fails_on_qoi_even_when_the_average_holds(tmp_path, baseline, capsys):
+    """Same WER and speed as the baseline, but no worse than fp32 on only 75% of the clips:
+    min_qoi (0.8 in params.yaml) catches what the average hides; 80% exactly passes."""
+    current = metrics_file(tmp_path / "cur.json", fp32=(0.026, 1.0), a16w8=(0.030, 2.0, 0.75))
+    assert run_check(baseline, current) == 1
+    captured = capsys.readouterr()
+    assert "REGRESSED: QoI 75.0% (min 80.0%)" in captured.out
+    assert "a16w8: QoI 75.0%" in captured.err
+    edge = metrics_file(tmp_path / "edge.json", fp32=(0.026, 1.0), a16w8=(0.030, 2.0, 0.8))
+    assert run_check(baseline, edge) == 0
+
+
+def test_check_of_a_run_without_qoi_is_bad_input(tmp_path, baseline, capsys):
+    """QoI is the current run's own figure: a current file without it cannot be judged (a
+    baseline without it can, as a baseline's QoI is never read)."""
+    current = tmp_path / "cur.json"
+    raw = json.loads(metrics_file(current, fp32=(0.026, 1.0), a16w8=(0.030, 2.0)).read_text())
+    del raw["a16w8"]["qoi"]
+    current.write_text(json.dumps(raw))
+    assert run_check(baseline, current) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a16w8.qoi: missing" in err[0]
+    assert run_check(current, baseline) == 0
 
 
 def test_check_missing_variant_is_bad_input(tmp_path, baseline, capsys):
@@ -227,8 +257,8 @@ def test_a_worker_that_cannot_open_its_engine_is_one_line_of_bad_input(tmp_path)
 
 def test_plots_write_data_and_pngs(tmp_path):
     figures = {
-        BASELINE: BenchRow(wer=0.026, e2e_ms_p50=400.0, speedup_vs_fp32=1.0),
-        "a16w8": BenchRow(wer=0.031, e2e_ms_p50=120.0, speedup_vs_fp32=3.3),
+        BASELINE: BenchRow(wer=0.026, e2e_ms_p50=400.0, speedup_vs_fp32=1.0, qoi=1.0),
+        "a16w8": BenchRow(wer=0.031, e2e_ms_p50=120.0, speedup_vs_fp32=3.3, qoi=0.9512),
         "transformers": BenchRow(wer=0.026, e2e_ms_p50=900.0, speedup_vs_fp32=0.44),
     }
     positions = {BASELINE: {0: 5.0, 1: 4.0, 2: 4.5}, "a16w8": {0: 2.0, 1: 2.1}}
@@ -238,8 +268,13 @@ def test_plots_write_data_and_pngs(tmp_path):
     }
     run = RunInfo.read(Path(__file__).parent / "data" / "run.json")
     write_plots(tmp_path, figures, positions, split, run)
-    for name in ("wer_vs_latency", "decoder_by_position", "time_split"):
+    for name in ("wer_vs_latency", "qoi", "decoder_by_position", "time_split"):
         assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "qoi.csv").read_text().splitlines() == [
+        "engine,qoi_pct",
+        "fp32,100.0",
+        "a16w8,95.12",
+    ]
     assert (tmp_path / "decoder_by_position.csv").read_text().splitlines() == [
         "position,fp32,a16w8",
         "0,5.0,2.0",
@@ -351,8 +386,9 @@ def test_bench_on_the_real_fp32_bundle(
     params = BenchParams(warmup=1, repeats=1, latency_clips=2, threads=1, peers=True)
     out = tmp_path / "metrics" / "bench.json"
     paths = BenchPaths(
-        compiled, tmp_path / "data", out, tmp_path / "plots", baseline_bundle=fp32_bundle,
-        model_dir=tiny_en_dir, reference_dir=reference_outputs.directory,
+        compiled, tmp_path / "data", out, tmp_path / "clips.jsonl", tmp_path / "plots",
+        baseline_bundle=fp32_bundle, model_dir=tiny_en_dir,
+        reference_dir=reference_outputs.directory,
     )  # fmt: skip
     result = run_bench(["fp32", "a16w8"], params, paths)
 
@@ -360,6 +396,15 @@ def test_bench_on_the_real_fp32_bundle(
     assert metrics == result.metrics.to_json()
     fp32, copy = metrics["fp32"], metrics["a16w8"]
     assert copy["wer"] == fp32["wer"] and copy["wer_long"] == fp32["wer_long"]
+    assert copy["qoi"] == fp32["qoi"] == 1.0 and copy["rtfx"] == pytest.approx(
+        1 / copy["rtf"], rel=1e-3
+    )
+    # The per-clip table: every engine's row of every clip; the WER is summed from it.
+    tables = read_table(tmp_path / "clips.jsonl")
+    assert set(tables) == {"fp32", "a16w8", *metrics["peers"]}
+    assert all(len(rows) == 4 for rows in tables.values())
+    assert table_wer(tables["a16w8"]) == pytest.approx(copy["wer"], rel=1e-3)
+    assert all(row.e2e_ms for row in tables["a16w8"])  # transcribed here: timed
     assert fp32["wer"] < 0.1 and fp32["speedup_vs_fp32"] == 1.0
     for key in ("e2e_ms", "encoder_ms", "decoder_ms_per_token"):
         assert 0 < fp32[f"{key}_p50"] <= fp32[f"{key}_p90"]

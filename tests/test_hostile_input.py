@@ -321,15 +321,17 @@ def test_sigterm_inside_the_swap_leaves_an_output(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
-def test_bench_out_on_a_directory_fails_before_measuring(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("directory", ["bench.json", "clips.jsonl"])
+def test_bench_out_on_a_directory_fails_before_measuring(tmp_path, capsys, monkeypatch, directory):
     import pipeline.bench.run
 
     def measure(*args: object, **kwargs: object) -> None:
-        raise AssertionError("measured before checking --out")
+        raise AssertionError("measured before checking --out and --clips")
 
     monkeypatch.setattr(pipeline.bench.run, "run_bench", measure)
-    (tmp_path / "bench.json").mkdir()
+    (tmp_path / directory).mkdir()
     args = ["--out", str(tmp_path / "bench.json"), "--plots", str(tmp_path / "plots")]
+    args += ["--clips", str(tmp_path / "clips.jsonl")]
     for name in ("compiled", "data", "baseline-bundle", "model"):
         args += [f"--{name}", str(tmp_path / name)]
     assert main(["bench", *PARAMS, *args]) == 2

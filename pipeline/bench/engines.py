@@ -97,7 +97,8 @@ def _open_ours(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
     root = transcriber.bundle.root
     return run, {
         "execution": execution,
-        "size_mb": _size_mb(root.glob("*.onnx")),
+        # What the runtime loads: the graphs and the host-side tables (embeddings, mel filters).
+        "size_mb": _size_mb([*root.glob("*.onnx"), *root.glob("*.npy")]),
         # 1 when the quantize stage met its held-back WER budget (fp32: nothing to meet).
         "budget_met": float(transcriber.bundle.record.budget_met),
     }
@@ -131,7 +132,7 @@ def _open_faster_whisper(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
     from pipeline.runtime.features import WINDOW_SAMPLES
 
     model = WhisperModel(
-        str(spec.path), device="cpu", compute_type="float32", cpu_threads=spec.threads or 0
+        str(spec.path), device="cpu", compute_type=spec.compute_type, cpu_threads=spec.threads or 0
     )
     eot = model.hf_tokenizer.token_to_id("<|endoftext|>")
 
@@ -152,7 +153,8 @@ def _open_faster_whisper(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
         tokens = sum(t < eot for segment in segments for t in segment.tokens)
         return Sample(clip, text, tokens, e2e)
 
-    execution = {"provider": "CTranslate2 fp32 CPU", "compiled": False, "fallback": None}
+    precision = {"float32": "fp32", "int8": "int8"}[spec.compute_type]
+    execution = {"provider": f"CTranslate2 {precision} CPU", "compiled": False, "fallback": None}
     return run, {"execution": execution, "size_mb": _size_mb(spec.path.glob("model.bin"))}
 
 

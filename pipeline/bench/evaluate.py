@@ -1,21 +1,22 @@
-"""WER of any bundle on the evaluation set (the bench stage's accuracy half, usable alone)."""
+"""WER of any bundle on the evaluation set (the bench stage's accuracy half, usable alone), in
+this process or sharded over Ray actors (`pipeline.bench.sharded`)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from pipeline.bench.wer import corpus_wer
+from pipeline.bench.records import EvalClips
+from pipeline.bench.results import ClipResult, score_clip, wer_figures, write_table
 from pipeline.errors import UserError
 from pipeline.fsutil import read_text
 from pipeline.layout import TRANSCRIPTS_FILE
-from pipeline.runtime.transcriber import Transcriber
-from pipeline.runtime.whisper_io import CHUNK_SECONDS
-from pipeline.sources.speech_sets import clip_samples, load_saved_set
+
+# One clip's transcript and the milliseconds it took where it ran.
+Transcript = tuple[str, float]
 
 
 def reference_texts(reference_dir: Path) -> dict[str, str]:
@@ -33,31 +34,86 @@ def reference_texts(reference_dir: Path) -> dict[str, str]:
     return texts
 
 
-def score(
-    references: Sequence[str], durations: Sequence[float], texts: Sequence[str]
-) -> dict[str, float | None]:
-    """Corpus WER of the whole set and of its long-form clips (None when it has none)."""
-    long_form = [i for i, seconds in enumerate(durations) if seconds > CHUNK_SECONDS]
-    return {
-        "wer": corpus_wer(references, texts),
-        "wer_long": corpus_wer([references[i] for i in long_form], [texts[i] for i in long_form])
-        if long_form
-        else None,
-    }
+def load_eval_clips(data_dir: Path) -> EvalClips:
+    from pipeline.sources.speech_sets import clip_samples, load_saved_set
 
-
-def evaluate_bundle(artifact: Path, data_dir: Path) -> dict[str, Any]:
-    """WER of a bundle, compiled or release directory, run the way `from_artifact` runs it."""
-    transcriber = Transcriber.from_artifact(artifact)
     rows = list(load_saved_set(data_dir, "eval"))
-    texts = [
-        transcriber.transcribe(clip_samples(row)).text
-        for row in tqdm(rows, desc="evaluate", unit="clip")
+    return EvalClips(
+        [clip_samples(row) for row in rows],
+        [row["text"] for row in rows],
+        [row["duration_s"] for row in rows],
+        [row["id"] for row in rows],
+    )
+
+
+def transcribe_here(artifact: Path, clips: EvalClips) -> tuple[list[Transcript], dict[str, Any]]:
+    """Every clip through one transcriber in this process; its execution record."""
+    from tqdm import tqdm
+
+    from pipeline.runtime.transcriber import Transcriber
+
+    transcriber = Transcriber.from_artifact(artifact)
+    out = []
+    for samples in tqdm(clips.samples, desc="evaluate", unit="clip"):
+        start = time.perf_counter()
+        text = transcriber.transcribe(samples).text
+        out.append((text, (time.perf_counter() - start) * 1000.0))
+    return out, {"variant": transcriber.bundle.record.variant, **transcriber.execution}
+
+
+def scored(engine: str, clips: EvalClips, transcripts: list[Transcript]) -> list[ClipResult]:
+    return [
+        score_clip(engine, clips.ids[i], clips.durations[i], (clips.references[i], text), [ms])
+        for i, (text, ms) in enumerate(transcripts)
     ]
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """Where the clips run (None: this process; else a Ray address, "" for ray.init()'s own
+    choice), on how many Ray actors (None: one per CPU of the cluster), and where the per-clip
+    results go (None: nowhere)."""
+
+    ray_address: str | None = None
+    workers: int | None = None
+    table: Path | None = None
+
+
+def evaluate_bundle(
+    artifact: Path, data_dir: Path, options: EvaluateOptions = EvaluateOptions()
+) -> dict[str, Any]:
+    """WER of a bundle, compiled or release directory, run the way `from_artifact` runs it."""
+    from pipeline.bench.sharded import ray_missing, transcribe_on_ray
+
+    if options.ray_address is not None and (missing := ray_missing()):
+        raise UserError(missing)
+    clips = load_eval_clips(data_dir)
+    start = time.perf_counter()
+    if options.ray_address is None:
+        transcripts, execution = transcribe_here(artifact, clips)
+        sharding = None
+    else:
+        transcripts, execution, sharding = transcribe_on_ray(
+            artifact, clips, options.ray_address, options.workers
+        )
+    wall_s = time.perf_counter() - start
+    variant = str(execution.pop("variant"))
+    rows = scored(variant, clips, transcripts)
+    if options.table is not None:
+        write_table(options.table, {variant: rows})
+    audio_s = sum(clips.durations)
     return {
         "artifact": Path(artifact).as_posix(),
-        "variant": transcriber.bundle.record.variant,
-        "execution": transcriber.execution,
+        "variant": variant,
+        "execution": execution,
         "clips": len(rows),
-        **score([row["text"] for row in rows], [row["duration_s"] for row in rows], texts),
+        "words": sum(row.words for row in rows),
+        "errors": sum(row.edits.errors for row in rows),
+        **wer_figures(rows),
+        "audio_s": round(audio_s, 1),
+        "wall_s": round(wall_s, 1),
+        "clips_per_s": round(len(rows) / wall_s, 3),
+        # audio seconds per second of compute, summed over clips wherever each ran
+        "rtfx": round(audio_s / (sum(ms for _, ms in transcripts) / 1000.0), 2),
+        "ray": sharding,
     }

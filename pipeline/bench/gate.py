@@ -5,7 +5,8 @@ never on milliseconds, so a slower or busier machine cancels out. What a same-ru
 cancel is another instruction set: int8 kernels with and without VNNI, say, move a quantized
 variant's ratio on their own. When the two runs name different CPUs (bench.json's `machine`),
 the latency limit is the wider `max_latency_increase_other_cpu`. WER is compared in absolute
-points. Peers are context, not gated.
+points. QoI (the share of clips no worse than fp32's in the same run) must reach `min_qoi`: a
+variant worse on many clips but equal on average fails it. Peers are context, not gated.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ class Comparison:
     variant: str
     wer: tuple[float, float]  # baseline, current (fractions)
     time_ratio: tuple[float, float]  # time / fp32 time, baseline and current
+    qoi: float  # current run, against its own fp32
     max_wer_increase: float  # points
     max_latency_increase: float  # relative
+    min_qoi: float
 
     @property
     def wer_increase(self) -> float:
@@ -46,6 +49,8 @@ class Comparison:
                 f"latency {self.latency_increase:+.1%} vs fp32 "
                 f"(max +{self.max_latency_increase:.0%})"
             )
+        if self.qoi < self.min_qoi:
+            found.append(f"QoI {self.qoi:.1%} (min {self.min_qoi:.1%})")
         return found
 
 
@@ -55,17 +60,29 @@ def latency_limit(baseline: BenchMetrics, current: BenchMetrics, gate: GateParam
     return gate.max_latency_increase_other_cpu if other else gate.max_latency_increase
 
 
-def compare(baseline: BenchMetrics, current: BenchMetrics, gate: GateParams) -> list[Comparison]:
+def current_qoi(current: BenchMetrics, name: str, where: Path) -> float:
+    qoi = current.variants[name].qoi
+    if qoi is None:
+        raise UserError(f"{where}: {name}.qoi: missing (a bench.json from before QoI; rerun bench)")
+    return qoi
+
+
+def compare(
+    baseline: BenchMetrics, current: BenchMetrics, gate: GateParams, current_file: Path
+) -> list[Comparison]:
     """One comparison per baseline variant (the current run has them all). Both files were
-    validated on load: every WER and speedup is a finite number, every speedup positive."""
+    validated on load: every WER and speedup is a finite number, every speedup positive. QoI
+    is the current run's own (against its fp32), so only the current file must have it."""
     limit = latency_limit(baseline, current, gate)
     return [
         Comparison(
             name,
             (row.wer, current.variants[name].wer),
             (1 / row.speedup_vs_fp32, 1 / current.variants[name].speedup_vs_fp32),
+            current_qoi(current, name, current_file),
             gate.max_wer_increase,
             limit,
+            gate.min_qoi,
         )
         for name, row in baseline.variants.items()
     ]
@@ -81,13 +98,15 @@ def format_comparisons(
         if baseline.cpu != current.cpu
         else ""
     )
+    first = comparisons[0] if comparisons else None
     thresholds = (
-        f"gate: WER may rise {comparisons[0].max_wer_increase if comparisons else 0:.2f} points; "
-        f"time / fp32 time (same run) may rise {limit:.0%}{machines}"
+        f"gate: WER may rise {first.max_wer_increase if first else 0:.2f} points; "
+        f"time / fp32 time (same run) may rise {limit:.0%}{machines}; "
+        f"QoI (clips no worse than fp32, same run) at least {first.min_qoi if first else 0:.1%}"
     )
     header = (
         f"{'variant':<12}{'WER base':>10}{'WER now':>9}{'delta':>8}"
-        f"{'time/fp32 base':>16}{'now':>7}{'change':>9}  verdict"
+        f"{'time/fp32 base':>16}{'now':>7}{'change':>9}{'QoI':>8}  verdict"
     )
     lines = [thresholds, header]
     for c in comparisons:
@@ -97,7 +116,7 @@ def format_comparisons(
         lines.append(
             f"{c.variant:<12}{100 * c.wer[0]:>9.2f}%{100 * c.wer[1]:>8.2f}%"
             f"{c.wer_increase:>+8.2f}{c.time_ratio[0]:>16.3f}{c.time_ratio[1]:>7.3f}"
-            f"{c.latency_increase:>+9.1%}  {verdict}"
+            f"{c.latency_increase:>+9.1%}{c.qoi:>8.1%}  {verdict}"
         )
     lines += [f"{name:<12}(not in the baseline: not gated)" for name in new]
     return "\n".join(lines)
@@ -111,7 +130,7 @@ def check(baseline_file: Path, current_file: Path, gate: GateParams) -> int:
         raise UserError(
             f"{current_file}: variant {', '.join(missing)} of the baseline {baseline_file} missing"
         )
-    comparisons = compare(baseline, current, gate)
+    comparisons = compare(baseline, current, gate, current_file)
     new = [name for name in current.variants if name not in baseline.variants]
     print(format_comparisons(comparisons, new, baseline, current))
     failed = [f"{c.variant}: {'; '.join(c.failures)}" for c in comparisons if c.failures]

@@ -58,10 +58,14 @@ class BenchRow(Strict):
     encoder_ms_p90: Annotated[float | None, Unit.MS] = None
     decoder_ms_per_token_p50: Annotated[float | None, Unit.MS] = None
     decoder_ms_per_token_p90: Annotated[float | None, Unit.MS] = None
-    rtf: Annotated[float | None, Unit.NUMBER] = None
+    # Share of clips whose WER is no worse than fp32's in the same run (WhisperKit's QoI).
+    qoi: Annotated[float | None, Field(ge=0, le=1), Unit.FRACTION] = None
+    rtf: Annotated[float | None, Unit.NUMBER] = None  # compute seconds per audio second
+    rtfx: Annotated[float | None, Unit.NUMBER] = None  # audio seconds per compute second (1/rtf)
     tokens_per_s: Annotated[float | None, Unit.NUMBER] = None
     speedup_vs_transformers: Annotated[float | None, Field(gt=0), Unit.RATIO] = None
     speedup_vs_faster_whisper: Annotated[float | None, Field(gt=0), Unit.RATIO] = None
+    speedup_vs_faster_whisper_int8: Annotated[float | None, Field(gt=0), Unit.RATIO] = None
     peak_rss_mb: Annotated[float | None, Unit.NUMBER] = None
     size_mb: Annotated[float | None, Unit.NUMBER] = None
     load_s: Annotated[float | None, Unit.NUMBER] = None
@@ -76,6 +80,7 @@ class BenchRow(Strict):
         return {
             "transformers": self.speedup_vs_transformers,
             "faster_whisper": self.speedup_vs_faster_whisper,
+            "faster_whisper_int8": self.speedup_vs_faster_whisper_int8,
         }[peer]
 
     def figures(self) -> list[tuple[str, float, Unit]]:

@@ -1,8 +1,9 @@
 """The bench's pictures: plot data `dvc plots` reads (CSV) and the same figures as PNGs.
 
-Three questions a reader brings: what does each variant cost in WER for what it gains in speed
-(`wer_vs_latency`), does a decoder call get slower as the cache fills (`decoder_by_position`),
-and where does a clip's time go (`time_split`).
+Four questions a reader brings: what does each variant cost in WER for what it gains in speed
+(`wer_vs_latency`), on how many clips is it as good as fp32 (`qoi`: an average can hide many
+worse clips), does a decoder call get slower as the cache fills (`decoder_by_position`), and
+where does a clip's time go (`time_split`).
 """
 
 from __future__ import annotations
@@ -165,6 +166,20 @@ def _time_split(out: Path, split: dict[str, dict[str, float]], run: RunInfo) -> 
     _save(figure, out / "time_split.png")
 
 
+def _qoi(out: Path, figures: Mapping[str, BenchRow], colours: dict[str, Any], run: RunInfo) -> None:
+    rows = [(name, round(100 * m.qoi, 2)) for name, m in figures.items() if m.qoi is not None]
+    _write_csv(out / "qoi.csv", ("engine", "qoi_pct"), rows)
+    figure, axes = plt.subplots(figsize=(8, 1.6 + 0.4 * len(rows)))
+    names = [name for name, _ in rows]
+    bars = axes.barh(names, [pct for _, pct in rows], color=[colours[n] for n in names])
+    axes.bar_label(bars, fmt=" %.1f%%", fontsize=8)
+    axes.invert_yaxis()
+    axes.set_xlim(0, 112)
+    axes.set_xlabel("% of eval clips whose WER is no worse than fp32's (same run)")
+    axes.set_title(f"QoI per engine\n{_subtitle(run)}", fontsize=10)
+    _save(figure, out / "qoi.png")
+
+
 def write_plots(
     out: Path,
     figures: Mapping[str, BenchRow],
@@ -175,5 +190,6 @@ def write_plots(
     """CSV plot data and a PNG per question, in `out`."""
     colours = _colours(list(figures))
     _wer_vs_latency(out, figures, colours, run)
+    _qoi(out, figures, colours, run)
     _decoder_by_position(out, positions, colours, run)
     _time_split(out, split, run)

@@ -12,10 +12,13 @@ if TYPE_CHECKING:
     import numpy as np
 
 
-Peer = Literal["transformers", "faster_whisper"]
+Peer = Literal["transformers", "faster_whisper", "faster_whisper_int8"]
 PEERS: tuple[Peer, ...] = get_args(Peer)
 
 EngineKind = Literal["ours", "transformers", "faster_whisper"]
+# CTranslate2's compute types the faster-whisper peers run: float32, and int8 (weights quantized
+# when the model loads), which is what CPU users of faster-whisper pick.
+ComputeType = Literal["float32", "int8"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class EngineSpec:
     path: Path
     threads: int | None
     cpu_only: bool = False  # the fp32 baseline runs on CPU whatever the machine has
+    compute_type: ComputeType = "float32"  # faster-whisper peers only
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ def format_table(result: BenchResult) -> str:
             _fmt(100 * m.wer, ".2f"),
             _fmt(m.wer_delta_vs_fp32, "+.2f"),
             *(_fmt(None if p == name else 100 * (m.wer - rows[p].wer), "+.2f") for p in peers),
+            _fmt(None if m.qoi is None else 100 * m.qoi, ".1f"),
         ]
         for name, m in rows.items()
     ]
@@ -52,6 +53,7 @@ def format_table(result: BenchResult) -> str:
         "WER %",
         "dWER vs fp32",
         *(f"vs {p}" for p in peers),
+        "QoI %",
     ]
     costs = [
         [
@@ -63,6 +65,7 @@ def format_table(result: BenchResult) -> str:
             _fmt(m.decoder_ms_per_token_p90, ".2f"),
             _fmt(m.e2e_ms_p90, ".0f"),
             _fmt(m.rtf, ".3f"),
+            _fmt(m.rtfx, ".2f"),
             _fmt(m.tokens_per_s, ".1f"),
             _fmt(m.peak_rss_mb, ".0f"),
             _fmt(m.size_mb, ".1f"),
@@ -79,6 +82,7 @@ def format_table(result: BenchResult) -> str:
         "p90",
         "e2e ms p90",
         "RTF",
+        "RTFx",
         "tokens/s",
         "peak RSS MB",
         "size MB",
@@ -95,7 +99,8 @@ def format_table(result: BenchResult) -> str:
         f"{len(clips.latency)} clips x {clips.repeats} repeats after "
         f"{clips.warmup_runs_per_engine} warm-up run(s), engines interleaved, "
         f"threads {result.run.threads or 'ORT default'}. Speed = median of per-clip time "
-        "ratios measured back to back (>1: faster); dWER in points.",
+        "ratios measured back to back (>1: faster); dWER in points; QoI = share of clips "
+        "whose WER is no worse than fp32's; RTFx = audio s / compute s.",
         *(f"peer skipped: {k}: {v}" for k, v in result.run.peers_skipped.items()),
         *(
             f"{name}: NPU wanted, ran on CPU: {e.fallback}"

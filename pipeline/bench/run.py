@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING
 
 from pipeline.bench import worker
 from pipeline.bench.environment import cpu_model, run_info
+from pipeline.bench.evaluate import load_eval_clips
 from pipeline.bench.metrics import BenchMetrics, BenchResult, Machine, RunInfo
 from pipeline.bench.records import PEERS, EngineSpec, EvalClips, Measurement
+from pipeline.bench.results import bench_tables, write_table
 from pipeline.bench.schedule import interleave, pick_latency_clips
 from pipeline.bench.selection import peer_specs, variant_specs
 from pipeline.bench.stats import decoder_by_position, engine_metrics, time_split
@@ -45,22 +47,11 @@ class BenchPaths:
     compiled_dir: Path
     data_dir: Path
     out_file: Path
+    clips_file: Path  # the per-clip results (JSON Lines) every WER figure is summed from
     plots_dir: Path
     baseline_bundle: Path
     model_dir: Path
     reference_dir: Path | None = None
-
-
-def load_eval_clips(data_dir: Path) -> EvalClips:
-    from pipeline.sources.speech_sets import clip_samples, load_saved_set
-
-    rows = list(load_saved_set(data_dir, "eval"))
-    return EvalClips(
-        [clip_samples(row) for row in rows],
-        [row["text"] for row in rows],
-        [row["duration_s"] for row in rows],
-        [row["id"] for row in rows],
-    )
 
 
 def known_transcripts(
@@ -142,8 +133,8 @@ def measure(
 
 
 def run_bench(variants: Sequence[str], params: BenchParams, paths: BenchPaths) -> BenchResult:
-    """Measure, then write bench.json (metrics) and `paths.plots_dir` (run.json, plot data,
-    PNGs)."""
+    """Measure, then write `paths.plots_dir` (run.json, plot data, PNGs), the per-clip table
+    and bench.json (metrics)."""
     from pipeline.bench.plots import write_plots
     from pipeline.fsutil import atomic_dir
 
@@ -154,7 +145,8 @@ def run_bench(variants: Sequence[str], params: BenchParams, paths: BenchPaths) -
     specs += peers
     known = known_transcripts(paths.reference_dir, Path(paths.baseline_bundle), clips.ids)
     measured = measure(specs, clips, params, known)
-    figures = engine_metrics(measured, clips)
+    tables = bench_tables(measured, clips)
+    figures = engine_metrics(measured, clips, tables)
     metrics = BenchMetrics(
         variants={k: v for k, v in figures.items() if k not in PEERS},
         peers={k: v for k, v in figures.items() if k in PEERS} if peers else None,
@@ -176,5 +168,7 @@ def run_bench(variants: Sequence[str], params: BenchParams, paths: BenchPaths) -
         run.write(scratch / RUN_FILE)
         write_plots(scratch, metrics.engines(), result.positions, result.split, run)
     Path(paths.out_file).parent.mkdir(parents=True, exist_ok=True)
+    Path(paths.clips_file).parent.mkdir(parents=True, exist_ok=True)
+    write_table(Path(paths.clips_file), tables)
     metrics.write(Path(paths.out_file))
     return result

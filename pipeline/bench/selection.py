@@ -69,10 +69,19 @@ def peer_specs(model_dir: Path, threads: int | None) -> tuple[list[EngineSpec], 
         specs.append(EngineSpec("transformers", "transformers", model_dir, threads))
     else:
         skipped["transformers"] = "torch is not installed"
+    fw_peers = ("faster_whisper", "faster_whisper_int8")
     if importlib.util.find_spec("faster_whisper") is None:
-        skipped["faster_whisper"] = "faster-whisper is not installed (pip install '.[peers]')"
+        skipped |= dict.fromkeys(
+            fw_peers, "faster-whisper is not installed (pip install '.[peers]')"
+        )
     elif isinstance(weights := _faster_whisper_weights(model_dir), str):
-        skipped["faster_whisper"] = weights
+        skipped |= dict.fromkeys(fw_peers, weights)
     else:
-        specs.append(EngineSpec("faster_whisper", "faster_whisper", weights, threads))
+        specs += [
+            EngineSpec("faster_whisper", "faster_whisper", weights, threads),
+            # The same weights as CPU users run them: int8, quantized by CTranslate2 on load.
+            EngineSpec(
+                "faster_whisper_int8", "faster_whisper", weights, threads, compute_type="int8"
+            ),
+        ]
     return specs, skipped

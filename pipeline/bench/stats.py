@@ -12,6 +12,7 @@ import numpy as np
 
 from pipeline.bench.metrics import BenchRow
 from pipeline.bench.records import PEERS, EvalClips, Measurement, Sample, Samples
+from pipeline.bench.results import ClipResult, qoi, wer_figures
 from pipeline.variants import BASELINE
 
 # Decoder calls are pooled over POSITION_BIN neighbouring cache positions: few clips reach the
@@ -32,10 +33,12 @@ def paired_speedup(reference: Sequence[Sample], other: Sequence[Sample]) -> floa
 def latency_stats(samples: Sequence[Sample], durations: Sequence[float]) -> dict[str, float]:
     e2e = [s.e2e_ms for s in samples]
     seconds = sum(e2e) / 1000
+    audio = sum(durations[s.clip] for s in samples)
     stats = {
         "e2e_ms_p50": percentile(e2e, 50),
         "e2e_ms_p90": percentile(e2e, 90),
-        "rtf": seconds / sum(durations[s.clip] for s in samples),
+        "rtf": seconds / audio,
+        "rtfx": audio / seconds,  # the Open ASR Leaderboard's figure
         "tokens_per_s": sum(s.tokens for s in samples) / seconds,
     }
     encoder = [ms for s in samples for ms in s.encoder_ms]
@@ -90,25 +93,20 @@ def time_split(samples: Samples) -> dict[str, dict[str, float]]:
     return out
 
 
-def engine_metrics(measured: Measurement, clips: EvalClips) -> dict[str, BenchRow]:
-    """Every engine's figures, with same-run ratios against fp32 and against each peer."""
-    from pipeline.bench.evaluate import score
-
+def engine_metrics(
+    measured: Measurement, clips: EvalClips, tables: dict[str, list[ClipResult]]
+) -> dict[str, BenchRow]:
+    """Every engine's figures from its per-clip results and timed samples, with same-run
+    ratios against fp32 and against each peer."""
     latency_pass = measured.latency
     peers = [name for name in PEERS if name in latency_pass]
-    scores = {
-        name: {
-            key: value
-            for key, value in score(clips.references, clips.durations, texts).items()
-            if value is not None
-        }
-        for name, texts in measured.texts.items()
-    }
+    scores = {name: wer_figures(rows) for name, rows in tables.items()}
     out: dict[str, BenchRow] = {}
     for name, runs in latency_pass.items():
         figures: dict[str, float] = {
             **scores[name],
             "wer_delta_vs_fp32": 100 * (scores[name]["wer"] - scores[BASELINE]["wer"]),
+            "qoi": qoi(tables[name], tables[BASELINE]),
             **latency_stats(runs, clips.durations),
             "speedup_vs_fp32": paired_speedup(latency_pass[BASELINE], runs),
             **{

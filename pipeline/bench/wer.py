@@ -23,29 +23,52 @@ def normalise(text: str) -> str:
 
 @dataclass(frozen=True)
 class EditCounts:
-    """Word edits of one or more clips; they add up, so corpus WER = errors / words exactly."""
+    """Word edits of one or more clips. Integers that add up, so corpus WER = errors / words
+    is exact however the clips are split into shards and merged again."""
 
-    errors: int = 0
-    words: int = 0
+    substitutions: int = 0
+    deletions: int = 0
+    insertions: int = 0
+    words: int = 0  # reference words (hits + substitutions + deletions)
 
     def __add__(self, other: EditCounts) -> EditCounts:
-        return EditCounts(self.errors + other.errors, self.words + other.words)
+        return EditCounts(
+            self.substitutions + other.substitutions,
+            self.deletions + other.deletions,
+            self.insertions + other.insertions,
+            self.words + other.words,
+        )
+
+    @property
+    def errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
 
     @property
     def wer(self) -> float:
         return self.errors / self.words if self.words else 0.0
 
 
-def clip_edits(reference: str, hypothesis: str) -> EditCounts:
-    """Edits of one clip after normalising; an empty normalised reference counts nothing."""
-    ref, hyp = normalise(reference), normalise(hypothesis)
-    if not ref:
+def edits_of_normalised(reference: str, hypothesis: str) -> EditCounts:
+    """Edits between two already normalised texts; an empty reference counts nothing
+    (Whisper's convention: such a clip is not scored)."""
+    if not reference:
         return EditCounts()
-    out = jiwer.process_words(ref, hyp)
+    out = jiwer.process_words(reference, hypothesis)
     return EditCounts(
-        out.substitutions + out.deletions + out.insertions,
+        out.substitutions,
+        out.deletions,
+        out.insertions,
         out.substitutions + out.deletions + out.hits,
     )
+
+
+def clip_edits(reference: str, hypothesis: str) -> EditCounts:
+    """Edits of one clip after normalising both texts."""
+    return edits_of_normalised(normalise(reference), normalise(hypothesis))
+
+
+def total_edits(edits: Sequence[EditCounts]) -> EditCounts:
+    return sum(edits, EditCounts())
 
 
 def corpus_wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
@@ -53,9 +76,7 @@ def corpus_wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
     the clips' edits summed, so it is the same number however the clips are grouped."""
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
-    total = sum(
-        (clip_edits(r, h) for r, h in zip(references, hypotheses, strict=True)), EditCounts()
-    )
+    total = total_edits([clip_edits(r, h) for r, h in zip(references, hypotheses, strict=True)])
     if not total.words:
         raise ValueError("no non-empty reference to score")
     return total.wer
