@@ -98,7 +98,20 @@ def _transcribe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--artifact", type=Path, default=Path("artifacts/bundles/fp32"), help=ARTIFACT_HELP
     )
-    parser.add_argument("--json", action="store_true", help="print a JSON list of {path, text}")
+    from pipeline.runtime.decoding import TRANSCRIBE, TRANSLATE
+
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON list of {path, text} (+ language, language_probability if multilingual)",
+    )
+    parser.add_argument(
+        "--language",
+        default=None,
+        help="multilingual bundles: auto (detected per file from its first 30 s) or a code "
+        "such as fr (default: the bundle's export.language)",
+    )
+    parser.add_argument("--task", choices=(TRANSCRIBE, TRANSLATE), default=TRANSCRIBE)
     parser.add_argument(
         "--threads",
         type=_positive_int,
@@ -112,19 +125,25 @@ def _transcribe(args: argparse.Namespace) -> int:
     """One line per file (or a JSON list); a bad file is reported and the others still run.
     Deployments transcribe with a pulled release and no params.yaml beside it."""
     from pipeline.runtime.audio import load_audio
+    from pipeline.runtime.language import AUTO
     from pipeline.runtime.transcriber import Transcriber
 
     transcriber = Transcriber.from_artifact(args.artifact, threads=args.threads)
+    # What the bundle cannot do (translate with an English-only model) stops before any file.
+    transcriber.spec(None if args.language == AUTO else args.language, args.task)
     _say_fallback("transcribe", transcriber.execution)
-    results, failed = [], False
+    results: list[dict[str, object]] = []
+    failed = False
     for path in args.audio:
         try:
-            text = transcriber.transcribe(load_audio(path)).text
+            result = transcriber.transcribe(load_audio(path), args.language, args.task)
         except (UserError, OSError) as exc:
             say("transcribe", os_error(exc) if isinstance(exc, OSError) else str(exc))
             failed = True
             continue
-        results.append({"path": shown(path), "text": text})
+        text = result.text
+        found = {"language": result.language, "language_probability": result.language_probability}
+        results.append({"path": shown(path), "text": text, **(found if result.language else {})})
         if not args.json:
             print(text if len(args.audio) == 1 else f"{shown(path)}\t{text}", flush=True)
     if args.json:

@@ -31,8 +31,9 @@ class Section(BaseModel):
 class ModelParams(Section):
     source: str = Field(
         "builtin:tiny.en",
-        description="builtin:tiny.en, a hub id (openai/whisper-base.en), "
-        "a local transformers directory, or a CTranslate2 (faster-whisper) directory",
+        description="builtin:tiny.en, builtin:base (extra .[base]), a hub id "
+        "(openai/whisper-base.en), a local transformers directory, "
+        "or a CTranslate2 (faster-whisper) directory",
         min_length=1,
     )
     revision: str = Field("main", description="hub revision (branch, tag or commit)")

@@ -26,8 +26,15 @@ from pipeline.errors import UserError
 from pipeline.layout import MEL_FILTERS_FILE, TOKENIZER_FILE, graph_file
 from pipeline.providers import CPU_PROVIDER, VITISAI_PROVIDER
 from pipeline.runtime.bundle import Artifact, Bundle
-from pipeline.runtime.decoding import decode_long_form, greedy_decode
+from pipeline.runtime.decoding import (
+    TRANSCRIBE,
+    DecodingSpec,
+    decode_long_form,
+    greedy_decode,
+    with_prompt,
+)
 from pipeline.runtime.features import WINDOW_SAMPLES, log_mel
+from pipeline.runtime.language import AUTO, detect_language, first_window
 from pipeline.runtime.whisper_io import (
     CACHE_MASK,
     CROSS_K,
@@ -160,6 +167,8 @@ def _shapes(tensors: dict[str, list[Any]]) -> str:
 class Transcription:
     text: str
     tokens: list[int]
+    language: str | None = None  # the language of the prompt (None: an English-only bundle)
+    language_probability: float | None = None  # when detected (`language="auto"`)
 
 
 def _mel_filters(bundle: Bundle) -> np.ndarray:
@@ -232,16 +241,29 @@ class Transcriber:
         text: str = self.tokenizer.decode(words, skip_special_tokens=True)
         return text.strip()
 
-    def transcribe(self, samples: np.ndarray) -> Transcription:
-        spec = self.bundle.record.decoding
-        if samples.size > WINDOW_SAMPLES:
-            tokens = decode_long_form(
-                self.runner, spec, log_mel(samples, self.mel_filters, pad_to_window=False)
-            )
+    def spec(self, language: str | None = None, task: str = TRANSCRIBE) -> DecodingSpec:
+        """The bundle's decoding rules with the prompt for `language` (None: the bundle's
+        default) and `task`; refuses what an English-only bundle cannot do."""
+        return with_prompt(self.bundle.record.decoding, language, task)
+
+    def transcribe(
+        self, samples: np.ndarray, language: str | None = None, task: str = TRANSCRIBE
+    ) -> Transcription:
+        """`language="auto"` detects it once, from the first window."""
+        long_form = samples.size > WINDOW_SAMPLES
+        mel = log_mel(samples, self.mel_filters, pad_to_window=not long_form)
+        probability = None
+        if language == AUTO:
+            detected = detect_language(self.runner, self.bundle.record.decoding, first_window(mel))
+            language, probability = detected.code, detected.probability
+        spec = self.spec(language, task)
+        if long_form:
+            tokens = decode_long_form(self.runner, spec, mel)
         else:
-            features = log_mel(samples, self.mel_filters, pad_to_window=True)[None]
-            tokens = greedy_decode(self.runner, spec, features, timestamps=False)
-        return Transcription(self.text(tokens), tokens)
+            tokens = greedy_decode(self.runner, spec, mel[None], timestamps=False)
+        multilingual = bool(spec.languages)
+        code = (language or spec.language) if multilingual else None
+        return Transcription(self.text(tokens), tokens, code, probability if multilingual else None)
 
 
 def _transcribe_in_worker(transcriber: Transcriber, samples: np.ndarray) -> Transcription:
