@@ -3,6 +3,8 @@ place. (The directories themselves are written once, in dvc.yaml.)"""
 
 from __future__ import annotations
 
+import re
+
 # A bundle (export, quantize): the graphs, what the runtime needs beside them, its record.
 BUNDLE_FILE = "bundle.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -38,3 +40,12 @@ def graph_file(graph: str) -> str:
 def sensitivity_file(grid: str) -> str:
     """The sensitivity stage's per-layer scores on one rounding grid."""
     return f"{grid}.json"
+
+
+def model_slug(source: str) -> str:
+    """`builtin:tiny.en` → `tiny-en`, `openai/whisper-base.en` → `base-en`: the model part of
+    a release's registry name `whisper-<slug>-<variant>` (params.yaml's `model.name`), which
+    DVC restricts to letters, digits and dashes."""
+    tail = re.split(r"[:/\\]", source.rstrip("/\\"))[-1].lower()
+    tail = re.sub(r"^(faster-)?(distil-)?whisper-", "", tail)
+    return re.sub(r"[^a-z0-9]+", "-", tail).strip("-") or "model"

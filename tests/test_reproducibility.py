@@ -17,7 +17,7 @@ import yaml
 
 from pipeline.config import load_params
 from pipeline.fsutil import sha256_tree
-from pipeline.release.build import model_slug
+from pipeline.layout import model_slug
 from tests.dvc_helpers import dvc, dvc_env, seeded_clone
 
 REPO = Path(__file__).resolve().parent.parent
