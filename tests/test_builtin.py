@@ -89,7 +89,8 @@ def test_model_stage_refuses_a_corrupted_base_part_in_one_line(tmp_path):
         (data / f"model.bin.part{index}").write_bytes(b"not the weights")
     params = tmp_path / "params.yaml"
     defaults = (Path(__file__).resolve().parent.parent / "params.yaml").read_text()
-    params.write_text(defaults.replace("source: builtin:tiny.en", "source: builtin:base"))
+    base = defaults.replace("source: builtin:tiny.en", "source: builtin:base")
+    params.write_text(base.replace("name: tiny-en", "name: base"))
     done = run_cli(
         "model",
         "--params",
