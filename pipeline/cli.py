@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -120,6 +121,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _transcribe_arguments(parser: argparse.ArgumentParser) -> None:
+    from pipeline.runtime.decoding import TRANSCRIBE, TRANSLATE
     from pipeline.runtime.formats import Format
 
     parser.add_argument(
@@ -136,6 +138,13 @@ def _transcribe_arguments(parser: argparse.ArgumentParser) -> None:
         "--output-dir", type=Path, help="write <name>.<format> per input here (else stdout)"
     )
     parser.add_argument("--json", action="store_true", help="print a JSON list of {path, text}")
+    parser.add_argument(
+        "--language",
+        default=None,
+        help="multilingual bundles: auto (detected per file from its first 30 s) or a code "
+        "such as fr (default: the bundle's export.language)",
+    )
+    parser.add_argument("--task", choices=(TRANSCRIBE, TRANSLATE), default=TRANSCRIBE)
     parser.add_argument(
         "--no-guards",
         action="store_true",
@@ -186,12 +195,15 @@ def _transcribe(args: argparse.Namespace) -> int:
 
     outputs = _output_paths(args)
     timestamps = args.format in TIMED
+    prompt = {"language": args.language, "task": args.task}
     options = (
-        TranscribeOptions.plain(timestamps)
+        replace(TranscribeOptions.plain(timestamps), **prompt)
         if args.no_guards
-        else TranscribeOptions(timestamps=timestamps, seed=args.seed)
+        else TranscribeOptions(timestamps=timestamps, seed=args.seed, **prompt)
     )
     model = load(args.artifact, threads=args.threads)
+    # What the bundle cannot do (translate with an English-only model) stops before any file.
+    model.transcriber.check_prompt(options)
     _say_fallback("transcribe", model.transcriber.execution)
     listed, failed = [], False
     for path in args.audio:
@@ -201,7 +213,8 @@ def _transcribe(args: argparse.Namespace) -> int:
             say("transcribe", os_error(exc) if isinstance(exc, OSError) else str(exc))
             failed = True
             continue
-        listed.append({"path": shown(path), "text": result.text})
+        found = {"language": result.language, "language_probability": result.language_probability}
+        listed.append({"path": shown(path), "text": result.text, **found})
         if path in outputs:
             write_text(outputs[path], render(result, args.format))
         elif not args.json:

@@ -10,11 +10,19 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from pipeline.errors import UserError
 from pipeline.fsutil import read_text
+from pipeline.layout import model_slug
 from pipeline.record import describe
 from pipeline.runtime.whisper_io import MAX_DECODE_POSITIONS
 from pipeline.variants import DEFAULT_VARIANTS, QUANTIZED, Variant
@@ -31,11 +39,25 @@ class Section(BaseModel):
 class ModelParams(Section):
     source: str = Field(
         "builtin:tiny.en",
-        description="builtin:tiny.en, a hub id (openai/whisper-base.en), "
-        "a local transformers directory, or a CTranslate2 (faster-whisper) directory",
+        description="builtin:tiny.en, builtin:base (extra .[base]), a hub id "
+        "(openai/whisper-base.en), a local transformers directory, "
+        "or a CTranslate2 (faster-whisper) directory",
         min_length=1,
     )
     revision: str = Field("main", description="hub revision (branch, tag or commit)")
+    name: str | None = Field(
+        None,
+        description="the model part of the registry names in dvc.yaml (whisper-<name>-<variant>);"
+        " must follow source (builtin:base → base)",
+    )
+
+    @model_validator(mode="after")
+    def _name_follows_source(self) -> ModelParams:
+        if self.name is not None and self.name != model_slug(self.source):
+            raise ValueError(
+                f"name {self.name!r} does not follow source; expected {model_slug(self.source)!r}"
+            )
+        return self
 
 
 class BuiltinSet(Section):

@@ -3,6 +3,8 @@ place. (The directories themselves are written once, in dvc.yaml.)"""
 
 from __future__ import annotations
 
+import re
+
 # A bundle (export, quantize): the graphs, what the runtime needs beside them, its record.
 BUNDLE_FILE = "bundle.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -46,3 +48,12 @@ def sensitivity_file(grid: str) -> str:
 def vaip_config_file(graph: str) -> str:
     """One graph's VAIML compiler config, which its provider options point at."""
     return f"vaip_config_{graph}.json"
+
+
+def model_slug(source: str) -> str:
+    """`builtin:tiny.en` → `tiny-en`, `openai/whisper-base.en` → `base-en`: the model part of
+    a release's registry name `whisper-<slug>-<variant>` (params.yaml's `model.name`), which
+    DVC restricts to letters, digits and dashes."""
+    tail = re.split(r"[:/\\]", source.rstrip("/\\"))[-1].lower()
+    tail = re.sub(r"^(faster-)?(distil-)?whisper-", "", tail)
+    return re.sub(r"[^a-z0-9]+", "-", tail).strip("-") or "model"

@@ -18,9 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> object:
+    from pipeline.config import load_params
     from pipeline.export.reference import run_reference
 
-    return run_reference(args.model, args.data, args.out, args.metrics)
+    language = load_params(args.params).export.language
+    return run_reference(args.model, args.data, args.out, args.metrics, language)
 
 
 COMMAND = Command(

@@ -7,11 +7,14 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.layout import model_slug
 from tests.conftest import REPO, run_cli
 
 
 def params_with(tmp_path: Path, **model: str) -> Path:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    if "source" in model:  # the registry names follow the source (config.py checks it)
+        raw["model"]["name"] = model_slug(model["source"])
     raw["model"].update(model)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from pipeline.errors import UserError
+from pipeline.sources.builtin import builtin_dir
 from pipeline.sources.ct2 import _tokenizer, convert_ct2_whisper, read_ct2_model
-from pipeline.sources.model import _builtin_dir
 from tests.conftest import tiny_whisper
 
 ctranslate2 = pytest.importorskip("ctranslate2")
@@ -21,7 +21,7 @@ def to_ct2(model, tmp_path: Path, quantization: str) -> Path:
     """Write `model` with ctranslate2's converter, the same path faster-whisper models come from."""
     hf_dir, ct2_dir = tmp_path / "hf", tmp_path / "ct2"
     model.save_pretrained(hf_dir)
-    _tokenizer(_builtin_dir("builtin:tiny.en"), model.config.vocab_size).save_pretrained(hf_dir)
+    _tokenizer(builtin_dir("builtin:tiny.en"), model.config.vocab_size).save_pretrained(hf_dir)
     converter = ctranslate2.converters.TransformersConverter(
         str(hf_dir), copy_files=["tokenizer.json"]
     )
@@ -92,7 +92,7 @@ def ct2_header(spec: str) -> bytes:
     ],
 )
 def test_corrupt_or_foreign_model_bin_is_a_user_error(tmp_path, payload, message):
-    source = _builtin_dir("builtin:tiny.en")
+    source = builtin_dir("builtin:tiny.en")
     bad = tmp_path / "bad"
     bad.mkdir()
     for name in ("config.json", "tokenizer.json"):

@@ -14,7 +14,7 @@ import soundfile as sf
 import yaml
 
 from pipeline.config import load_params
-from pipeline.release.build import model_slug
+from pipeline.layout import model_slug
 from tests.conftest import run_cli
 from tests.dvc_helpers import REPO, dvc, git, seeded_clone
 

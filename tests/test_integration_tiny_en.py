@@ -59,10 +59,10 @@ def test_converted_model_matches_faster_whisper_token_for_token(
     ctranslate2 = pytest.importorskip("ctranslate2")
     from faster_whisper import WhisperModel
 
-    from pipeline.sources.model import _builtin_dir
+    from pipeline.sources.builtin import builtin_dir
 
     model, processor = load_model(tiny_en_dir)
-    peer = WhisperModel(str(_builtin_dir("builtin:tiny.en")), device="cpu", compute_type="float32")
+    peer = WhisperModel(str(builtin_dir("builtin:tiny.en")), device="cpu", compute_type="float32")
     reference = {
         t["id"]: t["tokens"]
         for t in json.loads((reference_outputs.directory / "transcripts.json").read_text())

@@ -7,8 +7,9 @@ from transformers import WhisperForConditionalGeneration
 
 from pipeline.config import ModelParams
 from pipeline.errors import UserError
+from pipeline.sources.builtin import builtin_dir
 from pipeline.sources.ct2 import _tokenizer
-from pipeline.sources.model import _builtin_dir, classify_source, fetch_model
+from pipeline.sources.model import classify_source, fetch_model
 from tests.conftest import tiny_whisper
 
 
@@ -16,7 +17,7 @@ from tests.conftest import tiny_whisper
 def local_transformers_dir(tmp_path):
     folder = tmp_path / "local"
     tiny_whisper().save_pretrained(folder)
-    _tokenizer(_builtin_dir("builtin:tiny.en"), 51864).save_pretrained(folder)
+    _tokenizer(builtin_dir("builtin:tiny.en"), 51864).save_pretrained(folder)
     from transformers import WhisperFeatureExtractor
 
     WhisperFeatureExtractor().save_pretrained(folder)

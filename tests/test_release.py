@@ -13,8 +13,8 @@ import pytest
 
 from pipeline.errors import GateFailure, UserError
 from pipeline.fsutil import sha256_file, sha256_tree
-from pipeline.layout import CARD_FILE, COMPILE_FILE, MODEL_CARD_FILE, NPU_DIR
-from pipeline.release.build import artifact_name, build_release, model_slug
+from pipeline.layout import CARD_FILE, COMPILE_FILE, MODEL_CARD_FILE, NPU_DIR, model_slug
+from pipeline.release.build import artifact_name, build_release
 from pipeline.release.verify import verify_artifact
 from pipeline.runtime.bundle import BundleRecord
 from pipeline.runtime.decoding import DecodingSpec

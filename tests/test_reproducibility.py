@@ -17,7 +17,7 @@ import yaml
 
 from pipeline.config import load_params
 from pipeline.fsutil import sha256_tree
-from pipeline.release.build import model_slug
+from pipeline.layout import model_slug
 from tests.dvc_helpers import dvc, dvc_env, seeded_clone
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,7 +89,7 @@ def test_default_remote_is_a_directory_outside_the_repo() -> None:
             "compile.variants=[fp32,a16w8]",
             "quantize.max_wer_delta.a16w8=0.5",
         ],
-        ["model.source=openai/whisper-base.en"],
+        ["model.source=openai/whisper-base.en", "model.name=base-en"],
         ["+quantize.decoder_variant.a8w8=a16w8"],
     ],
 )

@@ -75,20 +75,24 @@ def load_for_export(model_dir: Path) -> tuple[WhisperForConditionalGeneration, W
 
 
 def decoding_spec(generation: GenerationConfig, max_length: int, language: str) -> DecodingSpec:
-    prefix = [generation.decoder_start_token_id]
+    """The checkpoint's tokens and rules; a multilingual model's language and task tokens go in
+    as tables (the runtime builds the prompt), `language` as the default when none is asked."""
+    languages: dict[str, int] = {}
     if getattr(generation, "is_multilingual", False):
-        language_token = f"<|{language}|>"
-        if language_token not in generation.lang_to_id:
+        languages = {token.strip("<|>"): int(i) for token, i in generation.lang_to_id.items()}
+        if language not in languages:
             raise UserError(f"export.language: {language!r} is not a language this model knows")
-        prefix += [generation.lang_to_id[language_token], generation.task_to_id["transcribe"]]
     return DecodingSpec(
-        prefix=tuple(prefix),
+        prefix=(int(generation.decoder_start_token_id),),
         eot=int(generation.eos_token_id),
         no_timestamps=int(generation.no_timestamps_token_id),
         suppress_tokens=tuple(generation.suppress_tokens or ()),
         begin_suppress_tokens=tuple(generation.begin_suppress_tokens or ()),
         max_initial_timestamp_index=getattr(generation, "max_initial_timestamp_index", None),
         max_length=min(max_length, generation.max_length or max_length),
+        languages=languages,
+        tasks={task: int(i) for task, i in generation.task_to_id.items()} if languages else {},
+        language=language if languages else None,
     )
 
 

@@ -56,7 +56,7 @@ def _tensor_errors(
     """Max |ONNX - PyTorch| of cross K/V and of the step logits along the greedy path."""
     features = log_mel(samples, transcriber.mel_filters, pad_to_window=True)[None]
     recorder = RecordingRunner(transcriber.runner)
-    greedy_decode(recorder, transcriber.bundle.record.decoding, features, timestamps=False)
+    greedy_decode(recorder, transcriber.spec(), features, timestamps=False)
     torch_k, torch_v = EncoderWithCrossKV(model, transcriber.bundle.record.dims)(
         torch.from_numpy(features)
     )

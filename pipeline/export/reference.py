@@ -72,17 +72,37 @@ def log_mel(processor: WhisperProcessor, samples: np.ndarray) -> torch.Tensor:
     return input_features
 
 
+def _prompt(model: WhisperForConditionalGeneration, language: str) -> dict[str, str]:
+    """A multilingual model transcribes in `export.language`, the bundle's default prompt.
+    Left to detect the language, transformers 4.57's generate() repeats the first token on
+    real Whisper base (`This This This …`), while OpenAI's and faster-whisper's do not."""
+    if getattr(model.generation_config, "is_multilingual", False):
+        return {"language": language, "task": "transcribe"}
+    return {}
+
+
 @torch.inference_mode()
 @_transformers_errors_only()
-def greedy_tokens(model: WhisperForConditionalGeneration, features: torch.Tensor) -> list[int]:
+def greedy_tokens(
+    model: WhisperForConditionalGeneration, features: torch.Tensor, language: str = "en"
+) -> list[int]:
     """Greedy decode of one window, no timestamps; returns the generated tokens only."""
-    output = model.generate(features, do_sample=False, num_beams=1, return_timestamps=False)
+    output = model.generate(
+        features,
+        do_sample=False,
+        num_beams=1,
+        return_timestamps=False,
+        **_prompt(model, language),
+    )
     return [int(t) for t in output[0]]
 
 
 @torch.inference_mode()
 def _long_form_tokens(
-    model: WhisperForConditionalGeneration, processor: WhisperProcessor, samples: np.ndarray
+    model: WhisperForConditionalGeneration,
+    processor: WhisperProcessor,
+    samples: np.ndarray,
+    language: str,
 ) -> list[int]:
     inputs = processor.feature_extractor(
         samples,
@@ -99,18 +119,22 @@ def _long_form_tokens(
         num_beams=1,
         return_timestamps=True,
         condition_on_prev_tokens=False,
+        **_prompt(model, language),
     )
     return [int(t) for t in output[0]]
 
 
 @_transformers_errors_only()
 def transcribe_clip(
-    model: WhisperForConditionalGeneration, processor: WhisperProcessor, samples: np.ndarray
+    model: WhisperForConditionalGeneration,
+    processor: WhisperProcessor,
+    samples: np.ndarray,
+    language: str = "en",
 ) -> tuple[str, list[int]]:
     if samples.size / SAMPLE_RATE > CHUNK_SECONDS:
-        tokens = _long_form_tokens(model, processor, samples)
+        tokens = _long_form_tokens(model, processor, samples, language)
     else:
-        tokens = greedy_tokens(model, log_mel(processor, samples))
+        tokens = greedy_tokens(model, log_mel(processor, samples), language)
     return processor.tokenizer.decode(tokens, skip_special_tokens=True).strip(), tokens
 
 
@@ -122,19 +146,21 @@ def _open_model(model_dir: Path) -> Model:
     return load_model(model_dir)
 
 
-def _transcribe_in_worker(model: Model, samples: np.ndarray) -> tuple[str, list[int]]:
-    return transcribe_clip(*model, samples)
+def _transcribe_in_worker(
+    model: Model, samples: np.ndarray, language: str = "en"
+) -> tuple[str, list[int]]:
+    return transcribe_clip(*model, samples, language)
 
 
 def run_reference(
-    model_dir: Path, data_dir: Path, out_dir: Path, metrics_file: Path
+    model_dir: Path, data_dir: Path, out_dir: Path, metrics_file: Path, language: str = "en"
 ) -> dict[str, Any]:
     """Transcribe the eval set with the float transformers model (one single-threaded worker
-    per core); write transcripts and WER."""
+    per core), a multilingual one in `language`; write transcripts and WER."""
     _require_model(model_dir)  # before any worker starts
     eval_set = load_saved_set(data_dir, "eval")
     outputs = map_in_workers(
-        _transcribe_in_worker,
+        partial(_transcribe_in_worker, language=language),
         [clip_samples(row) for row in eval_set],
         partial(_open_model, Path(model_dir)),
     )

@@ -49,18 +49,13 @@ def run_calibration(
             f"calibrate.clips + calibrate.holdout = {needed}"
         )
     transcriber = Transcriber.from_bundle(bundle_dir)
+    spec = transcriber.spec()
     mels, paths = [], []
     for index in tqdm(range(params.clips), desc="calibrate (fp32 bundle)", unit="clip"):
         samples = clip_samples(calibration[index])
         features = log_mel(samples, transcriber.mel_filters, pad_to_window=True)[None]
-        tokens = greedy_decode(
-            transcriber.runner, transcriber.bundle.record.decoding, features, timestamps=False
-        )
-        fed = [
-            *transcriber.bundle.record.decoding.prefix,
-            transcriber.bundle.record.decoding.no_timestamps,
-            *tokens,
-        ]
+        tokens = greedy_decode(transcriber.runner, spec, features, timestamps=False)
+        fed = [*spec.prefix, spec.no_timestamps, *tokens]
         mels.append(features[0])
         paths.append(
             {

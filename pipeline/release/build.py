@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -33,7 +32,14 @@ from pipeline.fsutil import (
     check_output_dir,
     sha256_tree,
 )
-from pipeline.layout import BUNDLE_FILE, CARD_FILE, COMPILE_FILE, MODEL_CARD_FILE, NPU_DIR
+from pipeline.layout import (
+    BUNDLE_FILE,
+    CARD_FILE,
+    COMPILE_FILE,
+    MODEL_CARD_FILE,
+    NPU_DIR,
+    model_slug,
+)
 from pipeline.npu.compiled import CompileRecord, CompileReport, Forecast
 from pipeline.provenance import package_version
 from pipeline.quant.manifest import CalibrationManifest
@@ -44,14 +50,6 @@ from pipeline.runtime.whisper_io import GRAPHS
 from pipeline.variants import VARIANTS
 
 FORECAST_KEYS = ("coverage", "npu_subgraphs", "cpu_islands", "unverified")
-
-
-def model_slug(source: str) -> str:
-    """`builtin:tiny.en` → `tiny-en`, `openai/whisper-base.en` → `base-en`: the model part of
-    an artifact name, which DVC's registry restricts to letters, digits and dashes."""
-    tail = re.split(r"[:/\\]", source.rstrip("/\\"))[-1].lower()
-    tail = re.sub(r"^(faster-)?(distil-)?whisper-", "", tail)
-    return re.sub(r"[^a-z0-9]+", "-", tail).strip("-") or "model"
 
 
 def artifact_name(record: BundleRecord) -> str:

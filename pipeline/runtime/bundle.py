@@ -127,7 +127,8 @@ class BundleRecord(Record):
     @classmethod
     def _token_ids(cls, decoding: object) -> object:
         if isinstance(decoding, dict):
-            values = [v for v in decoding.values() if v is not None]
+            values = [v for k, v in decoding.items() if v is not None and k != "language"]
+            values = [list(v.values()) if isinstance(v, dict) else v for v in values]
             numbers = [n for v in values for n in (v if isinstance(v, list) else [v])]
             if not all(_count(value, 0) for value in numbers):
                 raise ValueError("token ids and lengths must be non-negative integers")

@@ -26,6 +26,8 @@ import numpy as np
 from pipeline.errors import UserError
 from pipeline.runtime.whisper_io import FRAMES_PER_TIMESTAMP, HOP_LENGTH, N_FRAMES
 
+TRANSCRIBE, TRANSLATE = "transcribe", "translate"
+
 NEG_INF = np.float32(-np.inf)
 
 
@@ -41,15 +43,22 @@ class Runner(Protocol):
 
 @dataclass(frozen=True)
 class DecodingSpec:
-    """Token ids and rules of one Whisper checkpoint (stored in bundle.json)."""
+    """Token ids and rules of one Whisper checkpoint (stored in bundle.json).
 
-    prefix: tuple[int, ...]  # <|startoftranscript|> [+ language + task]
+    The language and task tokens are tables, not part of `prefix`: the prompt is built at run
+    time (`prompt_tokens`), so one multilingual bundle transcribes or translates any language.
+    """
+
+    prefix: tuple[int, ...]  # <|startoftranscript|>; with_prompt adds language and task
     eot: int
     no_timestamps: int
     suppress_tokens: tuple[int, ...]
     begin_suppress_tokens: tuple[int, ...]
     max_initial_timestamp_index: int | None
     max_length: int  # prompt + generated tokens; never more than the cache holds
+    languages: dict[str, int] = field(default_factory=dict)  # "fr" → <|fr|>; {}: English-only
+    tasks: dict[str, int] = field(default_factory=dict)  # "transcribe"/"translate" → token
+    language: str | None = None  # multilingual: the language when none is asked for
 
     @property
     def timestamp_begin(self) -> int:
@@ -71,6 +80,9 @@ class DecodingSpec:
             begin_suppress_tokens=tuple(data["begin_suppress_tokens"]),
             max_initial_timestamp_index=data["max_initial_timestamp_index"],
             max_length=data["max_length"],
+            languages=dict(data.get("languages", {})),
+            tasks=dict(data.get("tasks", {})),
+            language=data.get("language"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -78,6 +90,28 @@ class DecodingSpec:
             key: list(value) if isinstance(value, tuple) else value
             for key, value in self.__dict__.items()
         }
+
+
+def prompt_tokens(spec: DecodingSpec, language: str | None, task: str) -> tuple[int, ...]:
+    """The decoder prompt before <|notimestamps|>: <|startoftranscript|>, then for a
+    multilingual model the language (`None`: the bundle's default) and the task."""
+    if not spec.languages:
+        if task != TRANSCRIBE:
+            raise UserError(f"this bundle is English-only: it cannot --task {task}")
+        if language not in (None, "en"):
+            raise UserError(f"this bundle is English-only: it cannot --language {language}")
+        return spec.prefix
+    language = language or spec.language
+    if language not in spec.languages:
+        raise UserError(f"--language {language}: not a language this model knows")
+    if task not in spec.tasks:
+        raise UserError(f"--task {task}: not a task this model knows ({', '.join(spec.tasks)})")
+    return (*spec.prefix, spec.languages[language], spec.tasks[task])
+
+
+def with_prompt(spec: DecodingSpec, language: str | None, task: str = TRANSCRIBE) -> DecodingSpec:
+    """The spec the decode loop runs: `prefix` is the whole prompt for this language and task."""
+    return replace(spec, prefix=prompt_tokens(spec, language, task))
 
 
 def _apply_timestamp_rules(scores: np.ndarray, generated: list[int], spec: DecodingSpec) -> None:
@@ -125,8 +159,14 @@ class TranscribeOptions:
     # OpenAI's rule keeps the "you".
     silence_db: float | None = -60.0
     seed: int = 0  # the sampler's generator: fallback decodes are reproducible
+    # Multilingual bundles: "auto" (detected from the first window), a code such as "fr", or
+    # None for the bundle's default; English-only bundles take None or "en" only.
+    language: str | None = None
+    task: str = TRANSCRIBE  # or TRANSLATE (multilingual bundles)
 
     def __post_init__(self) -> None:
+        if self.task not in (TRANSCRIBE, TRANSLATE):
+            raise UserError(f"task must be {TRANSCRIBE} or {TRANSLATE}, got {self.task!r}")
         if not self.temperatures or not all(
             math.isfinite(t) and 0 <= t <= 2 for t in self.temperatures
         ):

@@ -39,27 +39,15 @@ class Model:
 
     transcriber: Transcriber
 
-    @property
-    def language(self) -> str:
-        """The bundle's fixed language: the language token in its prompt, else English (an
-        English-only checkpoint's prompt has none)."""
-        spec = self.transcriber.bundle.record.decoding
-        for token in spec.prefix[1:]:
-            name = self.transcriber.tokenizer.id_to_token(token) or ""
-            if name.startswith("<|") and len(name) <= 8 and name[2:-2].isalpha():
-                return name[2:-2]
-        return "en"
-
     def transcribe(
         self, audio: np.ndarray | str | Path, options: TranscribeOptions | None = None
     ) -> Result:
         """Text and segments of a file or of 16 kHz mono float32 samples."""
         samples = _samples(audio)
         options = options or TranscribeOptions()
-        windows = self.transcriber.windows(samples, options)
-        spec = self.transcriber.bundle.record.decoding
+        decoded = self.transcriber.decode(samples, options)
         duration = round(samples.size / SAMPLE_RATE, 3)
-        return build_result(windows, self.transcriber.text, spec, self.language, duration)
+        return build_result(decoded, self.transcriber.text, duration)
 
 
 def load(artifact: str | Path, threads: int | None = None) -> Model:

@@ -7,11 +7,12 @@ absolute across windows; a window decoded without timestamps is one segment.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pipeline.runtime.decoding import DecodingSpec, Window
+from pipeline.runtime.decoding import Window
+from pipeline.runtime.transcriber import Decoded
 from pipeline.runtime.whisper_io import HOP_LENGTH, SAMPLE_RATE
 
 SECONDS_PER_FRAME = HOP_LENGTH / SAMPLE_RATE
@@ -36,7 +37,8 @@ class Segment:
 class Result:
     text: str
     segments: list[Segment]
-    language: str
+    language: str  # the prompt's language ("en" for an English-only bundle)
+    language_probability: float | None  # when it was detected (language "auto")
     duration: float  # seconds of audio
 
     def to_json(self) -> dict[str, Any]:
@@ -70,16 +72,11 @@ def _spans(window: Window, timestamp_begin: int, text_end: int) -> list[_Span]:
     return spans
 
 
-def build_result(
-    windows: Sequence[Window],
-    text: Callable[[list[int]], str],
-    spec: DecodingSpec,
-    language: str,
-    duration: float,
-) -> Result:
+def build_result(decoded: Decoded, text: Callable[[list[int]], str], duration: float) -> Result:
     """The Result of a clip's windows. The text is the decode of every kept token at once, so
     it is the transcript the pipeline measures, not segments joined back together."""
     segments: list[Segment] = []
+    windows, spec = decoded.windows, decoded.spec
     for window in windows:
         found = window.decoded
         for span in _spans(window, spec.timestamp_begin, spec.eot):
@@ -99,4 +96,5 @@ def build_result(
                 )
             )
     tokens = [token for window in windows for token in window.kept]
-    return Result(text(tokens), segments, language, duration)
+    language = decoded.language or "en"
+    return Result(text(tokens), segments, language, decoded.language_probability, duration)

@@ -71,9 +71,10 @@ class TranscriptionForm(BaseModel):
         """OpenAI's API: temperature 0 raises the temperature while the guards fail; any other
         value is the one temperature used."""
         timed = FORMATS[self.response_format] in TIMED
-        if self.temperature == 0:
-            return TranscribeOptions(timestamps=timed)
-        return TranscribeOptions(timestamps=timed, temperatures=(self.temperature,))
+        temperatures = (self.temperature,) if self.temperature else TranscribeOptions.temperatures
+        return TranscribeOptions(
+            timestamps=timed, temperatures=temperatures, language=self.language
+        )
 
 
 def _saved_upload(upload: UploadFile, folder: Path, limit: int) -> Path:
@@ -146,8 +147,10 @@ def create_app(model: Model, settings: ServeSettings) -> FastAPI:
     def transcriptions(
         file: Annotated[UploadFile, File()], form: Annotated[TranscriptionForm, Form()]
     ) -> Response:
-        if form.language and form.language != model.language:
-            raise ApiError(400, f"this model transcribes {model.language} only", "language")
+        try:
+            model.transcriber.check_prompt(form.options())
+        except UserError as exc:
+            raise ApiError(400, str(exc), "language") from None
         if form.prompt:
             raise ApiError(400, "prompt is not supported yet", "prompt")
         with tempfile.TemporaryDirectory(prefix="whisper-npu-") as folder:

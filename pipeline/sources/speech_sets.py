@@ -93,7 +93,7 @@ def _check_audiofolder(folder: Path, text_column: str) -> None:
             raise UserError(f"{metadata}: listed audio file missing: {row['file_name']}")
 
 
-def _load_audiofolder(folder: Path, text_column: str) -> datasets.Dataset:
+def load_audiofolder(folder: Path, text_column: str) -> datasets.Dataset:
     _check_audiofolder(folder, text_column)
     # Explicit data_files: with data_dir, datasets guesses splits from the path ("eval" → test)
     # and then loses the metadata.
@@ -123,7 +123,7 @@ def _load_hub(spec: HubSet) -> datasets.Dataset:
     return loaded.add_column("id", [f"{spec.split}-{i:05d}" for i in range(len(loaded))])
 
 
-def _decoded_rows(loaded: datasets.Dataset, name: str) -> dict[str, list[Any]]:
+def decoded_rows(loaded: datasets.Dataset, name: str) -> dict[str, list[Any]]:
     """Decode every clip once at 16 kHz mono: corrupt audio fails here, with the clip named."""
     loaded = loaded.cast_column("audio", datasets.Audio(sampling_rate=SAMPLE_RATE, num_channels=1))
     rows: dict[str, list[Any]] = {"id": [], "audio": [], "text": [], "duration_s": []}
@@ -150,16 +150,16 @@ def load_speech_set(
 ) -> datasets.Dataset:
     """Load one set from its source and normalise it to FEATURES."""
     if isinstance(spec, BuiltinSet):
-        loaded = _load_audiofolder(_synthesise_audiofolder(spec, voices, workdir, name), "text")
+        loaded = load_audiofolder(_synthesise_audiofolder(spec, voices, workdir, name), "text")
     elif isinstance(spec, AudioFolderSet):
-        loaded = _load_audiofolder(Path(spec.path), spec.text_column)
+        loaded = load_audiofolder(Path(spec.path), spec.text_column)
     else:
         loaded = _load_hub(spec)
     if spec.limit is not None and not isinstance(spec, BuiltinSet):
         loaded = loaded.select(range(min(spec.limit, len(loaded))))
     if len(loaded) == 0:
         raise UserError(f"{name} set is empty")
-    return datasets.Dataset.from_dict(_decoded_rows(loaded, name), features=FEATURES)
+    return datasets.Dataset.from_dict(decoded_rows(loaded, name), features=FEATURES)
 
 
 def _check_disjoint(params: DataParams) -> None:
