@@ -20,6 +20,7 @@ from pipeline.runtime.decoding import (
 )
 from pipeline.runtime.formats import Format, render
 from pipeline.runtime.result import build_result
+from pipeline.runtime.transcriber import Decoded
 
 VOCAB = 51864
 SPEC = DecodingSpec(
@@ -130,7 +131,7 @@ def two_windows() -> list[Window]:
 
 
 def test_segment_times_are_absolute_across_windows_and_within_the_duration() -> None:
-    result = build_result(two_windows(), words, SPEC, "en", duration=44.5)
+    result = build_result(Decoded(two_windows(), SPEC, None, None), words, duration=44.5)
     assert [(s.start, s.end, s.text) for s in result.segments] == [
         (0.0, 5.0, "w10 w11"),
         (5.0, 24.0, "w12"),
@@ -143,7 +144,7 @@ def test_segment_times_are_absolute_across_windows_and_within_the_duration() -> 
 
 
 def test_srt_and_vtt_are_valid_for_their_own_parsers() -> None:
-    result = build_result(two_windows(), words, SPEC, "en", duration=44.5)
+    result = build_result(Decoded(two_windows(), SPEC, None, None), words, duration=44.5)
     cues = list(srt.parse(render(result, Format.SRT)))
     assert [cue.content for cue in cues] == [s.text for s in result.segments]
     assert [cue.end.total_seconds() for cue in cues] == [5.0, 24.0, 34.0, 44.0]

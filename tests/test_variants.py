@@ -76,8 +76,12 @@ def named(source: str, variant: str) -> BundleRecord:
 
 
 def test_dvc_registry_entries_are_the_registry():
-    source = load_params(REPO / "params.yaml").model.source
-    artifacts = DVC["artifacts"]
+    params = load_params(REPO / "params.yaml").model
+    source = params.source
+    artifacts = {
+        name.replace("${model.name}", params.name): entry
+        for name, entry in DVC["artifacts"].items()
+    }
     assert list(artifacts) == [artifact_name(named(source, v)) for v in DEFAULT_VARIANTS]
     for name, entry in artifacts.items():
         spec = VARIANTS[entry["meta"]["variant"]]
