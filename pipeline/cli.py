@@ -152,6 +152,12 @@ def _transcribe_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="the fallback sampler's seed")
     parser.add_argument(
+        "--vad",
+        action="store_true",
+        help="decode only the speech Silero VAD finds, in chunks of up to 30 s; times stay the "
+        "audio's (needs pip install 'whisper-npu[vad]')",
+    )
+    parser.add_argument(
         "--threads",
         type=_positive_int,
         default=None,
@@ -192,7 +198,11 @@ def _transcribe(args: argparse.Namespace) -> int:
     from pipeline.runtime.decoding import TranscribeOptions
     from pipeline.runtime.formats import TIMED, render
     from pipeline.runtime.model import load
+    from pipeline.runtime.vad import VadOptions, require_vad
 
+    if args.vad:
+        require_vad()
+    vad = VadOptions() if args.vad else None
     outputs = _output_paths(args)
     timestamps = args.format in TIMED
     prompt = {"language": args.language, "task": args.task}
@@ -208,7 +218,7 @@ def _transcribe(args: argparse.Namespace) -> int:
     listed, failed = [], False
     for path in args.audio:
         try:
-            result = model.transcribe(path, options)
+            result = model.transcribe(path, options, vad)
         except (UserError, OSError) as exc:
             say("transcribe", os_error(exc) if isinstance(exc, OSError) else str(exc))
             failed = True
@@ -327,7 +337,7 @@ TOOLS = (
     ),
     Command(
         "serve",
-        "OpenAI-compatible transcription server (POST /v1/audio/transcriptions)",
+        "OpenAI-compatible server (POST /v1/audio/transcriptions and /translations)",
         _serve_arguments,
         _serve,
         params_option=False,

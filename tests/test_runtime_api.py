@@ -12,6 +12,8 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +26,11 @@ from tokenizers import Tokenizer, models
 
 from pipeline.cli import main
 from pipeline.errors import UserError
+from pipeline.export.onnx_bundle import export_graphs
 from pipeline.runtime.decoding import DecodingSpec
-from tests.conftest import TINY_DIMS, _cli_env, bundle_record, write_tiny_bundle
+from pipeline.runtime.whisper_io import WhisperDims
+from tests.conftest import TINY_DIMS, _cli_env, bundle_record, tiny_whisper, write_tiny_bundle
+from tests.test_language import MULTILINGUAL
 from whisper_npu import TranscribeOptions, load
 
 UPLOAD_LIMIT_MB = 0.05  # a 1 s 16-bit clip passes, 3 s do not
@@ -137,8 +142,9 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def server(bundle) -> Iterator[str]:
+@contextmanager
+def serving(bundle: Path) -> Iterator[str]:
+    """`whisper-npu serve` on `bundle` in a child process, until the block ends."""
     port = free_port()
     command = [
         sys.executable,
@@ -166,6 +172,12 @@ def server(bundle) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(bundle) -> Iterator[str]:
+    with serving(bundle) as url:
+        yield url
 
 
 def client(url: str) -> openai.OpenAI:
@@ -258,3 +270,62 @@ def test_concurrent_requests_are_queued_on_the_one_model(server, clip):
     for thread in threads:
         thread.join(timeout=120)
     assert len(texts) == 4 and len(set(texts)) == 1
+
+
+@pytest.fixture(scope="module")
+def multilingual_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random multilingual Whisper with a word for every id and its special tokens
+    suppressed, so it detects some language and translates it into (random) words."""
+    model = tiny_whisper(vocab_size=51865, seed=3)
+    model.config._attn_implementation = "eager"
+    dims = WhisperDims.from_config(model.config, max_decode_len=16)
+    root = tmp_path_factory.mktemp("multilingual") / "bundle"
+    root.mkdir()
+    export_graphs(model, dims, root)
+    spec = replace(MULTILINGUAL, suppress_tokens=tuple(range(50257, 50364)))  # not timestamps
+    (root / "bundle.json").write_text(json.dumps(bundle_record("fp32", dims, spec)))
+    vocab = {f"w{i}": i for i in range(dims.vocab_size)}
+    Tokenizer(models.WordLevel(vocab, unk_token="w0")).save(str(root / "tokenizer.json"))
+    np.save(root / "mel_filters.npy", np.zeros((201, 80)))
+    return root
+
+
+def test_translations_of_a_multilingual_bundle_are_the_api_translate(multilingual_bundle, clip):
+    options = TranscribeOptions(
+        timestamps=True, temperatures=(0.5,), language="auto", task="translate"
+    )  # what verbose_json at temperature 0.5 asks for
+    expected = load(multilingual_bundle).transcribe(clip, options)
+    assert expected.text and expected.language in MULTILINGUAL.languages
+    with serving(multilingual_bundle) as url, clip.open("rb") as audio:
+        verbose = client(url).audio.translations.create(
+            model="whisper-1", file=audio, response_format="verbose_json", temperature=0.5
+        )
+    assert verbose.text == expected.text
+    assert verbose.language == expected.language  # the detected source language
+
+
+def test_english_only_bundle_refuses_translations_in_openai_error_shape(server, clip):
+    with pytest.raises(openai.BadRequestError) as refused, clip.open("rb") as audio:
+        client(server).audio.translations.create(model="whisper-1", file=audio)
+    assert refused.value.body == {
+        "message": "bundle is English-only: it cannot translate",
+        "type": "invalid_request_error",
+        "param": "model",
+        "code": None,
+    }
+    with clip.open("rb") as audio:  # and it keeps serving
+        assert client(server).audio.transcriptions.create(model="w", file=audio).text
+
+
+def test_vad_form_field_decodes_only_speech(server, clip):
+    """Silero finds no speech in the noise clip, so nothing is decoded."""
+    form = ("file=@" + str(clip), "vad=true", "response_format=verbose_json")
+    done = subprocess.run(
+        ["curl", "-sS", *(f"-F{field}" for field in form), f"{server}/v1/audio/transcriptions"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    answer = json.loads(done.stdout)
+    assert (answer["text"], answer["segments"], answer["duration"]) == ("", [], 1.0)

@@ -1,12 +1,13 @@
 """The Python API: `load(artifact)` → `Model.transcribe(audio or path, options) -> Result`.
 
 It needs only the runtime's dependencies (numpy, onnxruntime, tokenizers, soundfile, scipy):
-no torch, Quark or datasets, so it runs on a release directory on a laptop.
+no torch, Quark or datasets, so it runs on a release directory on a laptop. VAD
+(`vad=VadOptions()`) also needs faster-whisper, imported only then.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,10 @@ import numpy as np
 from pipeline.errors import UserError
 from pipeline.runtime.audio import load_audio
 from pipeline.runtime.decoding import TranscribeOptions
+from pipeline.runtime.language import AUTO
 from pipeline.runtime.result import Result, build_result
 from pipeline.runtime.transcriber import Transcriber
+from pipeline.runtime.vad import VadOptions, pack, speech_regions, transcribe_speech
 from pipeline.runtime.whisper_io import SAMPLE_RATE
 
 
@@ -40,14 +43,42 @@ class Model:
     transcriber: Transcriber
 
     def transcribe(
-        self, audio: np.ndarray | str | Path, options: TranscribeOptions | None = None
+        self,
+        audio: np.ndarray | str | Path,
+        options: TranscribeOptions | None = None,
+        vad: VadOptions | None = None,
     ) -> Result:
-        """Text and segments of a file or of 16 kHz mono float32 samples."""
+        """Text and segments of a file or of 16 kHz mono float32 samples; with `vad`, only its
+        speech is decoded (needs faster-whisper) and times stay the audio's."""
         samples = _samples(audio)
         options = options or TranscribeOptions()
+        if vad is None:
+            return self._decode(samples, options)
+        self.transcriber.check_prompt(options)  # before the VAD runs over the whole file
+        silent = Result("", [], self._language(options), None, _seconds(samples))
+
+        def decode(chunk: np.ndarray, first: Result | None) -> Result:
+            # A language detected on the first chunk holds for the others, as without VAD.
+            if first is not None and options.language == AUTO:
+                return self._decode(chunk, replace(options, language=first.language))
+            return self._decode(chunk, options)
+
+        chunks = pack(speech_regions(samples, vad))
+        return transcribe_speech(samples, chunks, decode, silent)
+
+    def _decode(self, samples: np.ndarray, options: TranscribeOptions) -> Result:
         decoded = self.transcriber.decode(samples, options)
-        duration = round(samples.size / SAMPLE_RATE, 3)
-        return build_result(decoded, self.transcriber.text, duration)
+        return build_result(decoded, self.transcriber.text, _seconds(samples))
+
+    def _language(self, options: TranscribeOptions) -> str:
+        """The language a Result reports when nothing was decoded to detect one."""
+        if options.language not in (None, AUTO):
+            return str(options.language)
+        return self.transcriber.spec().language or "en"
+
+
+def _seconds(samples: np.ndarray) -> float:
+    return round(samples.size / SAMPLE_RATE, 3)
 
 
 def load(artifact: str | Path, threads: int | None = None) -> Model:

@@ -1,5 +1,6 @@
-"""`whisper-npu serve`: an OpenAI-compatible transcription endpoint on one loaded artifact, so
-apps written for OpenAI's audio API run on the laptop's NPU.
+"""`whisper-npu serve`: OpenAI-compatible transcription (and, for multilingual bundles,
+translation) endpoints on one loaded artifact, so apps written for OpenAI's audio API run on
+the laptop's NPU.
 
 One model serves every request, one request at a time (a lock; the others wait in line): an
 NPU context and the ORT sessions' bound buffers (the self-attention cache the decoder reads and
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,9 +25,11 @@ from pydantic import Field as PydanticField
 from starlette.exceptions import HTTPException
 
 from pipeline.errors import UserError
-from pipeline.runtime.decoding import TranscribeOptions
+from pipeline.runtime.decoding import TRANSLATE, TranscribeOptions
 from pipeline.runtime.formats import TIMED, Format, render
+from pipeline.runtime.language import AUTO
 from pipeline.runtime.model import Model
+from pipeline.runtime.vad import VadOptions, require_vad
 
 MEDIA_TYPES = {"json": "application/json", "verbose_json": "application/json"}
 # OpenAI's response_format names; "text" is our txt without the final newline.
@@ -55,26 +58,40 @@ def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
-class TranscriptionForm(BaseModel):
-    """The form fields of OpenAI's `POST /v1/audio/transcriptions` (besides `file`)."""
+class AudioForm(BaseModel):
+    """The form fields OpenAI's transcriptions and translations share (besides `file`)."""
 
     model: str | None = None  # any name is served by the one loaded model
-    language: str | None = None
     prompt: str | None = None
     response_format: Literal["json", "text", "srt", "vtt", "verbose_json"] = "json"
     temperature: float = PydanticField(default=0.0, ge=0, le=1)
-    timestamp_granularities: list[Literal["segment"]] = PydanticField(
-        default_factory=list, alias="timestamp_granularities[]"
-    )
+    vad: bool = False  # ours: decode only the speech Silero VAD finds (the `vad` extra)
 
     def options(self) -> TranscribeOptions:
         """OpenAI's API: temperature 0 raises the temperature while the guards fail; any other
         value is the one temperature used."""
         timed = FORMATS[self.response_format] in TIMED
         temperatures = (self.temperature,) if self.temperature else TranscribeOptions.temperatures
-        return TranscribeOptions(
-            timestamps=timed, temperatures=temperatures, language=self.language
-        )
+        return TranscribeOptions(timestamps=timed, temperatures=temperatures)
+
+
+class TranscriptionForm(AudioForm):
+    """`POST /v1/audio/transcriptions`."""
+
+    language: str | None = None
+    timestamp_granularities: list[Literal["segment"]] = PydanticField(
+        default_factory=list, alias="timestamp_granularities[]"
+    )
+
+    def options(self) -> TranscribeOptions:
+        return replace(super().options(), language=self.language)
+
+
+class TranslationForm(AudioForm):
+    """`POST /v1/audio/translations`: any language the model knows, detected, into English."""
+
+    def options(self) -> TranscribeOptions:
+        return replace(super().options(), language=AUTO, task=TRANSLATE)
 
 
 def _saved_upload(upload: UploadFile, folder: Path, limit: int) -> Path:
@@ -91,6 +108,17 @@ def _saved_upload(upload: UploadFile, folder: Path, limit: int) -> Path:
     if size == 0:
         raise ApiError(400, "file is empty", "file")
     return path
+
+
+def _vad(form: AudioForm) -> VadOptions | None:
+    """VAD when the request asks for it, refused when the server lacks faster-whisper."""
+    if not form.vad:
+        return None
+    try:
+        require_vad()
+    except UserError as exc:
+        raise ApiError(400, str(exc), "vad") from None
+    return VadOptions()
 
 
 def _install_error_handlers(app: FastAPI, settings: ServeSettings) -> None:
@@ -143,6 +171,24 @@ def create_app(model: Model, settings: ServeSettings) -> FastAPI:
         }
         return {"object": "list", "data": [entry]}
 
+    def answer(file: UploadFile, form: AudioForm) -> Response:
+        """Decode the upload under the lock, in the asked format."""
+        if form.prompt:
+            raise ApiError(400, "prompt is not supported yet", "prompt")
+        vad = _vad(form)
+        with tempfile.TemporaryDirectory(prefix="whisper-npu-") as folder:
+            path = _saved_upload(file, Path(folder), settings.max_upload_bytes)
+            try:
+                with lock:
+                    result = model.transcribe(path, form.options(), vad)
+            except UserError as exc:
+                message = str(exc).replace(str(path), file.filename or "file")
+                raise ApiError(400, message, "file") from None
+        if form.response_format == "text":
+            return PlainTextResponse(result.text)
+        text = render(result, FORMATS[form.response_format])
+        return Response(text, media_type=MEDIA_TYPES.get(form.response_format, "text/plain"))
+
     @app.post("/v1/audio/transcriptions")
     def transcriptions(
         file: Annotated[UploadFile, File()], form: Annotated[TranscriptionForm, Form()]
@@ -151,20 +197,20 @@ def create_app(model: Model, settings: ServeSettings) -> FastAPI:
             model.transcriber.check_prompt(form.options())
         except UserError as exc:
             raise ApiError(400, str(exc), "language") from None
-        if form.prompt:
-            raise ApiError(400, "prompt is not supported yet", "prompt")
-        with tempfile.TemporaryDirectory(prefix="whisper-npu-") as folder:
-            path = _saved_upload(file, Path(folder), settings.max_upload_bytes)
-            try:
-                with lock:
-                    result = model.transcribe(path, form.options())
-            except UserError as exc:
-                message = str(exc).replace(str(path), file.filename or "file")
-                raise ApiError(400, message, "file") from None
-        if form.response_format == "text":
-            return PlainTextResponse(result.text)
-        text = render(result, FORMATS[form.response_format])
-        return Response(text, media_type=MEDIA_TYPES.get(form.response_format, "text/plain"))
+        return answer(file, form)
+
+    @app.post("/v1/audio/translations")
+    def translations(
+        file: Annotated[UploadFile, File()], form: Annotated[TranslationForm, Form()]
+    ) -> Response:
+        """Any language the model knows into English; `language` in verbose_json is the
+        detected source language (OpenAI's says "english")."""
+        try:
+            model.transcriber.check_prompt(form.options())
+        except UserError:
+            message = f"{settings.model_name} is English-only: it cannot translate"
+            raise ApiError(400, message, "model") from None
+        return answer(file, form)
 
     return app
 
