@@ -57,6 +57,15 @@ def test_chunk_times_map_back_across_the_cut_pauses():
     assert chunk.original_time(30.0, is_end=True) == 52.0
 
 
+def test_a_segment_ending_in_the_padding_past_a_seam_ends_at_the_seam():
+    chunk = Chunk(tuple(seconds((2, 6), (26, 30))), padding=0.4)  # seam at chunk time 4.0
+    assert chunk.original_span(0.0, 4.44) == (2.0, 6.0)  # measured: Whisper's end ~0.44 s past
+    assert chunk.original_span(0.0, 4.8) == (2.0, 6.0)
+    assert chunk.original_span(0.0, 5.0) == (2.0, 27.0)  # past both paddings: speech
+    assert chunk.original_span(4.44, 8.0) == (26.44, 30.0)  # starts after the seam: as it is
+    assert Chunk(chunk.regions).original_span(0.0, 4.44) == (2.0, 26.44)  # no padding known
+
+
 def test_chunk_samples_are_its_regions_back_to_back():
     audio = np.arange(10 * SR, dtype=np.float32)
     chunk = Chunk(tuple(seconds((1, 2), (5, 5.5))))

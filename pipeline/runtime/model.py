@@ -63,7 +63,7 @@ class Model:
                 return self._decode(chunk, replace(options, language=first.language))
             return self._decode(chunk, options)
 
-        chunks = pack(speech_regions(samples, vad))
+        chunks = pack(speech_regions(samples, vad), vad.speech_pad_ms / 1000)
         return transcribe_speech(samples, chunks, decode, silent)
 
     def _decode(self, samples: np.ndarray, options: TranscribeOptions) -> Result:

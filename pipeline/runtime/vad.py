@@ -60,6 +60,7 @@ class Chunk:
     """Regions decoded together as one clip: their samples back to back, pauses cut out."""
 
     regions: tuple[Region, ...]
+    padding: float = 0.0  # seconds of silence Silero added on each side of every region
 
     def samples(self, audio: np.ndarray) -> np.ndarray:
         return np.concatenate([audio[region.start : region.end] for region in self.regions])
@@ -67,7 +68,7 @@ class Chunk:
     def original_time(self, seconds: float, is_end: bool = False) -> float:
         """A time in the chunk's audio on the original audio's time line. A time on the seam
         of two regions is the end of the first when it ends a segment, else the start of the
-        second, so a segment never spans the cut pause."""
+        second."""
         sample = min(round(seconds * SAMPLE_RATE), sum(region.size for region in self.regions))
         ends = np.cumsum([region.size for region in self.regions]).tolist()
         index = (bisect.bisect_left if is_end else bisect.bisect_right)(ends, sample)
@@ -75,10 +76,24 @@ class Chunk:
         before = ends[index - 1] if index else 0
         return round((self.regions[index].start + sample - before) / SAMPLE_RATE, 3)
 
+    def original_span(self, start: float, end: float) -> tuple[float, float]:
+        """A segment's times on the original time line. Whisper often puts the timestamp that
+        ends one segment and starts the next in the silence around a seam (the padding on both
+        sides, 0.8 s by default); a segment that starts before a seam and ends that little
+        past it ends at the seam instead of after the cut pause."""
+        seams = np.cumsum([region.size for region in self.regions])[:-1] / SAMPLE_RATE
+        for seam in seams.tolist():
+            if start < seam < end <= seam + 2 * self.padding:
+                end = seam
+        return self.original_time(start), self.original_time(end, is_end=True)
 
-def pack(regions: Sequence[Region], limit: int = WINDOW_SAMPLES) -> list[Chunk]:
+
+def pack(
+    regions: Sequence[Region], padding: float = 0.0, limit: int = WINDOW_SAMPLES
+) -> list[Chunk]:
     """Regions in order into chunks of at most `limit` samples; a region longer than that is
-    cut into pieces of `limit` first (Silero is asked for none, but a caller's may be)."""
+    cut into pieces of `limit` first (Silero is asked for none, but a caller's may be).
+    `padding` is the silence (seconds) the VAD added around each region."""
     pieces = [
         Region(start, min(start + limit, region.end))
         for region in regions
@@ -90,7 +105,7 @@ def pack(regions: Sequence[Region], limit: int = WINDOW_SAMPLES) -> list[Chunk]:
             chunks[-1].append(piece)
         else:
             chunks.append([piece])
-    return [Chunk(tuple(chunk)) for chunk in chunks]
+    return [Chunk(tuple(chunk), padding) for chunk in chunks]
 
 
 def _silero() -> Any:
@@ -127,13 +142,14 @@ def on_original_time_line(chunks: Sequence[Chunk], results: Sequence[Result]) ->
     for chunk, result in zip(chunks, results, strict=True):
         for segment in result.segments:
             seek = chunk.original_time(segment.seek * SECONDS_PER_FRAME)
+            start, end = chunk.original_span(segment.start, segment.end)
             segments.append(
                 replace(
                     segment,
                     id=len(segments),
                     seek=round(seek / SECONDS_PER_FRAME),
-                    start=chunk.original_time(segment.start),
-                    end=chunk.original_time(segment.end, is_end=True),
+                    start=start,
+                    end=end,
                 )
             )
     return segments
