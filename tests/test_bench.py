@@ -409,7 +409,8 @@ def test_bench_on_the_real_fp32_bundle(
     for key in ("e2e_ms", "encoder_ms", "decoder_ms_per_token"):
         assert 0 < fp32[f"{key}_p50"] <= fp32[f"{key}_p90"]
     assert fp32["rtf"] > 0 and fp32["tokens_per_s"] > 0 and fp32["load_s"] > 0
-    assert 50 < fp32["peak_rss_mb"] < 8000 and 100 < fp32["size_mb"] < 200  # tiny.en: ~144 MB
+    # tiny.en: ~220 MB, the graphs (~140) and the decoder's host-side embedding tables (~80).
+    assert 50 < fp32["peak_rss_mb"] < 8000 and 150 < fp32["size_mb"] < 300
     assert 0 < copy["speedup_vs_fp32"] < 10
     # The exported bundle and transformers give identical transcripts: identical WER.
     assert metrics["peers"]["transformers"]["wer"] == fp32["wer"]

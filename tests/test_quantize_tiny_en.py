@@ -161,7 +161,12 @@ def test_bad_inputs_fail_in_one_line_and_keep_the_previous_bundle(
     a16w8, fp32_bundle, calibrated, sensitivity_dir, default_data_dir, tmp_path
 ):
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["quantize"]["variants"] = ["bf16", "a16w8"]  # a16w8 is opt-in (experimental)
+    opted_in = tmp_path / "opted-in.yaml"
+    opted_in.write_text(yaml.safe_dump(raw))
     common = [
+        "--params",
+        str(opted_in),
         "--bundle",
         str(fp32_bundle),
         "--sensitivity",
@@ -175,8 +180,9 @@ def test_bad_inputs_fail_in_one_line_and_keep_the_previous_bundle(
 
     raw["quantize"]["backend"] = "vai_q_onnx"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    vai_q = [*common[2:], "--params", str(tmp_path / "params.yaml")]
     missing = run_cli(
-        "quantize", "--variant", "a16w8", "--calibration", str(calibrated), *common, cwd=tmp_path
+        "quantize", "--variant", "a16w8", "--calibration", str(calibrated), *vai_q, cwd=tmp_path
     )
     assert missing.returncode == 2 and "vai_q_onnx is not installed" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
