@@ -219,18 +219,28 @@ def _cpu_ops(nodes: Sequence[onnx.NodeProto], reasons: Sequence[Reason]) -> list
 
 @dataclass(frozen=True)
 class LoadedGraph:
-    """A graph as the EP would receive it, with its shapes inferred."""
+    """A graph as the EP would receive it, with its shapes inferred, and what does not depend
+    on the flow (its work per call, its non-static tensors) computed once."""
 
     model: onnx.ModelProto
     inferred: onnx.ModelProto
     view: GraphView
     optimized: bool
+    work: GraphWork
+    non_static: list[str]
 
     @classmethod
     def load(cls, path: Path, custom_ops: str | None = None) -> LoadedGraph:
         model, was_optimized = optimized(path, custom_ops)
         inferred = infer_shapes(model)
-        return cls(model, inferred, graph_view(model, inferred), was_optimized)
+        return cls(
+            model,
+            inferred,
+            graph_view(model, inferred),
+            was_optimized,
+            graph_work(model, inferred),
+            non_static(inferred.graph),
+        )
 
     def place(self, flow: Flow, column: str | None) -> GraphPlacement:
         """Placement under one flow; boundary Q/DQ sit on the CPU outside any run."""
@@ -247,7 +257,7 @@ class LoadedGraph:
             {_op_key(n) for n, r in zip(nodes, reasons, strict=True) if r is Reason.UNVERIFIED}
         )
         statics, control = (
-            non_static(self.inferred.graph),
+            self.non_static,
             sorted({node.op_type for node in nodes if node.op_type in CONTROL_FLOW}),
         )
         islands = len(groups) - npu_groups
@@ -265,7 +275,7 @@ class LoadedGraph:
             unverified=unverified,
             non_static=statics,
             control_flow=control,
-            work=graph_work(self.model, self.inferred),
+            work=self.work,
             clean=npu_groups == 1 and islands == 0 and not (unverified or statics or control),
         )
 
