@@ -120,9 +120,52 @@ def _check(args: argparse.Namespace) -> int:
     return check(args.baseline, args.current, gate)
 
 
+# transcribe's VAD settings: flag → (VadOptions field, its type, what it sets).
+VAD_FLAGS: dict[str, tuple[str, type, str]] = {
+    "--vad-threshold": ("threshold", float, "speech probability above which a frame is speech"),
+    "--vad-min-speech-ms": ("min_speech_duration_ms", int, "shorter speech regions are dropped"),
+    "--vad-min-silence-ms": (
+        "min_silence_duration_ms",
+        int,
+        "a pause shorter than this does not end a speech region",
+    ),
+    "--vad-speech-pad-ms": ("speech_pad_ms", int, "audio kept on each side of a speech region"),
+}
+
+
+def _vad_options(args: argparse.Namespace) -> Any:
+    """--vad's VadOptions from the --vad-* flags (None without --vad); a bad value or a flag
+    without --vad is one line."""
+    from pipeline.runtime.vad import VadOptions, require_vad
+
+    given = {
+        flag: value
+        for flag in VAD_FLAGS
+        if (value := getattr(args, flag[2:].replace("-", "_"))) is not None
+    }
+    if not args.vad:
+        if given:
+            raise UserError(f"{next(iter(given))} needs --vad")
+        return None
+    settings: dict[str, float | int] = {}
+    for flag, text in given.items():
+        field, kind, _ = VAD_FLAGS[flag]
+        try:
+            settings[field] = kind(text)
+            VadOptions(**{field: settings[field]})  # type: ignore[arg-type]  # its range
+        except ValueError:
+            noun = "number" if kind is float else "whole number of milliseconds"
+            raise UserError(f"{flag}: expected a {noun}, got {text!r}") from None
+        except UserError as exc:
+            raise UserError(f"{flag}: {exc}") from None
+    require_vad()
+    return VadOptions(**settings)  # type: ignore[arg-type]
+
+
 def _transcribe_arguments(parser: argparse.ArgumentParser) -> None:
     from pipeline.runtime.decoding import TRANSCRIBE, TRANSLATE
     from pipeline.runtime.formats import Format
+    from pipeline.runtime.vad import VadOptions
 
     parser.add_argument(
         "--artifact", type=Path, default=Path("artifacts/bundles/fp32"), help=ARTIFACT_HELP
@@ -152,11 +195,20 @@ def _transcribe_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="the fallback sampler's seed")
     parser.add_argument(
+        "--initial-prompt",
+        metavar="TEXT",
+        help="text decoded before the first window (names, spelling, style), as OpenAI's "
+        "initial_prompt; only its last 223 tokens are read",
+    )
+    parser.add_argument(
         "--vad",
         action="store_true",
         help="decode only the speech Silero VAD finds, in chunks of up to 30 s; times stay the "
         "audio's (needs pip install 'whisper-npu[vad]')",
     )
+    for flag, (field, _, what) in VAD_FLAGS.items():
+        default = getattr(VadOptions(), field)
+        parser.add_argument(flag, metavar="N", help=f"with --vad: {what} (default {default})")
     parser.add_argument(
         "--threads",
         type=_positive_int,
@@ -198,14 +250,15 @@ def _transcribe(args: argparse.Namespace) -> int:
     from pipeline.runtime.decoding import TranscribeOptions
     from pipeline.runtime.formats import TIMED, render
     from pipeline.runtime.model import load
-    from pipeline.runtime.vad import VadOptions, require_vad
 
-    if args.vad:
-        require_vad()
-    vad = VadOptions() if args.vad else None
+    vad = _vad_options(args)
     outputs = _output_paths(args)
     timestamps = args.format in TIMED
-    prompt = {"language": args.language, "task": args.task}
+    prompt = {
+        "language": args.language,
+        "task": args.task,
+        "initial_prompt": args.initial_prompt,
+    }
     options = (
         replace(TranscribeOptions.plain(timestamps), **prompt)
         if args.no_guards

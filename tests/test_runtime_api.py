@@ -31,7 +31,7 @@ from pipeline.runtime.decoding import DecodingSpec
 from pipeline.runtime.whisper_io import WhisperDims
 from tests.conftest import TINY_DIMS, _cli_env, bundle_record, tiny_whisper, write_tiny_bundle
 from tests.test_language import MULTILINGUAL
-from whisper_npu import TranscribeOptions, load
+from whisper_npu import TranscribeOptions, VadOptions, load
 
 UPLOAD_LIMIT_MB = 0.05  # a 1 s 16-bit clip passes, 3 s do not
 
@@ -64,7 +64,7 @@ def test_api_plain_text_is_the_pipeline_transcript_and_guards_pass_it_or_say_why
     assert plain.language == "en" and plain.duration == 1.0
     assert [(s.start, s.end) for s in plain.segments] == [(0.0, 1.0)]
     # A random model fails every guard and its last (sampled) try stays; seeded, so it is
-    # the same every time. Two temperatures, not six: each fallback runs the encoder again.
+    # the same every time.
     guarded = TranscribeOptions(temperatures=(0.0, 0.5), seed=7)
     assert model.transcribe(clip, guarded) == model.transcribe(clip, guarded)
     assert model.transcribe(clip, guarded).segments[0].temperature == 0.5
@@ -329,3 +329,69 @@ def test_vad_form_field_decodes_only_speech(server, clip):
     )
     answer = json.loads(done.stdout)
     assert (answer["text"], answer["segments"], answer["duration"]) == ("", [], 1.0)
+
+
+def test_openai_client_prompt_is_the_api_initial_prompt(server, bundle, clip):
+    """OpenAI's `prompt` field is `initial_prompt`: the same Result as the Python API."""
+    api = client(server)
+    answers = {}
+    for prompt in ("w5 w6", None):
+        with clip.open("rb") as audio:
+            extra = {"prompt": prompt} if prompt else {}
+            answers[prompt] = api.audio.transcriptions.create(
+                model="whisper-1", file=audio, response_format="verbose_json", **extra
+            )
+    options = TranscribeOptions(timestamps=True, initial_prompt="w5 w6")
+    expected = load(bundle).transcribe(clip, options)
+    assert answers["w5 w6"].text == expected.text
+    assert [s.tokens for s in answers["w5 w6"].segments] == [s.tokens for s in expected.segments]
+    assert answers["w5 w6"].segments != answers[None].segments  # the prompt was read
+    with pytest.raises(openai.BadRequestError) as refused, clip.open("rb") as audio:
+        api.audio.transcriptions.create(model="whisper-1", file=audio, prompt="x" * 9000)
+    error = refused.value.body
+    assert isinstance(error, dict) and error["param"] == "prompt"
+    assert "9000 characters long" in error["message"]
+    with clip.open("rb") as audio:  # and it keeps serving
+        assert api.audio.transcriptions.create(model="w", file=audio, prompt="w7").text
+
+
+def test_transcribe_initial_prompt_flag_is_the_api_option(bundle, clip, capsys):
+    base = ["transcribe", "--artifact", str(bundle), "--no-guards", "--format", "json"]
+    assert main([*base, "--initial-prompt", "w5 w6", str(clip)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    options = replace(TranscribeOptions.plain(), initial_prompt="w5 w6")
+    assert printed["text"] == load(bundle).transcribe(clip, options).text
+    assert main([*base, "--initial-prompt", "x" * 9000, str(clip)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("whisper-npu transcribe: error: initial prompt is 9000 characters")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--vad", "--vad-threshold", "1.5"], "--vad-threshold: VAD threshold must be between"),
+        (["--vad", "--vad-threshold", "high"], "--vad-threshold: expected a number, got 'high'"),
+        (["--vad", "--vad-speech-pad-ms", "-1"], "--vad-speech-pad-ms: VAD durations must be"),
+        (["--vad", "--vad-min-silence-ms", "0.5"], "--vad-min-silence-ms: expected a whole"),
+        (["--vad-min-speech-ms", "250"], "--vad-min-speech-ms needs --vad"),
+    ],
+)
+def test_bad_vad_settings_are_one_line_exit_2(bundle, clip, capsys, flags, message):
+    assert main(["transcribe", "--artifact", str(bundle), *flags, str(clip)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"whisper-npu transcribe: error: {message}") and err.count("\n") == 1
+
+
+def test_vad_settings_reach_silero(bundle, clip, monkeypatch, capsys):
+    seen: list[VadOptions] = []
+
+    def regions(samples: np.ndarray, options: VadOptions) -> list:
+        seen.append(options)
+        return []
+
+    monkeypatch.setattr("pipeline.runtime.model.speech_regions", regions)
+    flags = ["--vad-threshold", "0.3", "--vad-min-silence-ms", "500", "--vad-speech-pad-ms", "0"]
+    assert main(["transcribe", "--artifact", str(bundle), "--vad", *flags, str(clip)]) == 0
+    assert seen == [VadOptions(threshold=0.3, min_silence_duration_ms=500, speech_pad_ms=0)]
+    assert capsys.readouterr().out == "\n"  # no speech: an empty transcript

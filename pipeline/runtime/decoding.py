@@ -10,7 +10,12 @@ strategy).
 The hallucination guards are OpenAI's `transcribe()`: a window whose text compresses too well
 (a loop) or whose tokens are too unlikely is decoded again by sampling at the next temperature,
 and a window the model calls silence (`<|nospeech|>` at the first step) with unlikely tokens
-gives no text. A window that passes them keeps its greedy tokens.
+gives no text. A window that passes them keeps its greedy tokens. A fallback decodes again on
+the same encoder output (`Runner.reset`): it costs decoder steps only.
+
+An initial prompt (OpenAI's `initial_prompt`) is decoded before the window's own prompt, after
+`<|startofprev|>`; it conditions the windows up to the first one that is not judged silent, as
+OpenAI's `transcribe()` does with `condition_on_previous_text=False`.
 """
 
 from __future__ import annotations
@@ -29,10 +34,17 @@ from pipeline.runtime.whisper_io import FRAMES_PER_TIMESTAMP, HOP_LENGTH, N_FRAM
 TRANSCRIBE, TRANSLATE = "transcribe", "translate"
 
 NEG_INF = np.float32(-np.inf)
+# An initial prompt longer than this is refused, not read: the model reads its last 223 tokens
+# (about 1000 characters), and the cap bounds what one request makes the tokenizer do.
+MAX_PROMPT_CHARS = 8192
 
 
 class Runner(Protocol):
-    """A Whisper backend: one encoder call per window, one decoder call per token."""
+    """A Whisper backend: one encoder call per window, one decoder call per token.
+
+    A runner may also have `reset()`: clear the self-attention cache and keep the encoder
+    output, so the next decode_step starts a new decode of the same window (a guard fallback
+    then costs decoder steps only; without it the window is encoded again)."""
 
     def encode(self, features: np.ndarray) -> None:
         """Run the encoder on [1, n_mels, 3000] and clear the self-attention cache."""
@@ -69,6 +81,19 @@ class DecodingSpec:
         """<|nospeech|> (<|nocaptions|> in English-only vocabularies): every Whisper vocabulary
         puts it right before <|notimestamps|>."""
         return self.no_timestamps - 1
+
+    @property
+    def start_of_prev(self) -> int:
+        """<|startofprev|>, which opens an initial prompt: right before <|nospeech|>."""
+        return self.no_timestamps - 2
+
+    @property
+    def max_previous(self) -> int:
+        """How many initial-prompt tokens a window takes (the last ones): OpenAI's and
+        transformers' n_text_ctx // 2 - 1, 223 for Whisper's 448 positions. With
+        <|startofprev|> and at most 4 tokens of the window's own prompt that leaves 220
+        positions to decode, about OpenAI's own sample_len (224)."""
+        return self.max_length // 2 - 1
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DecodingSpec:
@@ -163,8 +188,19 @@ class TranscribeOptions:
     # None for the bundle's default; English-only bundles take None or "en" only.
     language: str | None = None
     task: str = TRANSCRIBE  # or TRANSLATE (multilingual bundles)
+    # OpenAI's initial_prompt: text decoded before the first window's prompt (spelling, names,
+    # style). Only its last DecodingSpec.max_previous tokens count; None or blank: no prompt.
+    initial_prompt: str | None = None
 
     def __post_init__(self) -> None:
+        prompt = self.initial_prompt
+        if prompt is not None and not isinstance(prompt, str):
+            raise UserError(f"initial prompt must be text, got {type(prompt).__name__}")
+        if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
+            raise UserError(
+                f"initial prompt is {len(prompt)} characters long, more than {MAX_PROMPT_CHARS}"
+                " (Whisper reads only its last 223 tokens, about 1000 characters)"
+            )
         if self.task not in (TRANSCRIBE, TRANSLATE):
             raise UserError(f"task must be {TRANSCRIBE} or {TRANSLATE}, got {self.task!r}")
         if not self.temperatures or not all(
@@ -266,15 +302,31 @@ def decode_window(
     sampling: Sampling = GREEDY,
 ) -> WindowTokens:
     """One window, from the encoder to end-of-text or the cache limit."""
-    prompt = list(spec.prefix) if timestamps else [*spec.prefix, spec.no_timestamps]
+    runner.encode(features)
+    return decode_encoded(runner, spec, timestamps, sampling)
+
+
+def decode_encoded(
+    runner: Runner,
+    spec: DecodingSpec,
+    timestamps: bool,
+    sampling: Sampling = GREEDY,
+    previous: tuple[int, ...] = (),
+) -> WindowTokens:
+    """One window on the encoder output the runner holds, its self-attention cache empty (just
+    encoded or reset). `previous`: initial-prompt tokens, fed after <|startofprev|>."""
+    context = [spec.start_of_prev, *previous] if previous else []
+    window_prompt = list(spec.prefix) if timestamps else [*spec.prefix, spec.no_timestamps]
+    prompt = [*context, *window_prompt]
     suppress = np.array(spec.suppress_tokens, dtype=np.int64)
     begin_suppress = np.array(spec.begin_suppress_tokens, dtype=np.int64)
-    runner.encode(features)
-    logits = runner.decode_step(prompt[0], 0)
-    # OpenAI reads <|nospeech|> from the raw logits after <|startoftranscript|>.
-    no_speech_prob = math.exp(_log_softmax_at(np.asarray(logits, np.float32), spec.no_speech))
-    for position, token in enumerate(prompt[1:], start=1):
+    no_speech_prob = 0.0
+    for position, token in enumerate(prompt):
         logits = runner.decode_step(token, position)
+        if position == len(context):
+            # OpenAI reads <|nospeech|> from the raw logits after <|startoftranscript|>.
+            scores = np.asarray(logits, np.float32)
+            no_speech_prob = math.exp(_log_softmax_at(scores, spec.no_speech))
     generated: list[int] = []
     sum_logprob, looped = 0.0, False
     limit = sampling.repetition_limit
@@ -344,21 +396,39 @@ class WindowDecoder:
     spec: DecodingSpec
     text: Callable[[list[int]], str]  # tokens -> text, for the compression-ratio check
     options: TranscribeOptions = field(default_factory=TranscribeOptions.plain)
+    previous: tuple[int, ...] = ()  # the initial prompt's tokens (after <|startofprev|>)
 
     def guarded(
-        self, features: np.ndarray, timestamps: bool, rng: np.random.Generator
+        self,
+        features: np.ndarray,
+        timestamps: bool,
+        rng: np.random.Generator,
+        previous: tuple[int, ...] = (),
     ) -> WindowTokens:
         """OpenAI's decode_with_fallback: the first temperature whose decode passes the
-        compression and log-prob checks (or that looks like silence), else the last one."""
+        compression and log-prob checks (or that looks like silence), else the last one. The
+        encoder runs once; each fallback decodes again on its output."""
         options = self.options
-        for temperature in options.temperatures:
+        self.runner.encode(features)
+        for attempt, temperature in enumerate(options.temperatures):
+            if attempt:
+                self._restart(features)
             sampling = Sampling(temperature, rng, options.repetition_limit)
-            found = decode_window(self.runner, self.spec, features, timestamps, sampling)
+            found = decode_encoded(self.runner, self.spec, timestamps, sampling, previous)
             ratio = compression_ratio(self.text(found.tokens))
             found = replace(found, compression_ratio=ratio)
             if not self._needs_fallback(found):
                 return found
         return found
+
+    def _restart(self, features: np.ndarray) -> None:
+        """A new decode of the window just encoded: the runner's `reset` where it has one
+        (OrtRunner), else the encoder again (same cross K/V, same tokens)."""
+        reset = getattr(self.runner, "reset", None)
+        if reset is None:
+            self.runner.encode(features)
+        else:
+            reset()
 
     def _needs_fallback(self, found: WindowTokens) -> bool:
         options = self.options
@@ -391,6 +461,7 @@ class WindowDecoder:
         """Sequential windows over a whole-recording log-mel [n_mels, frames] of `samples`.
         Without timestamps the mel is one window padded to 30 s (a clip of at most 30 s)."""
         rng = np.random.default_rng(self.options.seed)
+        previous = self.previous  # until a window is not judged silent (OpenAI's reset)
         seek, total = 0, mel.shape[-1]
         while seek < total:
             frames = min(N_FRAMES, total - seek)
@@ -400,7 +471,7 @@ class WindowDecoder:
                 continue
             window = np.zeros((1, mel.shape[0], N_FRAMES), dtype=np.float32)
             window[0, :, :frames] = mel[:, seek : seek + frames]
-            found = self.guarded(window, timestamps, rng)
+            found = self.guarded(window, timestamps, rng, previous)
             kept: list[int]
             if self._silent(found):
                 kept, covered = [], frames
@@ -408,5 +479,7 @@ class WindowDecoder:
                 kept, covered = _complete_segments(found.tokens, self.spec.timestamp_begin, frames)
             else:
                 kept, covered = found.tokens, total
+            if not self._silent(found):
+                previous = ()
             yield Window(seek, frames, found, kept, timestamps)
             seek += covered

@@ -58,10 +58,14 @@ class Model:
         silent = Result("", [], self._language(options), None, _seconds(samples))
 
         def decode(chunk: np.ndarray, first: Result | None) -> Result:
-            # A language detected on the first chunk holds for the others, as without VAD.
-            if first is not None and options.language == AUTO:
-                return self._decode(chunk, replace(options, language=first.language))
-            return self._decode(chunk, options)
+            if first is None:
+                return self._decode(chunk, options)
+            # A language detected on the first chunk holds for the others, as without VAD;
+            # the initial prompt conditions the first chunk only, as it does the first window.
+            later = replace(options, initial_prompt=None)
+            if options.language == AUTO:
+                later = replace(later, language=first.language)
+            return self._decode(chunk, later)
 
         chunks = pack(speech_regions(samples, vad), vad.speech_pad_ms / 1000)
         return transcribe_speech(samples, chunks, decode, silent)

@@ -62,7 +62,7 @@ class AudioForm(BaseModel):
     """The form fields OpenAI's transcriptions and translations share (besides `file`)."""
 
     model: str | None = None  # any name is served by the one loaded model
-    prompt: str | None = None
+    prompt: str | None = None  # OpenAI's: the initial prompt (its last 223 tokens are read)
     response_format: Literal["json", "text", "srt", "vtt", "verbose_json"] = "json"
     temperature: float = PydanticField(default=0.0, ge=0, le=1)
     vad: bool = False  # ours: decode only the speech Silero VAD finds (the `vad` extra)
@@ -72,7 +72,9 @@ class AudioForm(BaseModel):
         value is the one temperature used."""
         timed = FORMATS[self.response_format] in TIMED
         temperatures = (self.temperature,) if self.temperature else TranscribeOptions.temperatures
-        return TranscribeOptions(timestamps=timed, temperatures=temperatures)
+        return TranscribeOptions(
+            timestamps=timed, temperatures=temperatures, initial_prompt=self.prompt
+        )
 
 
 class TranscriptionForm(AudioForm):
@@ -171,16 +173,24 @@ def create_app(model: Model, settings: ServeSettings) -> FastAPI:
         }
         return {"object": "list", "data": [entry]}
 
-    def answer(file: UploadFile, form: AudioForm) -> Response:
+    def checked(form: AudioForm) -> TranscribeOptions:
+        """The request's options, its prompt refused (400) when too long or not text the
+        tokenizer can encode."""
+        try:
+            options = form.options()
+            model.transcriber.previous_tokens(options.initial_prompt)
+        except UserError as exc:
+            raise ApiError(400, str(exc), "prompt") from None
+        return options
+
+    def answer(file: UploadFile, form: AudioForm, options: TranscribeOptions) -> Response:
         """Decode the upload under the lock, in the asked format."""
-        if form.prompt:
-            raise ApiError(400, "prompt is not supported yet", "prompt")
         vad = _vad(form)
         with tempfile.TemporaryDirectory(prefix="whisper-npu-") as folder:
             path = _saved_upload(file, Path(folder), settings.max_upload_bytes)
             try:
                 with lock:
-                    result = model.transcribe(path, form.options(), vad)
+                    result = model.transcribe(path, options, vad)
             except UserError as exc:
                 message = str(exc).replace(str(path), file.filename or "file")
                 raise ApiError(400, message, "file") from None
@@ -193,11 +203,12 @@ def create_app(model: Model, settings: ServeSettings) -> FastAPI:
     def transcriptions(
         file: Annotated[UploadFile, File()], form: Annotated[TranscriptionForm, Form()]
     ) -> Response:
+        options = checked(form)
         try:
-            model.transcriber.check_prompt(form.options())
+            model.transcriber.check_prompt(options)
         except UserError as exc:
             raise ApiError(400, str(exc), "language") from None
-        return answer(file, form)
+        return answer(file, form, options)
 
     @app.post("/v1/audio/translations")
     def translations(
@@ -205,12 +216,13 @@ def create_app(model: Model, settings: ServeSettings) -> FastAPI:
     ) -> Response:
         """Any language the model knows into English; `language` in verbose_json is the
         detected source language (OpenAI's says "english")."""
+        options = checked(form)
         try:
-            model.transcriber.check_prompt(form.options())
+            model.transcriber.check_prompt(options)
         except UserError:
             message = f"{settings.model_name} is English-only: it cannot translate"
             raise ApiError(400, message, "model") from None
-        return answer(file, form)
+        return answer(file, form, options)
 
     return app
 

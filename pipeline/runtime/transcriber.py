@@ -158,6 +158,10 @@ class OrtRunner:
     def encode(self, features: np.ndarray) -> None:
         self.buffers[ENCODER_INPUT][...] = features
         self.encoder.run_with_iobinding(self.encoder_binding)
+        self.reset()
+
+    def reset(self) -> None:
+        """Every cache slot masked again; cross K/V stay bound for the next decode."""
         self.buffers[CACHE_MASK].fill(MASK_OFF)
 
     def embed(self, token: int, position: int) -> None:
@@ -297,8 +301,27 @@ class Transcriber:
         return with_prompt(self.bundle.record.decoding, language, task)
 
     def check_prompt(self, options: TranscribeOptions) -> None:
-        """Refuse, before any audio, a language or task this bundle cannot take."""
+        """Refuse, before any audio, a language, task or initial prompt this bundle cannot
+        take."""
         self.spec(None if options.language == AUTO else options.language, options.task)
+        self.previous_tokens(options.initial_prompt)
+
+    def previous_tokens(self, prompt: str | None) -> tuple[int, ...]:
+        """An initial prompt as OpenAI encodes it (" " + the stripped text), its last
+        `max_previous` tokens; () for none or a blank one. Text that holds a special token
+        (`<|endoftext|>`, a timestamp) is refused, as OpenAI's and transformers' tokenizers do."""
+        if prompt is None or not prompt.strip():
+            return ()
+        spec = self.bundle.record.decoding
+        try:
+            ids = self.tokenizer.encode(" " + prompt.strip(), add_special_tokens=False).ids
+        except Exception as exc:  # tokenizers raises plain Exception
+            reason = str(exc).strip()[:120] or type(exc).__name__
+            raise UserError(f"initial prompt: the tokenizer cannot encode it ({reason})") from None
+        special = sorted({self.tokenizer.id_to_token(t) or str(t) for t in ids if t >= spec.eot})
+        if special:
+            raise UserError(f"initial prompt holds special tokens: {', '.join(special)[:200]}")
+        return tuple(ids[-spec.max_previous :]) if spec.max_previous > 0 else ()
 
     def decode(self, samples: np.ndarray, options: TranscribeOptions) -> Decoded:
         """The decoded windows of a clip: one window without timestamps for up to 30 s (the
@@ -312,7 +335,8 @@ class Transcriber:
             found = detect_language(self.runner, self.bundle.record.decoding, first_window(mel))
             language, probability = found.code, found.probability
         spec = self.spec(language, options.task)
-        decoder = WindowDecoder(self.runner, spec, self.text, options)
+        previous = self.previous_tokens(options.initial_prompt)
+        decoder = WindowDecoder(self.runner, spec, self.text, options, previous)
         windows = list(decoder.windows(mel, samples, timestamps=timed))
         multilingual = bool(spec.languages)
         return Decoded(
