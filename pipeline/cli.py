@@ -25,6 +25,7 @@ from stages import (
     calibrate,
     compile,
     data,
+    data_languages,
     export,
     model,
     quantize,
@@ -355,6 +356,7 @@ STAGES = tuple(
     for stage in (
         model,
         data,
+        data_languages,
         reference,
         export,
         calibrate,
