@@ -25,6 +25,7 @@ from stages import (
     calibrate,
     compile,
     data,
+    data_languages,
     export,
     model,
     quantize,
@@ -408,6 +409,7 @@ STAGES = tuple(
     for stage in (
         model,
         data,
+        data_languages,
         reference,
         export,
         calibrate,

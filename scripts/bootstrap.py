@@ -40,7 +40,8 @@ def run(command: list[str], **kwargs: object) -> None:
 
 
 def ensure_system_packages() -> None:
-    """torchcodec links FFmpeg's shared libraries at run time, and espeak-ng voices (optional
+    """torchcodec links FFmpeg's shared libraries at run time, and espeak-ng voices (the
+    multilingual set, which `data_languages` builds for multilingual models only, and optional
     extra voices; its tests run where it is installed) are a program: pip provides neither."""
     have_ffmpeg = bool(
         ctypes.util.find_library("avcodec") or ctypes.util.find_library("avcodec-61")

@@ -33,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the reference stage's output: the fp32 baseline and the transformers peer take "
         "their eval transcripts from it (checked on the timed clips) instead of a full pass",
     )
+    parser.add_argument(
+        "--languages",
+        type=Path,
+        help="the data_languages stage's output: a multilingual model's language-ID accuracy "
+        "and per-language WER on it",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
         if os.path.lexists(out) and not out.is_file():
             raise UserError(f"{out}: exists and is not a file; bench writes its results there")
     inputs = [args.compiled, args.data, args.baseline_bundle, args.model]
-    check_output_dir(args.plots, *inputs, *([args.reference] if args.reference else []))
+    optional = [path for path in (args.reference, args.languages) if path]
+    check_output_dir(args.plots, *inputs, *optional)
+    from pipeline.bench.languages import format_languages
     from pipeline.bench.report import format_table
     from pipeline.bench.run import BenchPaths, run_bench
 
@@ -57,9 +65,11 @@ def run(args: argparse.Namespace) -> int:
         baseline_bundle=args.baseline_bundle,
         model_dir=args.model,
         reference_dir=args.reference,
+        languages_dir=args.languages,
     )
     result = run_bench(params.compile.variants, params.bench, paths)
     print(format_table(result))
+    print(format_languages(result.metrics.languages, result.languages_note))
     return 0
 
 

@@ -16,6 +16,8 @@ from pipeline.record import Strict
 
 PEERS_KEY = "peers"
 MACHINE_KEY = "machine"
+LANGUAGES_KEY = "languages"
+ALL_LANGUAGES = "all"  # the row over every clip of the multilingual set
 
 
 class Unit(Enum):
@@ -94,14 +96,41 @@ class BenchRow(Strict):
         return found
 
 
+Share = Annotated[float, Field(ge=0, le=1), Unit.FRACTION]
+OptionalShare = Annotated[float | None, Field(ge=0, le=1), Unit.FRACTION]
+
+
+class LanguageRow(Strict):
+    """One engine on one language of the multilingual set (or on all of it, `all`): the share
+    of clips it identified as that language, and its error rate transcribing them with the
+    language given. A language written with spaces between words has `wer`, one without (zh,
+    ja, th …) `cer`; `all` has whichever its languages have, each pooled over them."""
+
+    clips: Annotated[int, Field(ge=1), Unit.NUMBER]
+    lid_accuracy: Share
+    wer: Annotated[float | None, Field(ge=0), Unit.FRACTION] = None
+    cer: Annotated[float | None, Field(ge=0), Unit.FRACTION] = None
+    # Share of clips on which it named the language faster-whisper's float32 peer named.
+    same_language_as_faster_whisper: OptionalShare = None
+
+    @model_serializer(mode="wrap")
+    def _present(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+
+# Per engine, per language code (and `all`).
+LanguageReport = dict[str, dict[str, LanguageRow]]
+
+
 class Machine(Strict):
     cpu: str  # model name and kernel-relevant CPU flags (environment.cpu_model)
 
 
 class BenchMetrics(Strict):
-    """bench.json: the variants' rows at the top level, beside `peers` (context, never gated)
-    and `machine` (the gate widens its latency limit across CPUs); files from before either was
-    recorded have neither."""
+    """bench.json: the variants' rows at the top level, beside `peers` (context, never gated),
+    `machine` (the gate widens its latency limit across CPUs) and, for a multilingual model,
+    `languages` (every engine on the multilingual set, never gated); files from before any of
+    these was recorded lack it."""
 
     WHAT: ClassVar[str] = "metrics file"
     EXPECTED: ClassVar[str] = "a mapping of variant to metrics"
@@ -110,11 +139,12 @@ class BenchMetrics(Strict):
     variants: dict[str, BenchRow] = Field(min_length=1)
     peers: dict[Peer, BenchRow] | None = None
     machine: Machine | None = None
+    languages: LanguageReport | None = None
 
     @classmethod
     def from_file(cls, raw: dict[str, Any]) -> dict[str, Any]:
         """The variants' rows gathered under `variants`."""
-        layout = (PEERS_KEY, MACHINE_KEY)
+        layout = (PEERS_KEY, MACHINE_KEY, LANGUAGES_KEY)
         return {
             "variants": {key: value for key, value in raw.items() if key not in layout},
             **{key: raw[key] for key in layout if key in raw},
@@ -184,3 +214,4 @@ class BenchResult:
     run: RunInfo
     positions: dict[str, dict[int, float]]
     split: dict[str, dict[str, float]]
+    languages_note: str = ""  # what the multilingual pass did, or why it did not run

@@ -52,6 +52,7 @@ class BenchPaths:
     baseline_bundle: Path
     model_dir: Path
     reference_dir: Path | None = None
+    languages_dir: Path | None = None  # data_languages' output (multilingual bundles)
 
 
 def known_transcripts(
@@ -134,7 +135,9 @@ def measure(
 
 def run_bench(variants: Sequence[str], params: BenchParams, paths: BenchPaths) -> BenchResult:
     """Measure, then write `paths.plots_dir` (run.json, plot data, PNGs), the per-clip table
-    and bench.json (metrics)."""
+    and bench.json (metrics). A multilingual bundle adds the pass over `paths.languages_dir`
+    (`pipeline.bench.languages`), after the timed passes."""
+    from pipeline.bench.languages import language_pass
     from pipeline.bench.plots import write_plots
     from pipeline.fsutil import atomic_dir
 
@@ -145,12 +148,14 @@ def run_bench(variants: Sequence[str], params: BenchParams, paths: BenchPaths) -
     specs += peers
     known = known_transcripts(paths.reference_dir, Path(paths.baseline_bundle), clips.ids)
     measured = measure(specs, clips, params, known)
+    languages = language_pass(specs, paths.languages_dir, Path(paths.baseline_bundle))
     tables = bench_tables(measured, clips)
     figures = engine_metrics(measured, clips, tables)
     metrics = BenchMetrics(
         variants={k: v for k, v in figures.items() if k not in PEERS},
         peers={k: v for k, v in figures.items() if k in PEERS} if peers else None,
         machine=Machine(cpu=cpu_model()),  # the gate compares latency on like CPUs
+        languages=languages.report,
     )
     run = RunInfo.model_validate(
         {
@@ -162,10 +167,15 @@ def run_bench(variants: Sequence[str], params: BenchParams, paths: BenchPaths) -
         name: [*runs, *measured.accuracy.get(name, [])] for name, runs in measured.latency.items()
     }
     result = BenchResult(
-        metrics, run, decoder_by_position(everything), time_split(measured.latency)
+        metrics,
+        run,
+        decoder_by_position(everything),
+        time_split(measured.latency),
+        languages.note,
     )
     with atomic_dir(Path(paths.plots_dir)) as scratch:
         run.write(scratch / RUN_FILE)
+        languages.write(scratch)
         write_plots(scratch, metrics.engines(), result.positions, result.split, run)
     Path(paths.out_file).parent.mkdir(parents=True, exist_ok=True)
     Path(paths.clips_file).parent.mkdir(parents=True, exist_ok=True)

@@ -1,34 +1,58 @@
 """The built-in multilingual evaluation set: short sentences in several languages read by
 Debian's espeak-ng voices, loaded through `datasets` like the other sets, plus a `language`
-column (Whisper's code) that language identification is scored against.
+column (Whisper's code) that language identification and per-language WER are scored against.
 
 The sentence list is `language<TAB>espeak-ng voice<TAB>sentence` per line; the voice goes
 through the same validation as `data.voices`, and the sentence reaches espeak-ng on stdin.
+
+The `data_languages` stage builds it beside `data` (whose outputs it leaves alone), and only for
+a multilingual model: an English-only model gets a manifest saying so and no audio, so the
+default pipeline (tiny.en) neither needs espeak-ng nor pays for the synthesis.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import shutil
-from collections import defaultdict
-from collections.abc import Sequence
+import subprocess
+from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import datasets
 from pydantic import ValidationError
 
 from pipeline.config import EspeakVoice
 from pipeline.errors import UserError
-from pipeline.fsutil import atomic_dir
-from pipeline.sources.speech_sets import FEATURES, decoded_rows, load_audiofolder, read_lines
-from pipeline.sources.synthesis import describe, synthesize_all
+from pipeline.fsutil import atomic_dir, sha256_file, sha256_tree, write_json
+from pipeline.layout import MANIFEST_FILE
+from pipeline.runtime.whisper_io import SAMPLE_RATE
+
+if TYPE_CHECKING:
+    import datasets
 
 SET_NAME = "multilingual"
-MULTILINGUAL_FEATURES = datasets.Features({**FEATURES, "language": datasets.Value("string")})
+GENERATION_CONFIG = "generation_config.json"
+ESPEAK_MISSING = (
+    "the multilingual set is read by espeak-ng voices, and espeak-ng is not installed "
+    "(apt install espeak-ng; scripts/bootstrap.py installs it when run as root)"
+)
+
+
+def multilingual_features() -> datasets.Features:
+    """The speech sets' columns and `language`. (`datasets` is imported where a set is built
+    or read: an English-only model's data_languages stage never needs it.)"""
+    import datasets
+
+    from pipeline.sources.speech_sets import FEATURES
+
+    return datasets.Features({**FEATURES, "language": datasets.Value("string")})
 
 
 def read_sentences(path: Path) -> list[tuple[str, EspeakVoice, str]]:
     """(language, voice, sentence) per line, each line checked."""
+    from pipeline.sources.speech_sets import read_lines
+
     rows = []
     for number, line in enumerate(read_lines(path), start=1):
         fields = line.split("\t")
@@ -42,8 +66,32 @@ def read_sentences(path: Path) -> list[tuple[str, EspeakVoice, str]]:
     return rows
 
 
+def model_is_multilingual(model_dir: Path) -> bool:
+    """What a converted model (the `model` stage's output) says of itself, as the export reads
+    it: `is_multilingual` in its generation config."""
+    path = Path(model_dir) / GENERATION_CONFIG
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise UserError(f"{path}: not readable; {model_dir} is not a converted model") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{path}: not a generation config")
+    return config.get("is_multilingual") is True
+
+
+def _espeak_version() -> str:
+    """espeak-ng's version line: the samples (and so the set's hashes) follow its voices."""
+    binary = shutil.which("espeak-ng")
+    if binary is None:
+        raise UserError(ESPEAK_MISSING)
+    shown = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
+    return shown.stdout.strip().split("  Data at:")[0]
+
+
 def _write_audiofolder(rows: list[tuple[str, EspeakVoice, str]], folder: Path) -> Path:
     import soundfile as sf
+
+    from pipeline.sources.synthesis import describe, synthesize_all
 
     folder.mkdir(parents=True)
     audio = synthesize_all([(text, voice) for _, voice, text in rows])
@@ -59,23 +107,75 @@ def _write_audiofolder(rows: list[tuple[str, EspeakVoice, str]], folder: Path) -
     return folder
 
 
-def build_multilingual_set(sentences: Path, out_dir: Path) -> datasets.Dataset:
-    """Synthesise every sentence into `out_dir` (datasets save_to_disk), 16 kHz mono."""
+def _save_set(sentences: Path, scratch: Path) -> dict[str, Any]:
+    """Synthesise every sentence into `scratch/multilingual` (save_to_disk); its manifest."""
+    import datasets
+
+    from pipeline.sources.speech_sets import decoded_rows, load_audiofolder, summarise
+    from pipeline.sources.synthesis import describe
+
     rows = read_sentences(sentences)
+    espeak = _espeak_version()
+    loaded = load_audiofolder(_write_audiofolder(rows, scratch / ".source"), "text")
+    columns = decoded_rows(loaded, SET_NAME)
+    columns["language"] = [str(code) for code in loaded["language"]]
+    speech = datasets.Dataset.from_dict(columns, features=multilingual_features())
+    shutil.rmtree(scratch / ".source")
+    speech.save_to_disk(str(scratch / SET_NAME))
+    files = sha256_tree(scratch / SET_NAME)
+    return {
+        "multilingual": True,
+        "sample_rate": SAMPLE_RATE,
+        **summarise(speech),
+        "languages": dict(sorted(Counter(columns["language"]).items())),
+        "voices": sorted({describe(voice) for _, voice, _ in rows}),
+        "espeak_ng": espeak,
+        "arrow_sha256": {k: v for k, v in files.items() if k.endswith(".arrow")},
+    }
+
+
+def build_multilingual_set(sentences: Path, out_dir: Path) -> datasets.Dataset:
+    """Synthesise every sentence into `out_dir` (datasets save_to_disk, 16 kHz mono, and
+    manifest.json)."""
+    import datasets
+
     with atomic_dir(Path(out_dir)) as scratch:
-        loaded = load_audiofolder(_write_audiofolder(rows, scratch / ".source"), "text")
-        columns = decoded_rows(loaded, SET_NAME)
-        columns["language"] = [str(code) for code in loaded["language"]]
-        speech = datasets.Dataset.from_dict(columns, features=MULTILINGUAL_FEATURES)
-        shutil.rmtree(scratch / ".source")
-        speech.save_to_disk(str(scratch / SET_NAME))
+        manifest = _save_set(sentences, scratch)
+        manifest["sentences_sha256"] = sha256_file(Path(sentences))
+        write_json(scratch / MANIFEST_FILE, manifest)
     return datasets.load_from_disk(str(Path(out_dir) / SET_NAME))
 
 
-def accuracy_by_language(expected: Sequence[str], found: Sequence[str]) -> dict[str, float]:
-    """The share of clips of each language identified as that language, and `all`."""
-    hits: dict[str, list[bool]] = defaultdict(list)
-    for truth, guess in zip(expected, found, strict=True):
-        hits[truth].append(truth == guess)
-        hits["all"].append(truth == guess)
-    return {code: round(sum(marks) / len(marks), 4) for code, marks in sorted(hits.items())}
+def build_language_set(sentences: Path, model_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """The `data_languages` stage: the set and its manifest for a multilingual model; for an
+    English-only one, a manifest saying so and nothing else."""
+    with atomic_dir(Path(out_dir)) as scratch:
+        if model_is_multilingual(model_dir):
+            manifest = _save_set(sentences, scratch)
+        else:
+            manifest = {
+                "multilingual": False,
+                "note": f"{model_dir} is English-only: no language set to build",
+            }
+        manifest["sentences_sha256"] = sha256_file(Path(sentences))
+        write_json(scratch / MANIFEST_FILE, manifest)
+    return manifest
+
+
+def load_language_set(folder: Path) -> datasets.Dataset | None:
+    """A set written by `build_language_set` or `build_multilingual_set`; None when it was
+    built for an English-only model."""
+    import datasets
+
+    manifest = Path(folder) / MANIFEST_FILE
+    if not manifest.is_file():
+        raise UserError(f"{manifest}: missing (run `whisper-npu data-languages` first)")
+    try:
+        multilingual = json.loads(manifest.read_text(encoding="utf-8"))["multilingual"]
+    except (OSError, ValueError, TypeError, KeyError):
+        raise UserError(f"{manifest}: not a language set's manifest") from None
+    if multilingual is not True:
+        return None
+    if not (Path(folder) / SET_NAME / "dataset_info.json").is_file():
+        raise UserError(f"{Path(folder) / SET_NAME}: no speech set here")
+    return datasets.load_from_disk(str(Path(folder) / SET_NAME))
