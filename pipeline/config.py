@@ -25,7 +25,7 @@ from pipeline.fsutil import read_text
 from pipeline.layout import model_slug
 from pipeline.record import describe
 from pipeline.runtime.whisper_io import MAX_DECODE_POSITIONS
-from pipeline.variants import DEFAULT_VARIANTS, QUANTIZED, Variant
+from pipeline.variants import DEFAULT_VARIANTS, QUANTIZED, VARIANTS, Variant
 
 DEFAULT_PARAMS = Path("params.yaml")
 MAX_PARAMS_BYTES = 1 << 20
@@ -182,6 +182,19 @@ class QuantizeParams(Section):
     decoder_calibration_feeds: Annotated[int, Field(ge=1)] = 96
     sensitivity: SensitivityParams = SensitivityParams()
 
+    @model_validator(mode="after")
+    def _cpu_only_graphs_alone(self) -> QuantizeParams:
+        """A CPU-only variant's decoder is its own, and no NPU variant's decoder is CPU-only."""
+        mixed = sorted(
+            {v for pair in self.decoder_variant.items() for v in pair if VARIANTS[v].cpu_only}
+        )
+        if mixed:
+            raise ValueError(
+                f"decoder_variant: {', '.join(map(repr, mixed))} is CPU only and pairs with no "
+                "other variant"
+            )
+        return self
+
 
 Target = Literal["stx", "krk", "phx", "hpt"]
 
@@ -196,6 +209,10 @@ class CompileParams(Section):
     )
 
 
+# Where the bench's WER pass may run: Ray on this machine, a running cluster, or host:port.
+RAY_ADDRESS = r"^(local|auto|(ray://)?[A-Za-z0-9][A-Za-z0-9.-]*:[0-9]{1,5})$"
+
+
 class BenchParams(Section):
     """Latency and WER of every compiled variant against the fp32 CPU baseline, in one run."""
 
@@ -204,6 +221,16 @@ class BenchParams(Section):
     latency_clips: Annotated[int, Field(ge=1)] = 12
     threads: Annotated[int, Field(ge=1)] | None = None
     peers: bool = Field(True, description="also time transformers and faster-whisper if installed")
+    ray: Annotated[str, Field(pattern=RAY_ADDRESS)] | None = Field(
+        None,
+        description="the WER pass on Ray actors (extra .[ray]): local (ray.init() here), auto "
+        "or ray://host:10001 (a running cluster); null: in this process. Latency is local.",
+    )
+
+    @property
+    def ray_address(self) -> str | None:
+        """`ray` as pipeline.bench.sharded takes it: "" for ray.init()'s own choice."""
+        return "" if self.ray == "local" else self.ray
 
 
 class GateParams(Section):

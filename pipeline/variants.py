@@ -18,6 +18,7 @@ class Variant(StrEnum):
     BF16 = "bf16"
     XINT8 = "xint8"
     A8W8 = "a8w8"
+    CPU_INT8 = "cpu-int8"
 
     def __repr__(self) -> str:
         # Messages quote variants with !r and print lists of them: they read as params.yaml does.
@@ -68,9 +69,14 @@ class QuantSpec:
     """How a quantized variant is made and what it may cost."""
 
     grid: Grid  # layers are ranked on it, and the quantizer rounds to it
-    quark_preset: str  # the quark.onnx QConfig the Quark backend starts from
+    quark_preset: str | None  # the quark.onnx QConfig the Quark backend starts from
     max_wer_delta: float  # default budget: held-back WER points it may lose against fp32
     power_of_two: bool = False  # XINT8: symmetric activations, power-of-two scales
+    # The one backend that makes it, whatever `quantize.backend` says (None: that setting).
+    backend: str | None = None
+    # Activations quantized at run time from each tensor's own range (ONNX Runtime's
+    # DynamicQuantizeLinear): nothing calibrated, no Q/DQ pairs, CPU kernels only.
+    dynamic: bool = False
 
     @property
     def bfloat16(self) -> bool:
@@ -79,6 +85,8 @@ class QuantSpec:
 
 
 BF16_COLUMN = "BF16"
+# What a CPU-only variant's compile record, release card and registry entry say it is.
+CPU_ONLY_NOTE = "CPU only, not for the NPU"
 
 
 class Flow(StrEnum):
@@ -103,11 +111,18 @@ class VariantSpec:
 
     variant: Variant
     text: str  # what it is, for people
-    npu_column: str  # the column of AMD's operator table that places its ops on the NPU
-    meant_for: NpuFamily | None  # the NPU generation it is built for (None: the baseline)
+    # The column of AMD's operator table that places its ops on the NPU; None: CPU only.
+    npu_column: str | None
+    meant_for: NpuFamily | None  # the NPU generation it is built for (None: baseline, CPU only)
     quant: QuantSpec | None = None
     # An integer route AMD documents for CNNs, not transformers: built on request only.
     experimental: bool = False
+
+    @property
+    def cpu_only(self) -> bool:
+        """Built for ONNX Runtime's CPU execution provider: compiled for no NPU, released as a
+        bundle alone."""
+        return self.npu_column is None
 
     @property
     def bf16_flow(self) -> bool:
@@ -121,13 +136,15 @@ class VariantSpec:
     @property
     def runs_on(self) -> tuple[str, ...]:
         """Compile targets whose NPU runs it (Ryzen AI 1.6+: BF16 models on STX/KRK only)."""
-        return FLOW_TARGETS[self.flow]
+        return () if self.cpu_only else FLOW_TARGETS[self.flow]
 
     @property
     def description(self) -> str:
         """The model card's and registry's one-line description."""
         family = self.meant_for
         text = f"{self.text} ({family.name}: {family.chips})" if family else self.text
+        if self.cpu_only:
+            text = f"{text}; {CPU_ONLY_NOTE}"
         return (
             f"{text}; experimental: AMD documents INT8 for CNNs, not transformers"
             if (self.experimental)
@@ -172,12 +189,22 @@ VARIANTS: Mapping[Variant, VariantSpec] = {
             QuantSpec(A8W8_GRID, "A8W8_QCONFIG", max_wer_delta=2.0),
             experimental=True,
         ),
+        VariantSpec(
+            Variant.CPU_INT8,
+            "8-bit weights (per channel) and 8-bit activations quantized at run time, for ONNX "
+            "Runtime's CPU provider: for machines whose NPU cannot take a float model "
+            "(XDNA1: Phoenix, Hawk Point) or that have none",
+            None,
+            None,
+            QuantSpec(A8W8_GRID, None, max_wer_delta=0.5, backend="ort", dynamic=True),
+        ),
     )
 }
 QUANTIZED: Mapping[Variant, QuantSpec] = {
     variant: spec.quant for variant, spec in VARIANTS.items() if spec.quant is not None
 }
-# Built by default: AMD's transformer route (fp32 through VAIML, bf16 in Cast form).
+# Built by default: AMD's transformer route (fp32 through VAIML, bf16 in Cast form) and the
+# CPU artifact.
 DEFAULT_VARIANTS = tuple(variant for variant, spec in VARIANTS.items() if not spec.experimental)
 BASELINE = Variant.FP32  # every variant's WER and speed are measured against it, on CPU
 

@@ -43,9 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Output paths are checked first: a refusal after the measurements would waste the run."""
+    from pipeline.bench.sharded import ray_missing
     from pipeline.fsutil import check_output_dir
 
     params = load_params(args.params)
+    if params.bench.ray is not None and (missing := ray_missing("bench.ray")):
+        raise UserError(missing)
     for out in (args.out, args.clips):
         if os.path.lexists(out) and not out.is_file():
             raise UserError(f"{out}: exists and is not a file; bench writes its results there")

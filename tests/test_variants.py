@@ -16,6 +16,7 @@ from pipeline.release.build import artifact_name
 from pipeline.runtime.bundle import BundleRecord
 from pipeline.variants import (
     BASELINE,
+    CPU_ONLY_NOTE,
     DEFAULT_VARIANTS,
     QUANTIZED,
     VARIANTS,
@@ -38,9 +39,11 @@ def test_every_variant_has_one_row_and_only_the_baseline_is_not_quantized():
 
 def test_params_defaults_follow_the_registry():
     quantize, compile_ = QuantizeParams(), CompileParams()
-    assert quantize.variants == [v for v in DEFAULT_VARIANTS if v in QUANTIZED] == [Variant.BF16]
+    assert quantize.variants == [v for v in DEFAULT_VARIANTS if v in QUANTIZED]
+    assert quantize.variants == [Variant.BF16, Variant.CPU_INT8]
     assert list(quantize.max_wer_delta) == list(QUANTIZED)
-    assert compile_.variants == list(DEFAULT_VARIANTS) == [Variant.FP32, Variant.BF16]
+    assert compile_.variants == list(DEFAULT_VARIANTS)
+    assert compile_.variants == [Variant.FP32, Variant.BF16, Variant.CPU_INT8]
     assert all(VARIANTS[v].experimental for v in QUANTIZED if v not in DEFAULT_VARIANTS)
     committed = load_params(REPO / "params.yaml")
     assert committed.quantize.max_wer_delta == quantize.max_wer_delta
@@ -56,7 +59,8 @@ def test_the_baseline_is_refused_as_a_quantize_variant(tmp_path):
     message = str(error.value)
     assert "\n" not in message
     assert message.endswith(
-        "quantize.variants.0: Input should be 'a16w8', 'bf16', 'xint8' or 'a8w8' (got 'fp32')"
+        "quantize.variants.0: Input should be 'a16w8', 'bf16', 'xint8', 'a8w8' or 'cpu-int8' "
+        "(got 'fp32')"
     )
 
 
@@ -90,6 +94,9 @@ def test_dvc_registry_entries_are_the_registry():
         assert spec.variant in entry["labels"]
         family = spec.meant_for
         expected = f"for {family.name}" if family else "the accuracy baseline"
+        if spec.cpu_only:  # built for no NPU generation: the entry says so, as its card does
+            expected = CPU_ONLY_NOTE
+            assert entry["meta"]["target"] == "cpu" and "cpu" in entry["labels"]
         assert expected in entry["desc"], name
 
 

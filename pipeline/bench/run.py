@@ -2,13 +2,15 @@
 
 After `bench.warmup` untimed transcriptions per engine, `bench.repeats` passes over
 `bench.latency_clips` short-form clips (spread evenly by duration) give the latency figures; then
-one pass over the rest of the eval set completes every engine's transcripts for WER. Two engines
-skip that pass when they can: the fp32 baseline, whose export parity gate proved its transcript
-of every eval clip identical to the reference stage's, and the transformers peer, which is the
-reference stage's own model and code; each takes the reference transcripts only if its timed
-transcripts match them here, clip for clip, and is run over the whole set otherwise. Decoder time
-by token position pools every decoder call of both passes (the long-form clips reach the far
-positions).
+one pass over the rest of the eval set completes every engine's transcripts for WER: here, or
+with `bench.ray` sharded over Ray actors (pipeline.bench.sharded) once the timed workers have
+stopped, so latency is always this machine's. Two engines skip that pass when they can: the
+fp32 baseline, whose export parity gate proved its transcript of every eval clip identical to
+the reference stage's, and the transformers peer, which is the reference stage's own model and
+code; each takes the reference transcripts only if its timed transcripts match them here, clip
+for clip, and is run over the whole set otherwise. Decoder time by token position pools every
+decoder call of both passes made here (the long-form clips reach the far positions; with
+`bench.ray` only the timed clips' calls are this machine's, so only they count).
 """
 
 from __future__ import annotations
@@ -17,15 +19,15 @@ import sys
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline.bench import worker
 from pipeline.bench.environment import cpu_model, run_info
 from pipeline.bench.evaluate import load_eval_clips
 from pipeline.bench.metrics import BenchMetrics, BenchResult, Machine, RunInfo
-from pipeline.bench.records import PEERS, EngineSpec, EvalClips, Measurement
+from pipeline.bench.records import PEERS, EngineSpec, EvalClips, Measurement, Samples
 from pipeline.bench.results import bench_tables, write_table
 from pipeline.bench.schedule import interleave, pick_latency_clips
 from pipeline.bench.selection import peer_specs, variant_specs
@@ -80,6 +82,24 @@ def known_transcripts(
     return known
 
 
+def wer_pass_on_ray(
+    specs: Sequence[EngineSpec], others: Sequence[int], clips: EvalClips, address: str
+) -> tuple[Samples, str]:
+    """The WER pass (`others`, the untimed clips) of each engine on Ray actors, sharded as
+    `whisper-npu evaluate --ray` shards; and where it ran, in words. The actors' encoder and
+    decoder calls are dropped: latency, by token position too, is the local passes' alone."""
+    from pipeline.bench.sharded import connected, run_sharded
+
+    out: Samples = {}
+    split: dict[str, Any] = {}
+    with connected(address):
+        for spec in specs:
+            samples, _, split = run_sharded(spec, clips.samples, others, None)
+            out[spec.name] = [replace(s, encoder_ms=(), decoder_ms=()) for s in samples]
+    where = address or "ray.init() default"
+    return out, f"{where}, {split.get('workers', 0)} actors, {split.get('shards', 0)} shards"
+
+
 def measure(
     specs: Sequence[EngineSpec],
     clips: EvalClips,
@@ -114,11 +134,19 @@ def measure(
                 if name in timed_texts
                 and all(timed_texts[name][clip] == texts[clips.ids[clip]] for clip in latency)
             }
-            remaining = [w for w in workers if w.spec.name not in settled]
-            progress.total += len(remaining) * len(others)
-            progress.refresh()
-            accuracy = interleave(remaining, others, clips.samples, progress.update)
+            unsettled = [w for w in workers if w.spec.name not in settled]
+            accuracy: Samples = {}
+            if params.ray is None:
+                progress.total += len(unsettled) * len(others)
+                progress.refresh()
+                accuracy = interleave(unsettled, others, clips.samples, progress.update)
         info = {w.spec.name: {**w.info, "peak_rss_mb": w.finish()} for w in workers}
+    ran_here = "transcribed in this run"
+    if params.ray is not None:
+        # Once the local workers have stopped: on one machine, the actors have its cores.
+        specs_left = [w.spec for w in unsettled]
+        accuracy, where = wer_pass_on_ray(specs_left, others, clips, params.ray_address or "")
+        ran_here += f"; the untimed clips on Ray ({where})"
     texts, source = {}, {}
     for name in latency_pass:
         if name in settled:
@@ -129,7 +157,7 @@ def measure(
         else:
             by_clip = {**timed_texts[name], **{s.clip: s.text for s in accuracy[name]}}
             texts[name] = [by_clip[clip] for clip in range(len(clips.samples))]
-            source[name] = "transcribed in this run"
+            source[name] = ran_here
     return Measurement(latency_pass, accuracy, texts, source, info)
 
 

@@ -1,21 +1,26 @@
 """The eval set in deterministic shards on Ray actors, each holding one loaded engine.
 
 Ray (an optional extra, `.[ray]`) places the actors on this machine or on every node of a
-cluster; each actor opens its transcriber once and takes shard after shard, pinned to one
-thread as it reserves one CPU, so what it transcribes does not depend on where it runs. Shards
-are fixed runs of consecutive clips: which actor takes one changes nothing but the wall time,
-and results are put back in clip order. Only audio and transcripts travel; the artifact must be
-at the same path on every node (a shared file system, or the same `dvc pull`). Latency is never
-measured here: a cluster says nothing about the target device.
+cluster; each actor opens its engine once, with the code a bench worker opens it with (our
+bundles, transformers, faster-whisper), and takes shard after shard, pinned to one thread as it
+reserves one CPU, so what it transcribes does not depend on where it runs. Shards are fixed
+runs of consecutive clips: which actor takes one changes nothing but the wall time, and results
+are put back in clip order. Only audio and transcripts travel; the artifact must be at the same
+path on every node (a shared file system, or the same `dvc pull`). `whisper-npu evaluate --ray`
+and the bench's WER pass (`bench.ray`) both run here; latency is never measured here: a
+cluster says nothing about the target device.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.bench.records import EngineSpec, Sample
 from pipeline.errors import UserError
 
 if TYPE_CHECKING:
@@ -28,10 +33,10 @@ SHARD_CLIPS = 8  # clips per shard: small enough to balance actors, large enough
 PACKAGE = Path(__file__).resolve().parents[1]  # shipped to the actors: the driver's own code
 
 
-def ray_missing() -> str | None:
-    """Why `--ray` cannot run here, or None."""
+def ray_missing(setting: str = "--ray") -> str | None:
+    """Why `setting` (the CLI's --ray, params bench.ray) cannot run here, or None."""
     if importlib.util.find_spec("ray") is None:
-        return "--ray needs Ray, which is not installed (pip install '.[ray]')"
+        return f"{setting} needs Ray, which is not installed (pip install '.[ray]')"
     return None
 
 
@@ -41,25 +46,21 @@ def make_shards(count: int, size: int) -> list[range]:
 
 
 class EngineActor:
-    """One transcriber, opened once when the actor starts."""
+    """One engine (any the bench runs: ours, transformers, faster-whisper), opened once when
+    the actor starts, by the same code a bench worker process opens it with."""
 
-    def __init__(self, artifact: str) -> None:
-        from pipeline.runtime.transcriber import Transcriber
-
-        self.transcriber = Transcriber.from_artifact(Path(artifact), threads=1)
+    def __init__(self, spec: EngineSpec) -> None:
+        # By name, as a bench worker process starts (pipeline.bench.worker): the engines'
+        # imports are the actor's, never those of a stage that only imports this module.
+        engines = importlib.import_module("pipeline.bench.engines")
+        self.transcribe, self.info = engines.OPENERS[spec.kind](spec)
 
     def execution(self) -> dict[str, Any]:
-        return {"variant": self.transcriber.bundle.record.variant, **self.transcriber.execution}
+        execution: dict[str, Any] = self.info["execution"]
+        return execution
 
-    def run(self, samples: Sequence[np.ndarray]) -> list[Transcript]:
-        import time
-
-        out = []
-        for clip in samples:
-            start = time.perf_counter()
-            text = self.transcriber.transcribe(clip).text
-            out.append((text, (time.perf_counter() - start) * 1000.0))
-        return out
+    def run(self, clips: Sequence[tuple[int, np.ndarray]]) -> list[Sample]:
+        return [self.transcribe(clip, samples) for clip, samples in clips]
 
 
 def _one_line(exc: BaseException) -> str:
@@ -85,41 +86,64 @@ def _connect(address: str) -> bool:
     return True
 
 
+@contextmanager
+def connected(address: str) -> Iterator[None]:
+    """Ray joined for the duration (and left again if this opened the connection)."""
+    import ray
+
+    started = _connect(address)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_sharded(
+    spec: EngineSpec, audio: Sequence[np.ndarray], clips: Sequence[int], workers: int | None
+) -> tuple[list[Sample], dict[str, Any], dict[str, Any]]:
+    """`clips` (indices into `audio`) through one engine on Ray actors (inside `connected`):
+    its samples in the order of `clips`, the actors' execution record, and how the work was
+    split. `workers` actors (default: one per CPU of the cluster, at most one per shard), each
+    pinned to one thread."""
+    import ray
+    from ray.util import ActorPool
+
+    shards = [[clips[i] for i in shard] for shard in make_shards(len(clips), SHARD_CLIPS)]
+    cpus = ray.cluster_resources().get("CPU", 1)  # type: ignore[no-untyped-call]
+    count = max(1, min(workers or int(cpus), len(shards)))
+    # Ray's stubs cannot type an actor class made at run time.
+    actor: Any = ray.remote(num_cpus=1)(EngineActor)
+    actors = [actor.remote(replace(spec, threads=1)) for _ in range(count)]
+    pool = ActorPool(actors)
+    try:
+        execution: dict[str, Any] = ray.get(actors[0].execution.remote())
+        done = pool.map(
+            lambda a, shard: a.run.remote([(clip, audio[clip]) for clip in shard]), shards
+        )
+        samples: list[Sample] = [sample for shard in done for sample in shard]
+    except ray.exceptions.RayError as exc:
+        raise UserError(_one_line(exc)) from None
+    finally:
+        for handle in actors:
+            ray.kill(handle)
+    sharding = {"workers": count, "shards": len(shards), "clips_per_shard": SHARD_CLIPS}
+    return samples, execution, sharding
+
+
 def transcribe_on_ray(
     artifact: Path, clips: EvalClips, address: str, workers: int | None
 ) -> tuple[list[Transcript], dict[str, Any], dict[str, Any]]:
     """Every clip's transcript in clip order, the actors' execution record, and how the work
-    was split. `workers` actors (default: one per CPU of the cluster, at most one per shard)."""
-    import ray
-    from ray.util import ActorPool
+    was split (`whisper-npu evaluate --ray`): the artifact run as `from_artifact` runs it."""
+    from pipeline.runtime.bundle import Artifact
 
-    started = _connect(address)
-    try:
-        shards = make_shards(len(clips.samples), SHARD_CLIPS)
-        cpus = ray.cluster_resources().get("CPU", 1)  # type: ignore[no-untyped-call]
-        count = min(workers or int(cpus), len(shards))
-        # Ray's stubs cannot type an actor class made at run time.
-        actor: Any = ray.remote(num_cpus=1)(EngineActor)
-        actors = [actor.remote(str(Path(artifact).resolve())) for _ in range(count)]
-        pool = ActorPool(actors)
-        try:
-            execution: dict[str, Any] = ray.get(actors[0].execution.remote())
-            done = pool.map(
-                lambda a, shard: a.run.remote([clips.samples[i] for i in shard]), shards
-            )
-            transcripts: list[Transcript] = [item for shard in done for item in shard]
-        except ray.exceptions.RayError as exc:
-            raise UserError(_one_line(exc)) from None
-        finally:
-            for handle in actors:
-                ray.kill(handle)
-    finally:
-        if started:
-            ray.shutdown()
-    sharding = {
-        "address": address or "ray.init() default",
-        "workers": count,
-        "shards": len(shards),
-        "clips_per_shard": SHARD_CLIPS,
-    }
-    return transcripts, execution, sharding
+    variant = Artifact.open(Path(artifact)).bundle.record.variant
+    spec = EngineSpec(str(variant), "ours", Path(artifact).resolve(), 1)
+    with connected(address):
+        samples, execution, sharding = run_sharded(
+            spec, clips.samples, range(len(clips.samples)), workers
+        )
+    transcripts = [(sample.text, sample.e2e_ms) for sample in samples]
+    where = {"address": address or "ray.init() default", **sharding}
+    return transcripts, {"variant": variant, **execution}, where

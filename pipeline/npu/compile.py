@@ -8,7 +8,8 @@ Writes, atomically, one directory per bundle:
     cache/, *_ctx.onnx     the EP's cache and EPContext models, only where the EP exists
 
 Where onnxruntime has no VitisAI EP (any machine without Ryzen AI Software) the stage says so
-and writes the forecast alone: nothing here pretends to have compiled.
+and writes the forecast alone: nothing here pretends to have compiled. A CPU-only variant
+(`cpu-int8`) gets a record saying so and nothing else.
 """
 
 from __future__ import annotations
@@ -35,11 +36,11 @@ from pipeline.npu.compiled import (
 )
 from pipeline.npu.forecast import describe_split, forecast_bundle, summary_lines
 from pipeline.npu.graph_check import ops_table
-from pipeline.providers import VITISAI_PROVIDER
+from pipeline.providers import CPU_PROVIDER, VITISAI_PROVIDER
 from pipeline.runtime.bundle import Bundle
 from pipeline.runtime.transcriber import session_options
 from pipeline.runtime.whisper_io import GRAPHS
-from pipeline.variants import Variant
+from pipeline.variants import CPU_ONLY_NOTE, VARIANTS, Variant
 
 
 def _options(variant: Variant, target: str) -> dict[str, dict[str, str]]:
@@ -91,6 +92,45 @@ def disagreements(forecast: Forecast, reports: dict[str, EpReport | None] | None
     return found
 
 
+def _bundle_path(bundle: Bundle, out_dir: Path) -> str:
+    return Path(os.path.relpath(bundle.root.resolve(), out_dir.resolve())).as_posix()
+
+
+def record_cpu_only(bundle: Bundle, out_dir: Path) -> CompileReport:
+    """A CPU-only variant's compiled directory: a record that points at its bundle and says it
+    is not for the NPU, with no provider options, compiler config or forecast. Bench and release
+    read it as they read any variant's; the runtime runs it on the CPU by design, not as a
+    fallback."""
+    variant = bundle.record.variant
+    why = (
+        f"{CPU_ONLY_NOTE}: {variant} is quantized for ONNX Runtime's {CPU_PROVIDER} "
+        "(integer kernels the VitisAI EP does not take); nothing was compiled or forecast"
+    )
+    say("compile", why, kind=None)
+    with atomic_dir(out_dir) as scratch:
+        record = CompileReport(
+            variant=variant,
+            target=None,
+            ryzen_ai_version=vitisai.RYZEN_AI_VERSION,
+            ops_table=OpsTableSource.model_validate(
+                {key: ops_table()[key] for key in ("ryzen_ai_version", "source")}
+            ),
+            ep_available=vitisai.ep_available(),
+            providers=vitisai.available_providers(),
+            bundle=_bundle_path(bundle, out_dir),
+            bundle_sha256=bundle.sha256(),
+            budget_met=bundle.record.budget_met,
+            forecast=None,
+            report=None,
+            disagreements=[],
+            seed_dispatches=SEED_DISPATCHES,
+            amd_demo_form=None,
+            cpu_only=why,
+        )
+        CompileRecord(record, ProviderOptions(encoder={}, decoder={})).save(scratch)
+    return record
+
+
 def compile_bundle(
     params: CompileParams,
     bundle_dir: Path,
@@ -103,6 +143,8 @@ def compile_bundle(
     check_output_dir(Path(out_dir), Path(bundle_dir))
     bundle = Bundle.load(Path(bundle_dir))
     variant, target = bundle.record.variant, params.target
+    if VARIANTS[variant].cpu_only:
+        return record_cpu_only(bundle, Path(out_dir))
     try:
         forecast = forecast_bundle(
             bundle.root, variant, target, params.tokens_per_window, bundle.record.custom_ops
@@ -147,7 +189,7 @@ def compile_bundle(
             ),
             ep_available=ep,
             providers=providers,
-            bundle=Path(os.path.relpath(bundle.root.resolve(), out_dir.resolve())).as_posix(),
+            bundle=_bundle_path(bundle, out_dir),
             bundle_sha256=bundle.sha256(),
             budget_met=bundle.record.budget_met,
             forecast=forecast,

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from pipeline.config import Target
 from pipeline.layout import COMPILE_FILE, PROVIDER_OPTIONS_FILE
@@ -162,10 +163,11 @@ SEED_DISPATCHES = 2679
 
 class CompileReport(Record):
     """compile_report.json: `bundle` is the bundle's path relative to the compiled directory,
-    `bundle_sha256` the bundle.json it was compiled from."""
+    `bundle_sha256` the bundle.json it was compiled from. A CPU-only variant's report says so
+    in `cpu_only` and has no target, forecast or EP report: nothing of it is compiled."""
 
     variant: Variant
-    target: Target
+    target: Target | None
     ryzen_ai_version: str
     ops_table: OpsTableSource
     ep_available: bool
@@ -173,12 +175,25 @@ class CompileReport(Record):
     bundle: str
     bundle_sha256: Sha256
     budget_met: bool
-    forecast: Forecast
+    # Why the runtime runs it on the CPU by design (a CPU-only variant); None: an NPU variant.
+    cpu_only: str | None = None
+    forecast: Forecast | None  # null in a CPU-only variant's report alone
     report: dict[str, EpReport | None] | None
     disagreements: list[str]  # the EP's report against the forecast (empty without the EP)
     # Side by side with this forecast: the seed's NPU path and AMD's demo form of the model.
     seed_dispatches: int
     amd_demo_form: AmdFormForecast | None
+
+    @field_validator("forecast")
+    @classmethod
+    def _forecast_unless_cpu_only(
+        cls, forecast: Forecast | None, info: ValidationInfo
+    ) -> Forecast | None:
+        if forecast is None and not info.data.get("cpu_only"):
+            raise PydanticCustomError(
+                "forecast", "Input should be a partition forecast (null for a CPU-only variant)"
+            )
+        return forecast
 
 
 class ProviderOptions(Record):

@@ -84,6 +84,8 @@ class QuarkBackend:
         from quark.onnx import QConfig, QLayerConfig
 
         quant = QUANTIZED[job.variant]
+        if quant.quark_preset is None:
+            raise UserError(f"quantize.backend quark: no Quark config for {job.variant}")
         preset = copy.deepcopy(getattr(quark, quant.quark_preset))  # presets are shared singletons
         # Presets keep their options one level down, as {"extra_options": {...}}; Quark unwraps one
         # level only, so they are flattened here or they would be silently dropped.
@@ -206,6 +208,9 @@ class OrtBackend:
             raise UserError(
                 f"quantize.backend ort: no {job.variant} (power-of-two / bfloat16 need quark)"
             )
+        if spec.dynamic:
+            self.quantize_dynamic(job)
+            return
         quantize_static(
             str(job.fp32),
             str(job.out),
@@ -218,6 +223,22 @@ class OrtBackend:
             weight_type=QuantType.QInt8,
             nodes_to_exclude=job.exclude,
             extra_options={"WeightSymmetric": True},
+        )
+
+    @staticmethod
+    def quantize_dynamic(job: QuantJob) -> None:
+        """Weights to int8 per output channel, activations to uint8 from each tensor's own
+        range at run time (MatMulInteger / DynamicQuantizeLinear, ONNX Runtime's CPU kernels):
+        no calibration, so `job.reader` is never read."""
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(
+            job.fp32,
+            job.out,
+            op_types_to_quantize=job.op_types,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=job.exclude,
         )
 
 

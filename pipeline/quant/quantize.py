@@ -43,7 +43,10 @@ from pipeline.runtime.bundle import Attempt, Bundle, BundleRecord, Quantization
 from pipeline.runtime.transcriber import transcribe_all
 from pipeline.runtime.whisper_io import GRAPHS
 from pipeline.sources.speech_sets import clip_samples, load_saved_set
-from pipeline.variants import QuantizePlan, Variant
+from pipeline.variants import QUANTIZED, QuantizePlan, Variant
+
+# The distribution whose version a bundle records for its backend (vai_q_onnx: the SDK's own).
+BACKEND_PACKAGES = {"quark": "amd-quark", "ort": "onnxruntime"}
 
 
 def exclusion_ladder(limit: int) -> list[int]:
@@ -189,7 +192,8 @@ def _report(variant: Variant, q: Quantization, ranking: dict[str, list[tuple[str
         f"# {variant}: quantization report",
         "",
         f"Backend {q.backend}, grid {q.grid} (decoder {q.decoder_grid}), "
-        f"op types {', '.join(q.op_types)}.",
+        + ("activations quantized at run time (dynamic), " if q.dynamic else "")
+        + f"op types {', '.join(q.op_types)}.",
         f"Budget: held-back WER within +{q.max_wer_delta:.1f} points of fp32 "
         f"({q.fp32_holdout_wer:.2%}, ±{q.holdout_wer_se:.2%} standard error on "
         f"{q.holdout_words} words): {verdict}.",
@@ -289,7 +293,7 @@ def quantize_variant(
 ) -> dict[str, Any]:
     if variant not in params.variants:
         raise UserError(f"variant {variant!r} is not in quantize.variants {params.variants}")
-    backend = get_backend(params.backend)
+    backend = get_backend(QUANTIZED[variant].backend or params.backend)
     fp32 = Bundle.load(inputs.fp32.resolve())  # readers open it again from Quark's directory
     calibration = CalibrationSet(inputs.calibration)
     calibration.check_fits(fp32)
@@ -326,10 +330,11 @@ def quantize_variant(
         quantization = Quantization.model_validate(
             {
                 "backend": backend.name,
-                "backend_version": package_version("amd-quark")
-                if backend.name == "quark"
+                "backend_version": package_version(BACKEND_PACKAGES[backend.name])
+                if backend.name in BACKEND_PACKAGES
                 else None,
                 **plan.record(),
+                "dynamic": plan.encoder.quant.dynamic,
                 "op_types": list(params.op_types),
                 "max_wer_delta": budget,
                 "budget_met": budget_met,

@@ -5,7 +5,8 @@ rebuilding, so a release must carry everything a deployment needs and say where 
 came from. Layout:
 
     <release>/            the bundle's files (graphs, tokenizer, bundle.json, QUANTIZATION.md)
-    <release>/npu/        the compile stage's files (its record, provider_options.json, ...)
+    <release>/npu/        the compile stage's files (its record, provider_options.json, ...);
+                          absent for a CPU-only variant, whose card says "CPU only"
     <release>/card.json   the model card for tools: provenance, settings, metrics, sha256 of
                           every other file (what `whisper-npu verify` re-hashes)
     <release>/MODEL_CARD.md  the same for people
@@ -101,6 +102,8 @@ def _forecast(forecast: Forecast) -> dict[str, Any]:
 
 
 def _compile_section(report: CompileReport) -> dict[str, Any]:
+    if report.cpu_only or report.forecast is None:
+        return {"cpu_only": report.cpu_only or "no partition forecast"}
     return {
         "target": report.target,
         "ryzen_ai_version": report.ryzen_ai_version,
@@ -130,6 +133,7 @@ CARD_QUANTIZATION_KEYS = {
     "backend",
     "backend_version",
     "grid",
+    "dynamic",
     "decoder_variant",
     "op_types",
     "max_wer_delta",
@@ -162,7 +166,8 @@ def _versions(record: BundleRecord, report: CompileReport) -> dict[str, Any]:
     found: dict[str, Any] = dict(record.versions)
     if record.quantization:
         found[record.quantization.backend] = record.quantization.backend_version
-    found["ryzen_ai"] = report.ryzen_ai_version
+    if not report.cpu_only:
+        found["ryzen_ai"] = report.ryzen_ai_version
     found["whisper-npu"] = package_version("whisper-npu")
     return found
 
@@ -176,7 +181,9 @@ def _notes(record: BundleRecord, report: CompileReport, bench_note: str | None) 
             f"{q.fp32_holdout_wer:.2%}, more than +{q.max_wer_delta} points even with "
             f"{len(q.excluded['encoder'])} layers per graph kept float"
         )
-    if not report.ep_available:
+    if report.cpu_only:
+        notes.append(report.cpu_only)
+    elif not report.ep_available:
         notes.append(
             "compiled without the VitisAI execution provider: npu/ holds the provider options "
             "and a partition forecast, not an NPU compile; the runtime uses the CPU until the "
@@ -242,7 +249,8 @@ def build_release(
     with atomic_dir(Path(out_dir)) as scratch:
         top_level = [name for name in artifact_files(bundle.root) if "/" not in name]
         _copy_files(bundle.root, top_level, scratch)
-        _copy_compiled(Path(compiled_dir), scratch / NPU_DIR)
+        if not artifact.cpu_only:  # a CPU-only variant has nothing compiled: the bundle alone
+            _copy_compiled(Path(compiled_dir), scratch / NPU_DIR)
         files = sha256_tree(scratch)
         stale = compare(bundle.record.files or {}, files, extras=False)
         if stale:

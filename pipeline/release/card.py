@@ -78,6 +78,8 @@ def _metrics(card: Card) -> list[str]:
 
 def _forecast(card: Card) -> list[str]:
     compiled = card.compile
+    if "cpu_only" in compiled:
+        return ["## Runs on", "", f"{compiled['cpu_only']}."]
     lines = [
         "## NPU compile",
         "",
@@ -122,7 +124,8 @@ def _quantization(card: Card) -> list[str]:
     calibration = q["calibration"]
     lines += [
         f"- backend {q['backend']} {q['backend_version'] or ''}, grid {q['grid']}, decoder "
-        f"{q['decoder_variant']}, op types {', '.join(q['op_types'] or [])}",
+        f"{q['decoder_variant']}, op types {', '.join(q['op_types'] or [])}"
+        + ("; activations quantized at run time (dynamic)" if q.get("dynamic") else ""),
         f"- held-back WER {_percent(q['holdout_wer'])} against fp32 "
         f"{_percent(q['fp32_holdout_wer'])} on {q.get('holdout_words')} words "
         f"(budget +{q['max_wer_delta']} points: {'met' if q['budget_met'] else 'NOT MET'})",
@@ -183,12 +186,16 @@ def _provenance(card: Card) -> list[str]:
 
 
 def render_model_card(card: Card) -> str:
+    runs_on = (
+        "ONNX Runtime's CPU execution provider"
+        if "cpu_only" in card.compile
+        else f"the AMD Ryzen AI NPU, target `{card.target}`"
+    )
     lines = [
         f"# {card.artifact}",
         "",
-        f"Whisper `{(card.model or {}).get('source')}` as static-shape ONNX for the AMD "
-        f"Ryzen AI NPU, target `{card.target}`. Variant `{card.variant}`: "
-        f"{card.variant_description}.",
+        f"Whisper `{(card.model or {}).get('source')}` as static-shape ONNX for {runs_on}. "
+        f"Variant `{card.variant}`: {card.variant_description}.",
         "",
     ]
     lines += [f"> Note: {note}" for note in card.notes]

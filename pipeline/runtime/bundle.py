@@ -77,6 +77,9 @@ class Quantization(Record):
     backend: Backend
     backend_version: str | None
     grid: str
+    # Activations quantized at run time from each tensor's own range (cpu-int8): the
+    # calibration clips set no ranges, only the held-back ones are used.
+    dynamic: bool = False
     decoder_grid: str
     decoder_variant: Variant
     op_types: list[str]
@@ -204,13 +207,21 @@ class Artifact:
             )
         return cls(bundle, path, record)
 
+    @property
+    def cpu_only(self) -> bool:
+        """A CPU-only variant's compiled record (`cpu-int8`): for the CPU by design."""
+        return self.record is not None and self.record.report.cpu_only is not None
+
     def cpu_reason(self) -> str | None:
-        """Why this compiled artifact cannot use the NPU here; None when it can or is no
-        compiled artifact."""
-        if self.record is None:
+        """Why this compiled artifact cannot use the NPU here; None when it can, is no compiled
+        artifact, or is CPU only (not a fallback)."""
+        if self.record is None or self.cpu_only:
             return None
-        if self.record.report.forecast.no_npu_reason:
-            return self.record.report.forecast.no_npu_reason
+        forecast = self.record.report.forecast
+        if forecast is None:
+            return "its compile record has no partition forecast"
+        if forecast.no_npu_reason:
+            return forecast.no_npu_reason
         if not vitisai.ep_available():
             return f"{VITISAI_PROVIDER} not available"
         return None

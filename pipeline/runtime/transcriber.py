@@ -260,13 +260,14 @@ class Transcriber:
 
     @classmethod
     def from_artifact(cls, path: Path, threads: int | None = None) -> Transcriber:
-        """A bundle, compiled or release directory, on the NPU when it can be."""
+        """A bundle, compiled or release directory, on the NPU when it can be (a CPU-only
+        variant on the CPU, as it is meant to run)."""
         artifact = Artifact.open(Path(path))
         reason = artifact.cpu_reason()
-        if artifact.compiled is None or reason:
+        if artifact.compiled is None or artifact.cpu_only or reason:
             execution = {
                 "provider": CPU_PROVIDER,
-                "compiled": artifact.compiled is not None,
+                "compiled": artifact.compiled is not None and not artifact.cpu_only,
                 "fallback": f"{reason}; running {path} on {CPU_PROVIDER}" if reason else None,
             }
             return cls(artifact.bundle, OrtRunner(artifact.bundle, threads=threads), execution)
