@@ -34,7 +34,7 @@ def main() -> None:
     if args.limit:
         clips = EvalClips(*(values[: args.limit] for values in vars(clips).values()))
     ray.init(address=args.ray or None, runtime_env={"py_modules": [str(PACKAGE)]})
-    cpus = ray.cluster_resources().get("CPU", 0)
+    cpus = ray.cluster_resources().get("CPU", 0)  # type: ignore[no-untyped-call]  # ray is untyped
     print(f"{len(clips.ids)} clips, {sum(clips.durations):.0f} s of audio; cluster: {cpus:g} CPUs")
     first: list[str] | None = None
     try:
