@@ -147,7 +147,8 @@ VARIANTS: Mapping[Variant, VariantSpec] = {
         ),
         VariantSpec(
             Variant.A16W8,
-            "16-bit activations, 8-bit weights",
+            "16-bit activations, 8-bit weights, every op quantized (LayerNorm and GELU rewritten "
+            "into InstanceNormalization and Sigmoid for the x2-int flow)",
             "A16W8",
             XDNA2,
             QuantSpec(A16W8_GRID, "A16W8_QCONFIG", max_wer_delta=1.0, npu_form=True),

@@ -132,6 +132,7 @@ CARD_QUANTIZATION_KEYS = {
     "grid",
     "decoder_variant",
     "op_types",
+    "form",
     "max_wer_delta",
     "fp32_holdout_wer",
     "holdout_wer",
