@@ -71,10 +71,6 @@ class QuantSpec:
     quark_preset: str  # the quark.onnx QConfig the Quark backend starts from
     max_wer_delta: float  # default budget: held-back WER points it may lose against fp32
     power_of_two: bool = False  # XINT8: symmetric activations, power-of-two scales
-    # Quantized in the x2-int flow's form (pipeline/quant/npu_form.py): LayerNormalization and
-    # Erf-GELU rewritten into ops the integer column lists, then every op quantized, so no float
-    # node sits between Q/DQ units. False: only `quantize.op_types` (MatMul/Gemm/Conv).
-    npu_form: bool = False
 
     @property
     def bfloat16(self) -> bool:
@@ -147,11 +143,10 @@ VARIANTS: Mapping[Variant, VariantSpec] = {
         ),
         VariantSpec(
             Variant.A16W8,
-            "16-bit activations, 8-bit weights, every op quantized (LayerNorm and GELU rewritten "
-            "into InstanceNormalization and Sigmoid for the x2-int flow)",
+            "16-bit activations, 8-bit weights",
             "A16W8",
             XDNA2,
-            QuantSpec(A16W8_GRID, "A16W8_QCONFIG", max_wer_delta=1.0, npu_form=True),
+            QuantSpec(A16W8_GRID, "A16W8_QCONFIG", max_wer_delta=1.0),
             experimental=True,
         ),
         VariantSpec(

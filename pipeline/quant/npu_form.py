@@ -1,6 +1,7 @@
-"""The fp32 graph rewritten into ops the x2-int (integer) flow takes, before a16w8 quantization.
+"""The fp32 graph rewritten into ops the x2-int (integer) flow takes, before quantizing a
+variant listed in `quantize.npu_form`.
 
-AMD's A16W8 operator column lists InstanceNormalization, Sigmoid, Mul and Add, but neither
+AMD's A16W8 operator column lists InstanceNormalization, Gelu, Mul and Add, but neither
 LayerNormalization nor Erf. Whisper's graphs have both in every layer, so a quantized a16w8
 graph would keep them in float between Q/DQ units, and each such float island splits it into
 more NPU subgraphs. Two rewrites remove them:
@@ -10,13 +11,12 @@ more NPU subgraphs. Two rewrites remove them:
   variance over C: the same statistics), with unit scale, zero bias and the same epsilon, then
   `Mul gamma`, `Add beta`. Exact in real arithmetic; in float32 the two kernels differ by rounding.
 - **GELU** in Erf form, `0.5·x·(1 + erf(x/√2))` (Div → Erf → Add 1 → Mul x → Mul 0.5, in either
-  Mul order), becomes the tanh approximation written with Sigmoid, since
-  `0.5·(1 + tanh(u)) = sigmoid(2u)`: `x·Sigmoid(x·(a + b·x²))` with `a = 2·√(2/π)` (1.5958) and
-  `b = a·0.044715`, i.e. `x·Sigmoid(1.5958·(x + 0.044715·x³))`. It differs from the Erf form
-  by at most ~5e-4 absolutely (`max_gelu_error`); parity and WER decide whether that holds.
+  Mul order), becomes one `com.microsoft` Gelu node: the same Erf GELU as one kernel (ONNX
+  Runtime's CPU EP runs it; the table's Gelu row is in the A16W8 column, and Quark quantizes it
+  as one unit). The opset stays 17: ONNX's own Gelu needs 20.
 
-ONNX Runtime's basic optimizations (what the forecast and the EP see) fuse neither form back:
-LayerNormalization and Gelu fusion are extended-level transforms. Matched nodes keep their
+ONNX Runtime's basic optimizations (what the forecast and the EP see) do not fuse the
+LayerNormalization form back: that fusion is an extended-level transform. Matched nodes keep their
 names with a suffix, so MatMul/Gemm/Conv names (the sensitivity ranking's keys) are untouched.
 """
 
@@ -31,8 +31,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-GELU_A = 2.0 * math.sqrt(2.0 / math.pi)  # 1.5957691…: sigmoid(2u) = 0.5·(1 + tanh(u))
-GELU_B = GELU_A * 0.044715
+MS_DOMAIN = "com.microsoft"
 
 
 @dataclass(frozen=True)
@@ -41,28 +40,6 @@ class Rewritten:
 
     layer_norms: int
     gelus: int
-
-
-def gelu_tanh_sigmoid(x: np.ndarray) -> np.ndarray:
-    """The rewritten GELU in numpy, as the graph computes it."""
-    x = x.astype(np.float32)
-    inner = x * (np.float32(GELU_A) + np.float32(GELU_B) * x * x)
-    result: np.ndarray = x / (np.float32(1.0) + np.exp(-inner))
-    return result
-
-
-def gelu_erf(x: np.ndarray) -> np.ndarray:
-    from scipy.special import erf
-
-    result: np.ndarray = 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
-    return result
-
-
-def max_gelu_error() -> float:
-    """The largest |tanh-form - Erf-form| GELU over a dense grid of inputs (float64)."""
-    x = np.linspace(-12.0, 12.0, 480_001)
-    inner = x * (GELU_A + GELU_B * x * x)
-    return float(np.max(np.abs(x / (1.0 + np.exp(-inner)) - gelu_erf(x))))
 
 
 class _Graph:
@@ -134,25 +111,19 @@ def _match_gelu(g: _Graph, erf: onnx.NodeProto) -> tuple[str, list[onnx.NodeProt
     return x, [scaled, erf, add, first, second], second.output[0]
 
 
-def _gelu_nodes(x: str, out: str, prefix: str) -> tuple[list[onnx.NodeProto], list[TensorProto]]:
-    names = {stage: f"{prefix}/{stage}" for stage in ("x2", "bx2", "poly", "z", "sigmoid")}
-    constants = [
-        numpy_helper.from_array(np.array(GELU_A, np.float32), f"{prefix}/a"),
-        numpy_helper.from_array(np.array(GELU_B, np.float32), f"{prefix}/b"),
-    ]
-    nodes = [
-        helper.make_node("Mul", [x, x], [names["x2"]], name=f"{prefix}/Mul_x2"),
-        helper.make_node(
-            "Mul", [names["x2"], f"{prefix}/b"], [names["bx2"]], name=f"{prefix}/Mul_b"
-        ),
-        helper.make_node(
-            "Add", [names["bx2"], f"{prefix}/a"], [names["poly"]], name=f"{prefix}/Add_a"
-        ),
-        helper.make_node("Mul", [x, names["poly"]], [names["z"]], name=f"{prefix}/Mul_z"),
-        helper.make_node("Sigmoid", [names["z"]], [names["sigmoid"]], name=f"{prefix}/Sigmoid"),
-        helper.make_node("Mul", [x, names["sigmoid"]], [out], name=f"{prefix}/Mul_out"),
-    ]
-    return nodes, constants
+def _gelu_node(x: str, out: str, name: str) -> onnx.NodeProto:
+    return helper.make_node("Gelu", [x], [out], name=name, domain=MS_DOMAIN)
+
+
+def _declare(model: onnx.ModelProto, names: list[str], shapes: dict[str, list[int]]) -> None:
+    """Float value infos for `names`: ONNX shape inference stops at a com.microsoft node, and
+    the quantizer refuses tensors it has no type for (everything after the first Gelu)."""
+    declared = {value.name for value in [*model.graph.value_info, *model.graph.output]}
+    model.graph.value_info.extend(
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, shapes.get(name))
+        for name in names
+        if name not in declared
+    )
 
 
 def _layer_norm_nodes(
@@ -206,7 +177,8 @@ def npu_form(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Rewritten]:
     shapes = _shapes(model)
     replaced: dict[int, tuple[list[onnx.NodeProto], list[TensorProto]]] = {}
     dropped: set[int] = set()
-    layer_norms = gelus = 0
+    layer_norms = 0
+    gelu_outputs: list[str] = []
     for node in model.graph.node:
         if node.op_type == "LayerNormalization" and node.domain in ("", "ai.onnx"):
             found = _layer_norm_nodes(node, shapes.get(node.input[0], []))
@@ -217,11 +189,11 @@ def npu_form(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Rewritten]:
             match = _match_gelu(g, node)
             if match is not None:
                 x, matched, out = match
-                prefix = f"{matched[-1].name or out}/gelu_tanh"
-                # The new nodes go where the last matched node was: after x and every input.
-                replaced[id(matched[-1])] = _gelu_nodes(x, out, prefix)
+                name = f"{matched[-1].name or out}/Gelu"
+                # The new node goes where the last matched node was: after x and every input.
+                replaced[id(matched[-1])] = [_gelu_node(x, out, name)], []
                 dropped.update(id(n) for n in matched[:-1])
-                gelus += 1
+                gelu_outputs.append(out)
     nodes: list[onnx.NodeProto] = []
     for node in model.graph.node:
         if id(node) in replaced:
@@ -232,9 +204,12 @@ def npu_form(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Rewritten]:
             nodes.append(node)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
+    if gelu_outputs and all(op.domain != MS_DOMAIN for op in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    _declare(model, gelu_outputs, shapes)
     _drop_unused_constants(model)
     onnx.checker.check_model(model)
-    return model, Rewritten(layer_norms, gelus)
+    return model, Rewritten(layer_norms, len(gelu_outputs))
 
 
 def _drop_unused_constants(model: onnx.ModelProto) -> None:
@@ -260,7 +235,7 @@ def count_float_ops(model: onnx.ModelProto) -> dict[str, int]:
 # What bundle.json and the card say about a graph quantized in this form.
 FORM = (
     "x2-int form: LayerNormalization as InstanceNormalization x gamma + beta, Erf-GELU as "
-    "x*Sigmoid(1.5958*(x + 0.044715*x^3)), every op quantized"
+    "one com.microsoft Gelu node, every op quantized"
 )
 # Never quantized: data (Constant) and the quantizer's own nodes.
 NOT_COMPUTE = frozenset({"Constant", "QuantizeLinear", "DequantizeLinear"})
@@ -269,7 +244,7 @@ NOT_COMPUTE = frozenset({"Constant", "QuantizeLinear", "DequantizeLinear"})
 def quantized_op_types(model: onnx.ModelProto) -> list[str]:
     """Every op type a graph computes with: all of them are handed to the quantizer, so none
     stays float between Q/DQ units. Quark 0.13 quantizes each one in Whisper's rewritten graphs
-    (Add, Mul, MatMul, Conv, InstanceNormalization, Sigmoid, Softmax, Reshape, Transpose,
+    (Add, Mul, MatMul, Conv, InstanceNormalization, Gelu, Softmax, Reshape, Transpose,
     Unsqueeze, Concat, Slice); one it could not would be left float and the x2-int forecast
     would name it."""
     return sorted({node.op_type for node in model.graph.node} - NOT_COMPUTE)

@@ -165,10 +165,11 @@ class _GraphQuantizer:
 
     def source(self, graph: str) -> tuple[Path, list[str]]:
         """The float graph a graph is quantized from, and the op types quantized in it: the
-        fp32 export and `quantize.op_types`, or for a variant in the x2-int form its rewrite
-        (made once, beside the cached ranges) and every op type it computes with."""
+        fp32 export and `quantize.op_types`, or for a variant in `quantize.npu_form` its rewrite
+        into the x2-int form (made once, beside the cached ranges) and every op type it
+        computes with."""
         fp32 = self.fp32.root / graph_file(graph)
-        if not self.plan.graphs[graph].quant.npu_form:
+        if self.plan.graphs[graph].variant not in self.params.npu_form:
             return fp32, list(self.params.op_types)
         rewritten = self.ranges_dir / f"{graph}-npu-form.onnx"
         return rewritten, write_npu_form(fp32, rewritten)
@@ -345,7 +346,7 @@ def quantize_variant(
                 else None,
                 **plan.record(),
                 "op_types": op_types,
-                "form": {g: FORM for g in GRAPHS if plan.graphs[g].quant.npu_form},
+                "form": {g: FORM for g in GRAPHS if plan.graphs[g].variant in params.npu_form},
                 "max_wer_delta": budget,
                 "budget_met": budget_met,
                 "fp32_holdout_wer": baseline.wer,
