@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -154,6 +155,16 @@ def _quantized(value: object) -> object:
 
 
 QuantizedVariant = Annotated[Variant, BeforeValidator(_quantized)]
+
+
+def _integer(value: Variant) -> Variant:
+    """The x2-int form is for the integer flow: a bfloat16 variant goes through VAIML."""
+    if QUANTIZED[value].bfloat16:
+        raise ValueError(f"{value} is not an integer variant; the x2-int form is for integer ones")
+    return value
+
+
+IntegerVariant = Annotated[QuantizedVariant, AfterValidator(_integer)]
 Backend = Literal["quark", "vai_q_onnx", "ort"]
 
 
@@ -177,6 +188,11 @@ class QuantizeParams(Section):
     )
     decoder_variant: dict[QuantizedVariant, QuantizedVariant] = Field(
         {}, description="quantize the decoder with another variant's config, e.g. {a8w8: a16w8}"
+    )
+    npu_form: list[IntegerVariant] = Field(
+        [Variant.A16W8],
+        description="variants quantized in the x2-int form (pipeline/quant/npu_form.py): "
+        "LayerNorm and GELU rewritten, every op quantized",
     )
     encoder_calibration_feeds: Annotated[int, Field(ge=1)] = 16
     decoder_calibration_feeds: Annotated[int, Field(ge=1)] = 96

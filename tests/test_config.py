@@ -5,6 +5,7 @@ import yaml
 
 from pipeline.config import BuiltinSet, PiperVoice, load_params
 from pipeline.errors import UserError
+from pipeline.variants import Variant
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -22,6 +23,14 @@ def test_shipped_params_are_valid_and_typed():
     assert params.model.source == "builtin:tiny.en"
     assert isinstance(params.data.calibration, BuiltinSet)
     assert all(isinstance(v, PiperVoice) for v in params.data.voices)
+    assert params.quantize.npu_form == [Variant.A16W8]
+
+
+def test_the_x2_int_form_is_chosen_per_integer_variant(tmp_path: Path) -> None:
+    path = write_params(tmp_path, lambda p: p["quantize"].update(npu_form=["a16w8", "xint8"]))
+    assert load_params(path).quantize.npu_form == [Variant.A16W8, Variant.XINT8]
+    path = write_params(tmp_path, lambda p: p["quantize"].update(npu_form=[]))
+    assert load_params(path).quantize.npu_form == []
 
 
 @pytest.mark.parametrize(
@@ -37,6 +46,8 @@ def test_shipped_params_are_valid_and_typed():
         (lambda p: p["data"].pop("eval"), "data.eval: Field required"),
         (lambda p: p["export"].update(max_decode_len=500), "export.max_decode_len"),
         (lambda p: p["export"]["parity"].update(logits_atol=-1), "export.parity.logits_atol"),
+        (lambda p: p["quantize"].update(npu_form=["bf16"]), "not an integer variant"),
+        (lambda p: p["quantize"].update(npu_form=["fp32"]), "quantize.npu_form.0"),
     ],
 )
 def test_bad_values_name_the_key_in_one_line(tmp_path, mutate, expected):

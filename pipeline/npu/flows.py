@@ -131,6 +131,23 @@ def _x2_int(view: GraphView, column: str) -> list[Reason]:
         for node in view.nodes
         if role(node) == DEQUANTIZE
     }
+
+    def inner_q(node: onnx.NodeProto) -> bool:
+        """A QuantizeLinear inside the NPU: of a unit's output, or feeding only fused DQs."""
+        if node.input[0] in view.graph_inputs:
+            return False
+        source = producers.get(node.input[0])
+        return (source is not None and unit.get(id(source), False)) or (
+            bool(users(node)) and all(fused_dq.get(id(u), False) for u in users(node))
+        )
+
+    # A DQ → Q requantization whose Q is inside (e.g. a constant dequantized and quantized
+    # again to another scale, as Quark writes for shared zero biases) is inside too.
+    for node in view.nodes:
+        if role(node) == DEQUANTIZE and not fused_dq[id(node)] and users(node):
+            fused_dq[id(node)] = all(
+                unit.get(id(u), False) or (role(u) == QUANTIZE and inner_q(u)) for u in users(node)
+            )
     reasons = []
     for node in view.nodes:
         kind = role(node)
@@ -141,11 +158,7 @@ def _x2_int(view: GraphView, column: str) -> list[Reason]:
             at_edge = any(out in view.graph_outputs for out in node.output)
         else:
             at_edge = node.input[0] in view.graph_inputs
-            source = producers.get(node.input[0])
-            inner = not at_edge and (
-                (source is not None and unit.get(id(source), False))
-                or (bool(users(node)) and all(fused_dq.get(id(u), False) for u in users(node)))
-            )
+            inner = inner_q(node)
         reasons.append(
             Reason.UNIT if inner else Reason.BOUNDARY if at_edge else Reason.FLOAT_ISLAND
         )

@@ -43,6 +43,8 @@ INTEGER_TYPES = frozenset(
         onnx.TensorProto.UINT64,
     }
 )
+# com.microsoft ops that keep their input's shape and type, for shape inference.
+ELEMENTWISE_CONTRIB = frozenset({"Gelu"})
 QDQ_NAMES = {
     QUANTIZE: QUANTIZE,
     DEQUANTIZE: DEQUANTIZE,
@@ -117,11 +119,13 @@ def _tensor_types(graph: onnx.GraphProto) -> dict[str, int]:
 
 
 def _qdq_as_cast(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy with every Q/DQ node turned into a Cast to its output type.
+    """A copy with every Q/DQ node turned into a Cast to its output type, and every
+    element-wise com.microsoft node (a16w8's Gelu) into an Identity.
 
-    ONNX's shape inference knows neither the 16-bit com.microsoft nor Quark's Q/DQ and stops at
-    them; both keep their input's shape, which is all a Cast says. A quantize node's output type
-    is its zero point's (uint8 without one), a dequantize node's is its scale's.
+    ONNX's shape inference knows neither the 16-bit com.microsoft nor Quark's Q/DQ, nor any
+    com.microsoft op, and stops at them; all keep their input's shape, which is all a Cast or an
+    Identity says. A quantize node's output type is its zero point's (uint8 without one), a
+    dequantize node's is its scale's.
     """
     proxy = onnx.ModelProto()
     proxy.CopyFrom(model)
@@ -130,6 +134,11 @@ def _qdq_as_cast(model: onnx.ModelProto) -> onnx.ModelProto:
     del graph.value_info[:]  # re-inferred; stale entries would conflict with the Casts
     for node in graph.node:
         kind = QDQ_NAMES.get(node.op_type)
+        if node.domain == "com.microsoft" and node.op_type in ELEMENTWISE_CONTRIB:
+            same = onnx.helper.make_node("Identity", node.input[:1], node.output, name=node.name)
+            node.Clear()
+            node.CopyFrom(same)
+            continue
         if kind is None:
             continue
         if kind == QUANTIZE:

@@ -38,6 +38,7 @@ from pipeline.npu.graph_check import check_bundle_graphs
 from pipeline.provenance import package_version
 from pipeline.quant.backends import QuantBackend, QuantJob, get_backend
 from pipeline.quant.calibration import CalibrationSet, FeedReader
+from pipeline.quant.npu_form import FORM, write_npu_form
 from pipeline.quant.sensitivity import ranked_layers
 from pipeline.runtime.bundle import Attempt, Bundle, BundleRecord, Quantization
 from pipeline.runtime.transcriber import transcribe_all
@@ -152,17 +153,29 @@ class _GraphQuantizer:
             ),
         }
         for graph in GRAPHS:
+            source, op_types = self.source(graph)
             self.backend.quantize(
                 QuantJob(
-                    fp32=fp32.root / graph_file(graph),
+                    fp32=source,
                     out=out / graph_file(graph),
                     reader=readers[graph],
                     variant=self.plan.graphs[graph].variant,
                     exclude=exclude[graph],
-                    op_types=list(params.op_types),
+                    op_types=op_types,
                     ranges_cache=self.ranges_dir / f"{graph}-ranges.json",
                 )
             )
+
+    def source(self, graph: str) -> tuple[Path, list[str]]:
+        """The float graph a graph is quantized from, and the op types quantized in it: the
+        fp32 export and `quantize.op_types`, or for a variant in `quantize.npu_form` its rewrite
+        into the x2-int form (made once, beside the cached ranges) and every op type it
+        computes with."""
+        fp32 = self.fp32.root / graph_file(graph)
+        if self.plan.graphs[graph].variant not in self.params.npu_form:
+            return fp32, list(self.params.op_types)
+        rewritten = self.ranges_dir / f"{graph}-npu-form.onnx"
+        return rewritten, write_npu_form(fp32, rewritten)
 
 
 def _write_record(
@@ -194,6 +207,7 @@ def _report(variant: Variant, q: Quantization, ranking: dict[str, list[tuple[str
         f"Backend {q.backend}, grid {q.grid} (decoder {q.decoder_grid}), "
         + ("activations quantized at run time (dynamic), " if q.dynamic else "")
         + f"op types {', '.join(q.op_types)}.",
+        *(f"{graph} in the {form}." for graph, form in q.form.items()),
         f"Budget: held-back WER within +{q.max_wer_delta:.1f} points of fp32 "
         f"({q.fp32_holdout_wer:.2%}, ±{q.holdout_wer_se:.2%} standard error on "
         f"{q.holdout_words} words): {verdict}.",
@@ -315,6 +329,7 @@ def quantize_variant(
             scratch=scratch,
         )
         chosen = ladder.search(f"quantize {variant}")
+        op_types = list(dict.fromkeys(op for g in GRAPHS for op in ladder.quantizer.source(g)[1]))
         shutil.rmtree(ranges_dir)
         budget_met = chosen is not None
         kept = chosen if chosen is not None else ladder.rungs[-1]
@@ -335,7 +350,8 @@ def quantize_variant(
                 else None,
                 **plan.record(),
                 "dynamic": plan.encoder.quant.dynamic,
-                "op_types": list(params.op_types),
+                "op_types": op_types,
+                "form": {g: FORM for g in GRAPHS if plan.graphs[g].variant in params.npu_form},
                 "max_wer_delta": budget,
                 "budget_met": budget_met,
                 "fp32_holdout_wer": baseline.wer,

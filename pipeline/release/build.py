@@ -136,6 +136,7 @@ CARD_QUANTIZATION_KEYS = {
     "dynamic",
     "decoder_variant",
     "op_types",
+    "form",
     "max_wer_delta",
     "fp32_holdout_wer",
     "holdout_wer",

@@ -126,6 +126,7 @@ def _quantization(card: Card) -> list[str]:
         f"- backend {q['backend']} {q['backend_version'] or ''}, grid {q['grid']}, decoder "
         f"{q['decoder_variant']}, op types {', '.join(q['op_types'] or [])}"
         + ("; activations quantized at run time (dynamic)" if q.get("dynamic") else ""),
+        *(f"- {graph} in the {form}" for graph, form in (q.get("form") or {}).items()),
         f"- held-back WER {_percent(q['holdout_wer'])} against fp32 "
         f"{_percent(q['fp32_holdout_wer'])} on {q.get('holdout_words')} words "
         f"(budget +{q['max_wer_delta']} points: {'met' if q['budget_met'] else 'NOT MET'})",

@@ -83,6 +83,8 @@ class Quantization(Record):
     decoder_grid: str
     decoder_variant: Variant
     op_types: list[str]
+    # Graphs quantized from a rewrite of the fp32 graph (pipeline/quant/npu_form.py), and which.
+    form: dict[str, str] = Field(default_factory=dict)
     max_wer_delta: float
     budget_met: bool
     fp32_holdout_wer: float
