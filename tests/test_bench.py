@@ -4,6 +4,8 @@ and (integration) one small real bench on the tiny.en fp32 bundle. No timing is 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,8 @@ from pipeline.cli import main
 from pipeline.errors import UserError
 from pipeline.variants import BASELINE
 from tests.conftest import bundle_record
+
+ROOT = Path(__file__).resolve().parents[1]
 
 REPO = Path(__file__).resolve().parent.parent
 PARAMS = REPO / "params.yaml"  # gate: max_wer_increase 1.0 points, max_latency_increase 0.25
@@ -210,6 +214,34 @@ class FakeRunner:
     def decode_step(self, token: int, position: int) -> np.ndarray:
         self.calls.append(("decode", token, position))
         return np.full(4, float(token))
+
+    def reset(self) -> None:
+        self.calls.append(("reset",))
+
+
+def test_timing_runner_forwards_reset_so_a_fallback_does_not_encode_again():
+    inner = FakeRunner()
+    timer = TimingRunner(inner)
+    timer.encode(np.zeros((1, 80, 3000), np.float32))
+    timer.decode_step(7, 0)
+    timer.reset()
+    timer.decode_step(7, 0)
+    assert [call[0] for call in inner.calls] == ["encode", "decode", "reset", "decode"]
+    encoder, decoder = timer.take()
+    assert len(encoder) == 1 and len(decoder) == 2
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux /proc only")
+def test_a_worker_reports_its_own_peak_rss_not_its_parents():
+    # getrusage's ru_maxrss survives fork and exec: a small child of a big parent would read
+    # the parent's footprint, and every engine would seem to need the coordinator's memory.
+    ballast = np.ones(400 * 2**20, np.uint8)  # 400 MiB resident in this process
+    code = "from pipeline.bench.engines import peak_rss_mb; print(peak_rss_mb())"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert ballast.sum() == ballast.size
+    assert 5 < float(out.stdout) < 200
 
 
 def test_timing_runner_passes_calls_through_and_records_each():

@@ -2,9 +2,9 @@
 
 Every engine (the fp32 CPU baseline, each variant, each peer) runs in a worker of its own, so one
 engine's thread pool, allocator or imports cannot slow or bloat another, and the worker's peak
-RSS (getrusage) is that engine's own footprint, runtime and imports included. The worker starts
-by importing this module, so its top level imports only the standard library: the coordinator's
-data loading stays out of the workers' memory figures.
+RSS (`peak_rss_mb`) is that engine's own footprint, runtime and imports included. The worker
+runs this module (`python -m`), whose top level imports only the standard library and two small
+project modules: the coordinator's data loading stays out of the workers' memory figures.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pipeline.providers import CPU_PROVIDER
 if TYPE_CHECKING:
     import numpy as np
 
-    from pipeline.runtime.decoding import Runner
+    from pipeline.runtime.transcriber import OrtRunner
 
     Transcribe = Callable[[int, np.ndarray], Sample]
 
@@ -41,9 +41,9 @@ def _elapsed_ms(start: float) -> float:
 
 
 class TimingRunner:
-    """Any `Runner`, with the wall time of every encoder and decoder call recorded."""
+    """The transcriber's runner, with the wall time of every encoder and decoder call recorded."""
 
-    def __init__(self, inner: Runner) -> None:
+    def __init__(self, inner: OrtRunner) -> None:
         self.inner = inner
         self.encoder_ms: list[float] = []
         self.decoder_ms: list[tuple[int, float]] = []
@@ -58,6 +58,11 @@ class TimingRunner:
         logits = self.inner.decode_step(token, position)
         self.decoder_ms.append((position, _elapsed_ms(start)))
         return logits
+
+    def reset(self) -> None:
+        """Forwarded, so a guard fallback inside the bench costs what it costs at run time:
+        decoder steps only, no second encoder call."""
+        self.inner.reset()
 
     def take(self) -> tuple[tuple[float, ...], tuple[tuple[int, float], ...]]:
         """The calls recorded since the last take, and a clean slate for the next clip."""
@@ -166,13 +171,24 @@ OPENERS: dict[str, Callable[[EngineSpec], tuple[Transcribe, dict[str, Any]]]] = 
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size in MiB."""
-    try:
-        import resource
-    except ImportError:  # Windows
+    """This process's peak resident set size in MiB.
+
+    On Linux, VmHWM: the high-water mark of this process image's own memory. Not getrusage's
+    ru_maxrss, which a child keeps across fork and exec: a worker would report at least the
+    coordinator's footprint at the time it was started (measured: a 13 MB child of an 813 MB
+    parent reads 813 MB).
+    """
+    if sys.platform == "win32":
         import psutil
 
         return float(psutil.Process().memory_info().peak_wset) / 2**20
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text(encoding="ascii", errors="replace").splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    import resource
+
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes there, KiB here
 
@@ -213,3 +229,8 @@ def serve() -> None:
         except Exception as exc:
             reply("error", _one_line(exc))
     reply("ok", peak_rss_mb())
+
+
+# Started by `Worker` as `python -m pipeline.bench.engines`.
+if __name__ == "__main__":
+    serve()

@@ -16,6 +16,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from pipeline.bench import engines
 from pipeline.bench.records import EngineSpec, Sample
 from pipeline.errors import UserError
 
@@ -32,7 +33,7 @@ class Worker:
         self.spec, self.log = spec, log
         path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "from pipeline.bench.engines import serve; serve()"],
+            [sys.executable, "-m", engines.__name__],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,

@@ -15,11 +15,12 @@ and writes the forecast alone: nothing here pretends to have compiled. A CPU-onl
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
-from pipeline.config import CompileParams
+from pipeline.config import CompileParams, Target
 from pipeline.errors import GateFailure, UserError, say
 from pipeline.fsutil import atomic_dir, check_output_dir, read_json_object, write_json
 from pipeline.layout import AMD_FORM_FILE, graph_file, vaip_config_file
@@ -96,6 +97,42 @@ def _bundle_path(bundle: Bundle, out_dir: Path) -> str:
     return Path(os.path.relpath(bundle.root.resolve(), out_dir.resolve())).as_posix()
 
 
+@dataclass(frozen=True)
+class NpuCompile:
+    """What compiling for the NPU found: the forecast and, with the EP, its own reports."""
+
+    target: Target
+    forecast: Forecast
+    report: dict[str, EpReport | None] | None
+    amd_demo_form: AmdFormForecast | None
+
+
+def _compile_report(bundle: Bundle, out_dir: Path, found: NpuCompile | str) -> CompileReport:
+    """compile_report.json: what every variant's holds (its bundle, the EP's presence, the ops
+    table), and what compiling it found, or (a str) why a CPU-only variant was not compiled."""
+    providers = vitisai.available_providers()
+    npu = found if isinstance(found, NpuCompile) else None
+    return CompileReport(
+        variant=bundle.record.variant,
+        target=npu.target if npu else None,
+        ryzen_ai_version=vitisai.RYZEN_AI_VERSION,
+        ops_table=OpsTableSource.model_validate(
+            {key: ops_table()[key] for key in ("ryzen_ai_version", "source")}
+        ),
+        ep_available=VITISAI_PROVIDER in providers,
+        providers=providers,
+        bundle=_bundle_path(bundle, out_dir),
+        bundle_sha256=bundle.sha256(),
+        budget_met=bundle.record.budget_met,
+        cpu_only=found if isinstance(found, str) else None,
+        forecast=npu.forecast if npu else None,
+        report=npu.report if npu else None,
+        disagreements=disagreements(npu.forecast, npu.report) if npu else [],
+        seed_dispatches=SEED_DISPATCHES,
+        amd_demo_form=npu.amd_demo_form if npu else None,
+    )
+
+
 def record_cpu_only(bundle: Bundle, out_dir: Path) -> CompileReport:
     """A CPU-only variant's compiled directory: a record that points at its bundle and says it
     is not for the NPU, with no provider options, compiler config or forecast. Bench and release
@@ -108,25 +145,7 @@ def record_cpu_only(bundle: Bundle, out_dir: Path) -> CompileReport:
     )
     say("compile", why, kind=None)
     with atomic_dir(out_dir) as scratch:
-        record = CompileReport(
-            variant=variant,
-            target=None,
-            ryzen_ai_version=vitisai.RYZEN_AI_VERSION,
-            ops_table=OpsTableSource.model_validate(
-                {key: ops_table()[key] for key in ("ryzen_ai_version", "source")}
-            ),
-            ep_available=vitisai.ep_available(),
-            providers=vitisai.available_providers(),
-            bundle=_bundle_path(bundle, out_dir),
-            bundle_sha256=bundle.sha256(),
-            budget_met=bundle.record.budget_met,
-            forecast=None,
-            report=None,
-            disagreements=[],
-            seed_dispatches=SEED_DISPATCHES,
-            amd_demo_form=None,
-            cpu_only=why,
-        )
+        record = _compile_report(bundle, out_dir, why)
         CompileRecord(record, ProviderOptions(encoder={}, decoder={})).save(scratch)
     return record
 
@@ -180,25 +199,8 @@ def compile_bundle(
         for name in GRAPHS:
             write_json(scratch / vaip_config_file(name), vitisai.vaip_config(variant, target, name))
         report = _compile_with_ep(bundle, options, scratch) if ep and forecast.npu_dtype else None
-        record = CompileReport(
-            variant=variant,
-            target=target,
-            ryzen_ai_version=vitisai.RYZEN_AI_VERSION,
-            ops_table=OpsTableSource.model_validate(
-                {key: ops_table()[key] for key in ("ryzen_ai_version", "source")}
-            ),
-            ep_available=ep,
-            providers=providers,
-            bundle=_bundle_path(bundle, out_dir),
-            bundle_sha256=bundle.sha256(),
-            budget_met=bundle.record.budget_met,
-            forecast=forecast,
-            report=report,
-            disagreements=disagreements(forecast, report),
-            seed_dispatches=SEED_DISPATCHES,
-            amd_demo_form=AmdFormForecast.read(Path(amd_form) / AMD_FORM_FILE)
-            if amd_form
-            else None,
-        )
+        amd_demo_form = AmdFormForecast.read(Path(amd_form) / AMD_FORM_FILE) if amd_form else None
+        found = NpuCompile(target, forecast, report, amd_demo_form)
+        record = _compile_report(bundle, out_dir, found)
         CompileRecord(record, ProviderOptions.model_validate(options)).save(scratch)
     return record

@@ -137,6 +137,7 @@ class _GraphQuantizer:
     fp32: Bundle
     calibration: CalibrationSet
     ranges_dir: Path
+    sources: dict[str, FloatSource]  # per graph, made once: every rung reads the same
 
     def write(self, exclude: dict[str, list[str]], out: Path) -> None:
         """Both graphs into `out` (plus the runtime files), each with its own variant's config."""
@@ -153,29 +154,43 @@ class _GraphQuantizer:
             ),
         }
         for graph in GRAPHS:
-            source, op_types = self.source(graph)
+            source = self.sources[graph]
             self.backend.quantize(
                 QuantJob(
-                    fp32=source,
+                    fp32=source.path,
                     out=out / graph_file(graph),
                     reader=readers[graph],
                     variant=self.plan.graphs[graph].variant,
                     exclude=exclude[graph],
-                    op_types=op_types,
+                    op_types=list(source.op_types),
                     ranges_cache=self.ranges_dir / f"{graph}-ranges.json",
                 )
             )
 
-    def source(self, graph: str) -> tuple[Path, list[str]]:
-        """The float graph a graph is quantized from, and the op types quantized in it: the
-        fp32 export and `quantize.op_types`, or for a variant in `quantize.npu_form` its rewrite
-        into the x2-int form (made once, beside the cached ranges) and every op type it
-        computes with."""
-        fp32 = self.fp32.root / graph_file(graph)
-        if self.plan.graphs[graph].variant not in self.params.npu_form:
-            return fp32, list(self.params.op_types)
-        rewritten = self.ranges_dir / f"{graph}-npu-form.onnx"
-        return rewritten, write_npu_form(fp32, rewritten)
+
+@dataclass(frozen=True)
+class FloatSource:
+    """The float graph one graph is quantized from, and the op types quantized in it."""
+
+    path: Path
+    op_types: tuple[str, ...]
+
+
+def float_sources(
+    params: QuantizeParams, plan: QuantizePlan, fp32: Bundle, scratch: Path
+) -> dict[str, FloatSource]:
+    """Per graph: the fp32 export and `quantize.op_types`, or for a variant in
+    `quantize.npu_form` its rewrite into the x2-int form (written into `scratch`) and every op
+    type it computes with."""
+    sources = {}
+    for graph in GRAPHS:
+        exported = fp32.root / graph_file(graph)
+        if plan.graphs[graph].variant not in params.npu_form:
+            sources[graph] = FloatSource(exported, tuple(params.op_types))
+        else:
+            rewritten = scratch / f"{graph}-npu-form.onnx"
+            sources[graph] = FloatSource(rewritten, tuple(write_npu_form(exported, rewritten)))
+    return sources
 
 
 def _write_record(
@@ -319,8 +334,11 @@ def quantize_variant(
     with atomic_dir(Path(out_dir)) as scratch:
         ranges_dir = scratch / ".ranges"
         ranges_dir.mkdir()
+        sources = float_sources(params, plan, fp32, ranges_dir)
         ladder = _Ladder(
-            quantizer=_GraphQuantizer(backend, params, plan, fp32, calibration, ranges_dir),
+            quantizer=_GraphQuantizer(
+                backend, params, plan, fp32, calibration, ranges_dir, sources
+            ),
             bundle_record=fp32.record.but(custom_ops=backend.custom_ops_for(variant)),
             ranking=ranking,
             holdout=holdout,
@@ -329,7 +347,7 @@ def quantize_variant(
             scratch=scratch,
         )
         chosen = ladder.search(f"quantize {variant}")
-        op_types = list(dict.fromkeys(op for g in GRAPHS for op in ladder.quantizer.source(g)[1]))
+        op_types = list(dict.fromkeys(op for g in GRAPHS for op in sources[g].op_types))
         shutil.rmtree(ranges_dir)
         budget_met = chosen is not None
         kept = chosen if chosen is not None else ladder.rungs[-1]
