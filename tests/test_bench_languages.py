@@ -48,7 +48,7 @@ def test_a_language_without_spaces_is_scored_on_characters():
     )
     assert row.metric == "cer"
     assert row.reference_norm == "今日は雨です" and row.hypothesis_norm == "今日は雨でした"
-    assert (row.length, row.substitutions, row.insertions, row.deletions) == (
+    assert (row.words, row.substitutions, row.insertions, row.deletions) == (
         6,
         1,
         1,
@@ -61,7 +61,7 @@ def test_other_languages_use_openais_basic_normaliser_and_english_its_own():
         "fp32", "c", "de", ("de", 0.9), ("Der Zug fährt!", "der zug, fährt")
     )
     assert german.metric == "wer" and german.reference_norm == "der zug fährt"
-    assert german.edits.errors == 0 and german.length == 3
+    assert german.edits.errors == 0 and german.words == 3
     # The English normaliser's spelling map makes colour/color the same word.
     english = score_language_clip("fp32", "c", "en", ("en", 1.0), ("The colour.", "the color"))
     assert english.edits.errors == 0
@@ -83,7 +83,7 @@ def _row(engine: str, clip: str, language: str, detected: str, errors: int) -> L
         substitutions=errors,
         deletions=0,
         insertions=0,
-        length=10,
+        words=10,
     )
 
 

@@ -24,7 +24,7 @@ from pipeline.providers import CPU_PROVIDER
 if TYPE_CHECKING:
     import numpy as np
 
-    from pipeline.runtime.transcriber import OrtRunner
+    from pipeline.runtime.transcriber import OrtRunner, Transcriber
 
     Transcribe = Callable[[int, np.ndarray], Sample]
 
@@ -76,16 +76,21 @@ def _size_mb(files: Iterable[Path]) -> float:
     return sum(path.stat().st_size for path in files) / 2**20
 
 
-def _open_ours(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
+def open_transcriber(spec: EngineSpec) -> Transcriber:
+    """One of our variants as the bench runs it: a CPU-only variant's bundle on the CPU provider
+    by design, any other as its compiled artifact says (the fp32 baseline on the CPU)."""
     from pipeline.runtime.transcriber import Transcriber
 
     if spec.cpu_only:
-        transcriber = Transcriber.from_bundle(
-            spec.path, providers=[CPU_PROVIDER], threads=spec.threads
-        )
+        return Transcriber.from_bundle(spec.path, providers=[CPU_PROVIDER], threads=spec.threads)
+    return Transcriber.from_artifact(spec.path, threads=spec.threads)
+
+
+def _open_ours(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
+    transcriber = open_transcriber(spec)
+    if spec.cpu_only:
         execution = {"provider": CPU_PROVIDER, "compiled": False, "fallback": None}
     else:
-        transcriber = Transcriber.from_artifact(spec.path, threads=spec.threads)
         execution = dict(transcriber.execution)
     timer = TimingRunner(transcriber.runner)
     transcriber.runner = timer

@@ -31,11 +31,12 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import Field
 
 from pipeline.bench.metrics import ALL_LANGUAGES, LanguageReport, LanguageRow
+from pipeline.bench.records import EvalClips
+from pipeline.bench.results import ScoredText
 from pipeline.bench.stats import round_sig
-from pipeline.bench.wer import EditCounts, edits_of_normalised, normalise, total_edits
+from pipeline.bench.wer import edits_of_normalised, normalise, total_edits
 from pipeline.errors import UserError
 from pipeline.fsutil import write_text
-from pipeline.record import Strict
 
 if TYPE_CHECKING:
     import numpy as np
@@ -51,7 +52,6 @@ CER_LANGUAGES = frozenset({"zh", "yue", "ja", "th", "lo", "my", "km", "bo"})
 FASTER_WHISPER = "faster_whisper"
 
 Metric = Literal["wer", "cer"]
-Count = Annotated[int, Field(ge=0)]
 # Names the language of one clip (code, probability); transcribes one clip in a given language.
 Detect = Callable[["np.ndarray"], tuple[str, float]]
 Transcribe = Callable[["np.ndarray", str], str]
@@ -77,46 +77,15 @@ def normalise_in(language: str, text: str) -> str:
     return "".join(basic.split()) if language in CER_LANGUAGES else basic
 
 
-def edits_in(language: str, reference: str, hypothesis: str) -> EditCounts:
-    """Edits between two normalised texts: words, or characters for a CER language (then
-    `words` counts the reference's characters). An empty reference counts nothing."""
-    if language not in CER_LANGUAGES:
-        return edits_of_normalised(reference, hypothesis)
-    if not reference:
-        return EditCounts()
-    import jiwer
+class LanguageClip(ScoredText):
+    """A clip of the multilingual set: the language the engine named, and its transcript with
+    the clip's language given, scored in words or characters (`metric`; `words` then counts
+    the reference's characters)."""
 
-    out = jiwer.process_characters(reference, hypothesis)
-    return EditCounts(
-        out.substitutions,
-        out.deletions,
-        out.insertions,
-        out.substitutions + out.deletions + out.hits,
-    )
-
-
-class LanguageClip(Strict):
-    """One engine on one clip of the multilingual set: the language it named, and its
-    transcript with the clip's language given, scored in words or characters (`metric`)."""
-
-    engine: str
-    clip: str
     language: str  # the truth
     detected: str
     probability: Annotated[float, Field(ge=0, le=1)]
     metric: Metric
-    reference: str
-    hypothesis: str
-    reference_norm: str
-    hypothesis_norm: str
-    substitutions: Count
-    deletions: Count
-    insertions: Count
-    length: Count  # reference words, or characters for `cer`; 0: the clip is not scored
-
-    @property
-    def edits(self) -> EditCounts:
-        return EditCounts(self.substitutions, self.deletions, self.insertions, self.length)
 
 
 def score_language_clip(
@@ -125,7 +94,7 @@ def score_language_clip(
     """`detected` is (code, probability); `texts` is (reference, hypothesis)."""
     reference, hypothesis = texts
     ref, hyp = normalise_in(language, reference), normalise_in(language, hypothesis)
-    edits = edits_in(language, ref, hyp)
+    edits = edits_of_normalised(ref, hyp, characters=language in CER_LANGUAGES)
     return LanguageClip(
         engine=engine,
         clip=clip,
@@ -140,7 +109,7 @@ def score_language_clip(
         substitutions=edits.substitutions,
         deletions=edits.deletions,
         insertions=edits.insertions,
-        length=edits.words,
+        words=edits.words,
     )
 
 
@@ -180,16 +149,16 @@ def summarise_languages(rows: Sequence[LanguageClip]) -> LanguageReport:
 
 
 @dataclass(frozen=True)
-class LanguageClips:
-    samples: list[np.ndarray]
-    references: list[str]
+class LanguageClips(EvalClips):
+    """The multilingual set's clips, each with the language it is spoken in."""
+
     languages: list[str]
-    ids: list[str]
 
 
 def load_language_clips(folder: Path, known: dict[str, int]) -> LanguageClips | None:
     """The `data_languages` output's clips (None: it was built for an English-only model),
     refused when a language is not one the bundle knows."""
+    from pipeline.runtime.whisper_io import SAMPLE_RATE
     from pipeline.sources.multilingual import load_language_set
     from pipeline.sources.speech_sets import clip_samples
 
@@ -200,27 +169,23 @@ def load_language_clips(folder: Path, known: dict[str, int]) -> LanguageClips | 
     unknown = sorted({str(row["language"]) for row in rows} - known.keys())
     if unknown:
         raise UserError(f"{folder}: languages the bundle does not know: {', '.join(unknown)}")
+    samples = [clip_samples(row) for row in rows]
     return LanguageClips(
-        [clip_samples(row) for row in rows],
-        [str(row["text"]) for row in rows],
-        [str(row["language"]) for row in rows],
-        [str(row["id"]) for row in rows],
+        samples=samples,
+        references=[str(row["text"]) for row in rows],
+        durations=[clip.size / SAMPLE_RATE for clip in samples],
+        ids=[str(row["id"]) for row in rows],
+        languages=[str(row["language"]) for row in rows],
     )
 
 
 def _open_ours(spec: EngineSpec) -> tuple[Detect, Transcribe]:
-    """A variant run as the bench's timed pass runs it (the fp32 baseline on the CPU)."""
-    from pipeline.providers import CPU_PROVIDER
+    """A variant run as the bench's timed pass runs it."""
+    from pipeline.bench.engines import open_transcriber
     from pipeline.runtime.features import WINDOW_SAMPLES, log_mel
     from pipeline.runtime.language import detect_language, first_window
-    from pipeline.runtime.transcriber import Transcriber
 
-    if spec.cpu_only:
-        transcriber = Transcriber.from_bundle(
-            spec.path, providers=[CPU_PROVIDER], threads=spec.threads
-        )
-    else:
-        transcriber = Transcriber.from_artifact(spec.path, threads=spec.threads)
+    transcriber = open_transcriber(spec)
     decoding = transcriber.bundle.record.decoding
 
     def detect(samples: np.ndarray) -> tuple[str, float]:

@@ -31,16 +31,12 @@ MAX_TABLE_BYTES = 1 << 30
 Count = Annotated[int, Field(ge=0)]
 
 
-class ClipResult(Strict):
-    """One engine's transcript of one clip, scored. `e2e_ms` holds every transcription of the
-    clip in the run that made this row (the timed repeats, or the one accuracy pass); it is empty
-    when the run took the transcript from the reference stage instead (proven identical)."""
-
-    WHAT: ClassVar[str] = "per-clip results"
+class ScoredText(Strict):
+    """One engine's transcript of one clip against the clip's reference: both texts, both
+    normalised, and the edits between them. What every per-clip table holds."""
 
     engine: str
     clip: str
-    duration_s: Annotated[float, Field(ge=0)]
     reference: str
     hypothesis: str
     reference_norm: str
@@ -48,12 +44,24 @@ class ClipResult(Strict):
     substitutions: Count
     deletions: Count
     insertions: Count
-    words: Count  # reference words after normalising; 0: the clip is not scored
-    e2e_ms: list[Annotated[float, Field(ge=0)]]
+    # Reference words after normalising (characters, where a table scores characters);
+    # 0: the clip is not scored.
+    words: Count
 
     @property
     def edits(self) -> EditCounts:
         return EditCounts(self.substitutions, self.deletions, self.insertions, self.words)
+
+
+class ClipResult(ScoredText):
+    """A clip of the eval set, scored. `e2e_ms` holds every transcription of the clip in the
+    run that made this row (the timed repeats, or the one accuracy pass); it is empty when the
+    run took the transcript from the reference stage instead (proven identical)."""
+
+    WHAT: ClassVar[str] = "per-clip results"
+
+    duration_s: Annotated[float, Field(ge=0)]
+    e2e_ms: list[Annotated[float, Field(ge=0)]]
 
     @property
     def long_form(self) -> bool:

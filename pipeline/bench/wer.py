@@ -48,12 +48,14 @@ class EditCounts:
         return self.errors / self.words if self.words else 0.0
 
 
-def edits_of_normalised(reference: str, hypothesis: str) -> EditCounts:
-    """Edits between two already normalised texts; an empty reference counts nothing
-    (Whisper's convention: such a clip is not scored)."""
+def edits_of_normalised(reference: str, hypothesis: str, characters: bool = False) -> EditCounts:
+    """Edits between two already normalised texts, in words, or in characters for languages
+    written without spaces between words (then `words` counts the reference's characters). An
+    empty reference counts nothing (Whisper's convention: such a clip is not scored)."""
     if not reference:
         return EditCounts()
-    out = jiwer.process_words(reference, hypothesis)
+    align = jiwer.process_characters if characters else jiwer.process_words
+    out = align(reference, hypothesis)
     return EditCounts(
         out.substitutions,
         out.deletions,
