@@ -1,0 +1,64 @@
+"""The bench's timed passes alone, on a pipeline's artifacts: warm-up, `bench.latency_clips`
+clips x `bench.repeats`, every variant and peer interleaved, each in its own worker, exactly as
+the bench stage times them, without its WER and languages passes. For re-timing a run whose
+timed passes shared the machine.
+
+    python scripts/bench_latency.py --root . --out latency.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from contextlib import ExitStack
+from pathlib import Path
+
+from pipeline.bench import worker
+from pipeline.bench.evaluate import load_eval_clips
+from pipeline.bench.schedule import interleave, pick_latency_clips
+from pipeline.bench.selection import peer_specs, variant_specs
+from pipeline.bench.stats import latency_stats, paired_speedup
+from pipeline.config import load_params
+from pipeline.runtime.whisper_io import CHUNK_SECONDS
+from pipeline.variants import BASELINE
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path("."), help="the repo whose artifacts")
+    parser.add_argument("--out", type=Path, required=True, help="the figures (JSON) to write")
+    args = parser.parse_args()
+    root = args.root
+    params = load_params(root / "params.yaml")
+    bench = params.bench
+    clips = load_eval_clips(root / "artifacts" / "data")
+    specs = variant_specs(
+        params.compile.variants,
+        root / "artifacts" / "compiled",
+        root / "artifacts" / "bundles" / BASELINE,
+        bench.threads,
+    )
+    if bench.peers:
+        specs += peer_specs(root / "artifacts" / "model", bench.threads)[0]
+    latency = pick_latency_clips(clips.durations, bench.latency_clips, CHUNK_SECONDS)
+    warmup = [latency[i % len(latency)] for i in range(bench.warmup)]
+    with ExitStack() as stack:
+        workers = worker.open_workers(specs, stack)
+        interleave(workers, warmup, clips.samples, lambda: None)
+        timed = interleave(workers, latency * bench.repeats, clips.samples, lambda: None)
+        peak_rss = {w.spec.name: w.finish() for w in workers}
+    figures = {
+        name: {
+            **latency_stats(samples, clips.durations),
+            "speedup_vs_fp32": paired_speedup(timed[BASELINE], samples),
+            "peak_rss_mb": peak_rss[name],
+        }
+        for name, samples in timed.items()
+    }
+    text = json.dumps(figures, indent=1)
+    args.out.write_text(text + "\n", encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
