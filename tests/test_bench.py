@@ -26,8 +26,6 @@ from pipeline.errors import UserError
 from pipeline.variants import BASELINE
 from tests.conftest import bundle_record
 
-ROOT = Path(__file__).resolve().parents[1]
-
 REPO = Path(__file__).resolve().parent.parent
 PARAMS = REPO / "params.yaml"  # gate: max_wer_increase 1.0 points, max_latency_increase 0.25
 
@@ -238,7 +236,7 @@ def test_a_worker_reports_its_own_peak_rss_not_its_parents():
     ballast = np.ones(400 * 2**20, np.uint8)  # 400 MiB resident in this process
     code = "from pipeline.bench.engines import peak_rss_mb; print(peak_rss_mb())"
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
     )
     assert ballast.sum() == ballast.size
     assert 5 < float(out.stdout) < 200
