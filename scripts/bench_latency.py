@@ -15,11 +15,10 @@ from pathlib import Path
 
 from pipeline.bench import worker
 from pipeline.bench.evaluate import load_eval_clips
-from pipeline.bench.schedule import interleave, pick_latency_clips
-from pipeline.bench.selection import peer_specs, variant_specs
+from pipeline.bench.run import latency_clips, timed_passes
+from pipeline.bench.selection import bench_specs
 from pipeline.bench.stats import latency_stats, paired_speedup
 from pipeline.config import load_params
-from pipeline.runtime.whisper_io import CHUNK_SECONDS
 from pipeline.variants import BASELINE
 
 
@@ -32,20 +31,17 @@ def main() -> None:
     params = load_params(root / "params.yaml")
     bench = params.bench
     clips = load_eval_clips(root / "artifacts" / "data")
-    specs = variant_specs(
+    specs, _ = bench_specs(
         params.compile.variants,
         root / "artifacts" / "compiled",
         root / "artifacts" / "bundles" / BASELINE,
-        bench.threads,
+        root / "artifacts" / "model",
+        bench,
     )
-    if bench.peers:
-        specs += peer_specs(root / "artifacts" / "model", bench.threads)[0]
-    latency = pick_latency_clips(clips.durations, bench.latency_clips, CHUNK_SECONDS)
-    warmup = [latency[i % len(latency)] for i in range(bench.warmup)]
+    latency = latency_clips(clips, bench)
     with ExitStack() as stack:
         workers = worker.open_workers(specs, stack)
-        interleave(workers, warmup, clips.samples, lambda: None)
-        timed = interleave(workers, latency * bench.repeats, clips.samples, lambda: None)
+        timed = timed_passes(workers, latency, clips, bench, lambda: None)
         peak_rss = {w.spec.name: w.finish() for w in workers}
     figures = {
         name: {

@@ -28,6 +28,9 @@ VENV = ROOT / ".venv"
 TORCH = "torch==2.13.0"
 COMMANDS = ("repro", "test", "pytest")
 BENCH_METRICS = ROOT / "artifacts" / "metrics" / "bench.json"
+# Disk a clean clone's run takes at its peak, in GB: the venv, DVC's cache and workspace, the
+# release remote, pytest's temporary files (a CI run once stopped at "No space left on device").
+DISK_NEEDED_GB = {"repro": 6.0, "test": 8.0, "pytest": 8.0}
 
 
 def venv_bin() -> Path:
@@ -67,6 +70,18 @@ def ensure_system_packages() -> None:
         )
 
 
+def warn_if_disk_is_short(command: str) -> None:
+    """One line up front, rather than a disk-full error forty minutes in."""
+    free_gb = shutil.disk_usage(ROOT).free / 1e9
+    if free_gb < DISK_NEEDED_GB[command]:
+        print(
+            f"bootstrap: warning: {free_gb:.1f} GB free on {ROOT.anchor or ROOT}; "
+            f"`{command}` takes about {DISK_NEEDED_GB[command]:.0f} GB at its peak",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def run_pipeline_gated(python: str, env: dict[str, str]) -> int:
     """dvc repro end to end, then `whisper-npu check` of the new metrics against the committed.
 
@@ -92,6 +107,7 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] not in COMMANDS:
         print(__doc__, file=sys.stderr)
         return 2
+    warn_if_disk_is_short(argv[0])
     if not VENV.exists():
         venv.create(VENV, with_pip=True)
     python = str(venv_bin() / ("python.exe" if os.name == "nt" else "python"))

@@ -22,6 +22,8 @@ from pipeline.bench.languages import (
 )
 from pipeline.bench.metrics import BenchMetrics, BenchRow
 from pipeline.bench.records import EngineSpec
+from pipeline.bench.selection import bench_specs
+from pipeline.config import BenchParams
 from pipeline.errors import UserError
 from pipeline.export.onnx_bundle import export_graphs
 from pipeline.layout import MANIFEST_FILE
@@ -247,3 +249,21 @@ def test_data_languages_without_espeak_is_one_line_and_exit_2(tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1
     assert "espeak-ng is not installed" in done.stderr
     assert not out.exists()
+
+
+def test_peers_decode_in_the_language_of_a_multilingual_bundle(multilingual_bundle, tmp_path):
+    """Left to detect the language, a multilingual peer would add an encoder call and a
+    decoder step to every timed clip that ours do not make."""
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "model.safetensors").touch()  # the peers are only listed, not opened
+    compiled = tmp_path / "compiled"
+    (compiled / "bf16").mkdir(parents=True)
+    specs, _ = bench_specs(["bf16"], compiled, multilingual_bundle, model_dir, BenchParams())
+    peers = [spec for spec in specs if spec.kind != "ours"]
+    assert peers and {spec.language for spec in peers} == {"en"}
+
+    without, skipped = bench_specs(
+        ["bf16"], compiled, multilingual_bundle, model_dir, BenchParams(peers=False)
+    )
+    assert [spec.name for spec in without] == ["fp32", "bf16"] and skipped == {}

@@ -88,10 +88,7 @@ def open_transcriber(spec: EngineSpec) -> Transcriber:
 
 def _open_ours(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
     transcriber = open_transcriber(spec)
-    if spec.cpu_only:
-        execution = {"provider": CPU_PROVIDER, "compiled": False, "fallback": None}
-    else:
-        execution = dict(transcriber.execution)
+    execution = dict(transcriber.execution)
     timer = TimingRunner(transcriber.runner)
     transcriber.runner = timer
     eot = transcriber.bundle.record.decoding.eot
@@ -126,7 +123,7 @@ def _open_transformers(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
 
     def run(clip: int, samples: np.ndarray) -> Sample:
         start = time.perf_counter()
-        text, tokens = transcribe_clip(model, processor, samples)
+        text, tokens = transcribe_clip(model, processor, samples, spec.language or "en")
         return Sample(clip, text, sum(t < eot for t in tokens), _elapsed_ms(start))
 
     execution = {"provider": "torch eager CPU", "compiled": False, "fallback": None}
@@ -156,6 +153,9 @@ def _open_faster_whisper(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
             without_timestamps=samples.size <= WINDOW_SAMPLES,
             condition_on_previous_text=False,
             vad_filter=False,
+            # Told the language ours and transformers decode in: left to detect it, a
+            # multilingual model runs an extra encoder call and decoder step on every clip.
+            language=spec.language,
         )
         segments = list(segments)  # a generator: the decoding happens here
         e2e = _elapsed_ms(start)

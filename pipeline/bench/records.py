@@ -31,6 +31,9 @@ class EngineSpec:
     threads: int | None
     cpu_only: bool = False  # the fp32 baseline runs on CPU whatever the machine has
     compute_type: ComputeType = "float32"  # faster-whisper peers only
+    # Peers of a multilingual bundle: the language its prompt decodes in when none is asked for
+    # (ours and the peers then decode the same prompt); None for an English-only model.
+    language: str | None = None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,7 +30,7 @@ from pipeline.bench.metrics import BenchMetrics, BenchResult, Machine, RunInfo
 from pipeline.bench.records import PEERS, EngineSpec, EvalClips, Measurement, Samples
 from pipeline.bench.results import bench_tables, write_table
 from pipeline.bench.schedule import interleave, pick_latency_clips
-from pipeline.bench.selection import peer_specs, variant_specs
+from pipeline.bench.selection import bench_specs
 from pipeline.bench.stats import decoder_by_position, engine_metrics, time_split
 from pipeline.errors import UserError
 from pipeline.layout import RUN_FILE
@@ -100,6 +100,31 @@ def wer_pass_on_ray(
     return out, f"{where}, {split.get('workers', 0)} actors, {split.get('shards', 0)} shards"
 
 
+def latency_clips(clips: EvalClips, params: BenchParams) -> list[int]:
+    """The clips the timed passes transcribe: `bench.latency_clips` short-form clips, spread
+    evenly by duration."""
+    from pipeline.runtime.whisper_io import CHUNK_SECONDS
+
+    latency = pick_latency_clips(clips.durations, params.latency_clips, CHUNK_SECONDS)
+    if not latency:
+        raise UserError("the eval set has no clip of 30 s or less to time")
+    return latency
+
+
+def timed_passes(
+    workers: Sequence[worker.Worker],
+    latency: Sequence[int],
+    clips: EvalClips,
+    params: BenchParams,
+    tick: Callable[[], object],
+) -> Samples:
+    """`bench.warmup` untimed transcriptions per engine, then `bench.repeats` passes over the
+    `latency` clips, engines interleaved clip by clip so drift on the machine hits all alike."""
+    warmup = [latency[i % len(latency)] for i in range(params.warmup)]
+    interleave(workers, warmup, clips.samples, tick)
+    return interleave(workers, list(latency) * params.repeats, clips.samples, tick)
+
+
 def measure(
     specs: Sequence[EngineSpec],
     clips: EvalClips,
@@ -109,22 +134,14 @@ def measure(
     """Warm-up, the latency passes, then the rest of the eval set for the engines that need it."""
     from tqdm import tqdm
 
-    from pipeline.runtime.whisper_io import CHUNK_SECONDS
-
-    latency = pick_latency_clips(clips.durations, params.latency_clips, CHUNK_SECONDS)
-    if not latency:
-        raise UserError("the eval set has no clip of 30 s or less to time")
-    warmup = [latency[i % len(latency)] for i in range(params.warmup)]
-    timed = latency * params.repeats
+    latency = latency_clips(clips, params)
     timed_clips = set(latency)
     others = [clip for clip in range(len(clips.samples)) if clip not in timed_clips]
+    runs = params.warmup + len(latency) * params.repeats
     with ExitStack() as stack:
         workers = worker.open_workers(specs, stack)
-        with tqdm(
-            total=len(specs) * (len(warmup) + len(timed)), desc="bench", unit="run", file=sys.stderr
-        ) as progress:
-            interleave(workers, warmup, clips.samples, progress.update)
-            latency_pass = interleave(workers, timed, clips.samples, progress.update)
+        with tqdm(total=len(specs) * runs, desc="bench", unit="run", file=sys.stderr) as progress:
+            latency_pass = timed_passes(workers, latency, clips, params, progress.update)
             timed_texts = {
                 name: {s.clip: s.text for s in runs} for name, runs in latency_pass.items()
             }
@@ -171,9 +188,13 @@ def run_bench(variants: Sequence[str], params: BenchParams, paths: BenchPaths) -
 
     started = time.perf_counter()
     clips = load_eval_clips(paths.data_dir)
-    specs = variant_specs(variants, paths.compiled_dir, paths.baseline_bundle, params.threads)
-    peers, skipped = peer_specs(paths.model_dir, params.threads) if params.peers else ([], {})
-    specs += peers
+    specs, skipped = bench_specs(
+        variants,
+        paths.compiled_dir,
+        paths.baseline_bundle,
+        paths.model_dir,
+        params,
+    )
     known = known_transcripts(paths.reference_dir, Path(paths.baseline_bundle), clips.ids)
     measured = measure(specs, clips, params, known)
     languages = language_pass(specs, paths.languages_dir, Path(paths.baseline_bundle))
@@ -181,7 +202,7 @@ def run_bench(variants: Sequence[str], params: BenchParams, paths: BenchPaths) -
     figures = engine_metrics(measured, clips, tables)
     metrics = BenchMetrics(
         variants={k: v for k, v in figures.items() if k not in PEERS},
-        peers={k: v for k, v in figures.items() if k in PEERS} if peers else None,
+        peers={k: v for k, v in figures.items() if k in PEERS} or None,
         machine=Machine(cpu=cpu_model()),  # the gate compares latency on like CPUs
         languages=languages.report,
     )

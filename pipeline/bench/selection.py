@@ -8,11 +8,15 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.bench.records import PEERS, EngineSpec
 from pipeline.errors import UserError
 from pipeline.layout import SOURCE_FILE
 from pipeline.variants import BASELINE
+
+if TYPE_CHECKING:
+    from pipeline.config import BenchParams
 
 
 def variant_specs(
@@ -55,9 +59,12 @@ def _faster_whisper_weights(model_dir: Path) -> Path | str:
     return weights
 
 
-def peer_specs(model_dir: Path, threads: int | None) -> tuple[list[EngineSpec], dict[str, str]]:
-    """Peers on the same weights, and why any is skipped. Without a thread count they get
-    ORT's default, one thread per physical core (CTranslate2's own default is 4 regardless)."""
+def peer_specs(
+    model_dir: Path, threads: int | None, language: str | None = None
+) -> tuple[list[EngineSpec], dict[str, str]]:
+    """Peers on the same weights, told `language` (a multilingual bundle's), and why any is
+    skipped. Without a thread count they get ORT's default, one thread per physical core
+    (CTranslate2's own default is 4 regardless)."""
     import psutil
 
     threads = threads or psutil.cpu_count(logical=False) or os.cpu_count() or 1
@@ -66,7 +73,9 @@ def peer_specs(model_dir: Path, threads: int | None) -> tuple[list[EngineSpec], 
         return [], {peer: f"{model_dir}: no converted model" for peer in PEERS}
     specs, skipped = [], {}
     if importlib.util.find_spec("torch") is not None:
-        specs.append(EngineSpec("transformers", "transformers", model_dir, threads))
+        specs.append(
+            EngineSpec("transformers", "transformers", model_dir, threads, language=language)
+        )
     else:
         skipped["transformers"] = "torch is not installed"
     fw_peers = ("faster_whisper", "faster_whisper_int8")
@@ -78,10 +87,34 @@ def peer_specs(model_dir: Path, threads: int | None) -> tuple[list[EngineSpec], 
         skipped |= dict.fromkeys(fw_peers, weights)
     else:
         specs += [
-            EngineSpec("faster_whisper", "faster_whisper", weights, threads),
+            EngineSpec("faster_whisper", "faster_whisper", weights, threads, language=language),
             # The same weights as CPU users run them: int8, quantized by CTranslate2 on load.
             EngineSpec(
-                "faster_whisper_int8", "faster_whisper", weights, threads, compute_type="int8"
+                "faster_whisper_int8",
+                "faster_whisper",
+                weights,
+                threads,
+                compute_type="int8",
+                language=language,
             ),
         ]
     return specs, skipped
+
+
+def bench_specs(
+    variants: Sequence[str],
+    compiled_dir: Path,
+    baseline_bundle: Path,
+    model_dir: Path,
+    params: BenchParams,
+) -> tuple[list[EngineSpec], dict[str, str]]:
+    """Every engine one bench runs, in order (the baseline first), and why any peer is
+    skipped; the peers decode in the baseline bundle's language, as ours do."""
+    from pipeline.runtime.bundle import BundleRecord
+
+    specs = variant_specs(variants, compiled_dir, baseline_bundle, params.threads)
+    if not params.peers:
+        return specs, {}
+    language = BundleRecord.load(Path(baseline_bundle)).decoding.language
+    found, skipped = peer_specs(model_dir, params.threads, language)
+    return specs + found, skipped

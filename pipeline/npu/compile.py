@@ -107,10 +107,12 @@ class NpuCompile:
     amd_demo_form: AmdFormForecast | None
 
 
-def _compile_report(bundle: Bundle, out_dir: Path, found: NpuCompile | str) -> CompileReport:
-    """compile_report.json: what every variant's holds (its bundle, the EP's presence, the ops
-    table), and what compiling it found, or (a str) why a CPU-only variant was not compiled."""
-    providers = vitisai.available_providers()
+def _compile_report(
+    bundle: Bundle, out_dir: Path, providers: list[str], found: NpuCompile | str
+) -> CompileReport:
+    """compile_report.json: what every variant's holds (its bundle, the providers this
+    onnxruntime has, the ops table), and what compiling it found, or (a str) why a CPU-only
+    variant was not compiled."""
     npu = found if isinstance(found, NpuCompile) else None
     return CompileReport(
         variant=bundle.record.variant,
@@ -145,7 +147,7 @@ def record_cpu_only(bundle: Bundle, out_dir: Path) -> CompileReport:
     )
     say("compile", why, kind=None)
     with atomic_dir(out_dir) as scratch:
-        record = _compile_report(bundle, out_dir, why)
+        record = _compile_report(bundle, out_dir, vitisai.available_providers(), why)
         CompileRecord(record, ProviderOptions(encoder={}, decoder={})).save(scratch)
     return record
 
@@ -201,6 +203,6 @@ def compile_bundle(
         report = _compile_with_ep(bundle, options, scratch) if ep and forecast.npu_dtype else None
         amd_demo_form = AmdFormForecast.read(Path(amd_form) / AMD_FORM_FILE) if amd_form else None
         found = NpuCompile(target, forecast, report, amd_demo_form)
-        record = _compile_report(bundle, out_dir, found)
+        record = _compile_report(bundle, out_dir, providers, found)
         CompileRecord(record, ProviderOptions.model_validate(options)).save(scratch)
     return record
