@@ -76,7 +76,7 @@ def warn_if_disk_is_short(command: str) -> None:
     free_gb = shutil.disk_usage(ROOT).free / 1e9
     if free_gb < DISK_NEEDED_GB[command]:
         print(
-            f"bootstrap: warning: {free_gb:.1f} GB free on {ROOT.anchor or ROOT}; "
+            f"bootstrap: warning: {free_gb:.1f} GB free where {ROOT} is; "
             f"`{command}` takes about {DISK_NEEDED_GB[command]:.0f} GB at its peak",
             file=sys.stderr,
             flush=True,

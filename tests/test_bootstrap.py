@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
-import shutil
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
 
@@ -23,7 +22,7 @@ def _bootstrap() -> ModuleType:
 @pytest.mark.parametrize(("free_gb", "warned"), [(2.0, True), (500.0, False)])
 def test_short_disk_is_one_warning_line(monkeypatch, capsys, free_gb, warned) -> None:
     bootstrap = _bootstrap()
-    usage = shutil._ntuple_diskusage(1000 * 10**9, 0, int(free_gb * 10**9))  # type: ignore[attr-defined]
+    usage = SimpleNamespace(free=int(free_gb * 10**9))
     monkeypatch.setattr(bootstrap.shutil, "disk_usage", lambda _: usage)
     bootstrap.warn_if_disk_is_short("test")
     err = capsys.readouterr().err
