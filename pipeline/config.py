@@ -21,12 +21,12 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from pipeline.errors import UserError
-from pipeline.fsutil import read_text
-from pipeline.layout import model_slug
-from pipeline.record import describe
-from pipeline.runtime.whisper_io import MAX_DECODE_POSITIONS
-from pipeline.variants import DEFAULT_VARIANTS, QUANTIZED, VARIANTS, Variant
+from whisper_npu.errors import UserError
+from whisper_npu.fsutil import read_text
+from whisper_npu.layout import model_slug
+from whisper_npu.record import describe
+from whisper_npu.variants import DEFAULT_VARIANTS, QUANTIZED, VARIANTS, Backend, Target, Variant
+from whisper_npu.whisper_io import MAX_DECODE_POSITIONS
 
 DEFAULT_PARAMS = Path("params.yaml")
 MAX_PARAMS_BYTES = 1 << 20
@@ -165,7 +165,6 @@ def _integer(value: Variant) -> Variant:
 
 
 IntegerVariant = Annotated[QuantizedVariant, AfterValidator(_integer)]
-Backend = Literal["quark", "vai_q_onnx", "ort"]
 
 
 class SensitivityParams(Section):
@@ -210,9 +209,6 @@ class QuantizeParams(Section):
                 "other variant"
             )
         return self
-
-
-Target = Literal["stx", "krk", "phx", "hpt"]
 
 
 class CompileParams(Section):

@@ -19,7 +19,7 @@ from pipeline.bench.run import latency_clips, timed_passes
 from pipeline.bench.selection import bench_specs
 from pipeline.bench.stats import latency_stats, paired_speedup
 from pipeline.config import load_params
-from pipeline.variants import BASELINE
+from whisper_npu.variants import BASELINE
 
 
 def main() -> None:

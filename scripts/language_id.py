@@ -27,9 +27,9 @@ from pipeline.bench.languages import (
     write_language_clips,
 )
 from pipeline.bench.records import EngineSpec
-from pipeline.layout import MANIFEST_FILE
-from pipeline.runtime.bundle import BundleRecord
 from pipeline.sources.multilingual import build_multilingual_set
+from whisper_npu.bundle import BundleRecord
+from whisper_npu.layout import MANIFEST_FILE
 
 SENTENCES = Path(__file__).resolve().parent.parent / "calibration" / "multilingual_eval.tsv"
 

@@ -8,8 +8,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from pipeline.config import load_params
-from pipeline.entry import Command, run_stage
+from pipeline.config import DEFAULT_PARAMS, load_params
+from whisper_npu.entry import Command, run_stage
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,10 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.fsutil import atomic_dir
-    from pipeline.layout import AMD_FORM_FILE
     from pipeline.npu.amd_form import forecast_amd_form
     from pipeline.npu.forecast import summary_lines
+    from whisper_npu.fsutil import atomic_dir
+    from whisper_npu.layout import AMD_FORM_FILE
 
     params = load_params(args.params)
     with tempfile.TemporaryDirectory() as graphs, atomic_dir(Path(args.out)) as scratch:
@@ -38,6 +38,7 @@ COMMAND = Command(
     "the model in AMD's Whisper demo form, forecast as our bundles are (the calibration)",
     add_arguments,
     run,
+    params=DEFAULT_PARAMS,
 )
 
 # Guarded: worker processes (spawn) import this module again under another name.

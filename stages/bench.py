@@ -7,9 +7,9 @@ import argparse
 import os
 from pathlib import Path
 
-from pipeline.config import load_params
-from pipeline.entry import Command, run_stage
-from pipeline.errors import UserError
+from pipeline.config import DEFAULT_PARAMS, load_params
+from whisper_npu.entry import Command, run_stage
+from whisper_npu.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Output paths are checked first: a refusal after the measurements would waste the run."""
     from pipeline.bench.sharded import ray_missing
-    from pipeline.fsutil import check_output_dir
+    from whisper_npu.fsutil import check_output_dir
 
     params = load_params(args.params)
     if params.bench.ray is not None and (missing := ray_missing("bench.ray")):
@@ -81,6 +81,7 @@ COMMAND = Command(
     "WER and latency of every variant against fp32 CPU and the peers, one run",
     add_arguments,
     run,
+    params=DEFAULT_PARAMS,
 )
 
 # Guarded: worker processes (spawn) import this module again under another name.

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.config import load_params
-from pipeline.entry import Command, run_stage
+from pipeline.config import DEFAULT_PARAMS, load_params
+from whisper_npu.entry import Command, run_stage
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +25,11 @@ def run(args: argparse.Namespace) -> object:
 
 
 COMMAND = Command(
-    "calibrate", "record real encoder/decoder inputs for quantization", add_arguments, run
+    "calibrate",
+    "record real encoder/decoder inputs for quantization",
+    add_arguments,
+    run,
+    params=DEFAULT_PARAMS,
 )
 
 # Guarded: worker processes (spawn) import this module again under another name.

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.config import load_params
-from pipeline.entry import Command, run_stage
+from pipeline.config import DEFAULT_PARAMS, load_params
+from whisper_npu.entry import Command, run_stage
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +42,7 @@ COMMAND = Command(
     "exit 1 if a graph would split",
     add_arguments,
     run,
+    params=DEFAULT_PARAMS,
 )
 
 # Guarded: worker processes (spawn) import this module again under another name.

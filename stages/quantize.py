@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.config import load_params
-from pipeline.entry import Command, run_stage
-from pipeline.variants import QUANTIZED
+from pipeline.config import DEFAULT_PARAMS, load_params
+from whisper_npu.entry import Command, run_stage
+from whisper_npu.variants import QUANTIZED
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +34,13 @@ def run(args: argparse.Namespace) -> object:
     return quantize_variant(params, args.variant, inputs, args.out)
 
 
-COMMAND = Command("quantize", "quantize the fp32 bundle for one variant", add_arguments, run)
+COMMAND = Command(
+    "quantize",
+    "quantize the fp32 bundle for one variant",
+    add_arguments,
+    run,
+    params=DEFAULT_PARAMS,
+)
 
 # Guarded: worker processes (spawn) import this module again under another name.
 if __name__ == "__main__":

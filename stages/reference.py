@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.entry import Command, run_stage
+from pipeline.config import DEFAULT_PARAMS
+from whisper_npu.entry import Command, run_stage
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +27,11 @@ def run(args: argparse.Namespace) -> object:
 
 
 COMMAND = Command(
-    "reference", "float transformers transcripts and WER on the eval set", add_arguments, run
+    "reference",
+    "float transformers transcripts and WER on the eval set",
+    add_arguments,
+    run,
+    params=DEFAULT_PARAMS,
 )
 
 # Guarded: worker processes (spawn) import this module again under another name.

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.entry import Command, run_stage
+from pipeline.config import DEFAULT_PARAMS
+from whisper_npu.entry import Command, run_stage
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +24,11 @@ def run(args: argparse.Namespace) -> object:
 
 
 COMMAND = Command(
-    "release", "one deployable dir per variant: bundle + npu/ + model card", add_arguments, run
+    "release",
+    "one deployable dir per variant: bundle + npu/ + model card",
+    add_arguments,
+    run,
+    params=DEFAULT_PARAMS,
 )
 
 # Guarded: worker processes (spawn) import this module again under another name.

@@ -17,10 +17,10 @@ from transformers import WhisperConfig, WhisperForConditionalGeneration
 from pipeline.config import BuiltinSet, DataParams, ModelParams, Params, load_params
 from pipeline.export.onnx_bundle import export_bundle
 from pipeline.export.reference import run_reference
-from pipeline.runtime.decoding import DecodingSpec
-from pipeline.runtime.whisper_io import WhisperDims
 from pipeline.sources.model import fetch_model
 from pipeline.sources.speech_sets import build_speech_sets
+from whisper_npu.decoding import DecodingSpec
+from whisper_npu.whisper_io import WhisperDims
 
 REPO = Path(__file__).resolve().parent.parent
 # The tiny random Whisper's bundle shapes: 8 cache slots keep its graphs small.
@@ -29,7 +29,7 @@ TINY_DIMS = WhisperDims(80, 1500, 64, 2, 4, 51864, 8)
 
 
 # `whisper-npu` of this checkout (not whatever is installed), as a child process.
-CLI = (sys.executable, "-m", "pipeline")
+CLI = (sys.executable, "-m", "whisper_npu")
 
 
 def _cli_env(env: dict[str, str] | None = None) -> dict[str, str]:

@@ -8,12 +8,12 @@ import pytest
 import torch
 from transformers import WhisperConfig, WhisperForConditionalGeneration, WhisperProcessor
 
-from pipeline.layout import AMD_FORM_FILE
 from pipeline.npu.amd_form import AMD_WHISPER_BASE, export_amd_form, forecast_amd_form
-from pipeline.npu.compiled import AmdFormForecast
 from pipeline.npu.flows import Reason
 from pipeline.npu.forecast import LoadedGraph
 from tests.conftest import up_to_date_output
+from whisper_npu.compiled import AmdFormForecast
+from whisper_npu.layout import AMD_FORM_FILE
 
 pytestmark = pytest.mark.integration
 # The integer/bool index path of optimum's decoder: input_ids' Reshape and Gather, and the

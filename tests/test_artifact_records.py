@@ -16,17 +16,16 @@ from typing import Any
 import pytest
 
 from pipeline.config import CompileParams
-from pipeline.errors import UserError
-from pipeline.fsutil import write_json
-from pipeline.layout import BUNDLE_FILE, COMPILE_FILE, MANIFEST_FILE, PROVIDER_OPTIONS_FILE
 from pipeline.npu.compile import compile_bundle
-from pipeline.npu.compiled import CompileRecord
-from pipeline.quant.manifest import CalibrationManifest
 from pipeline.quant.sensitivity import SensitivityRecord
-from pipeline.runtime.bundle import BundleRecord
 from tests.test_compile import fake_bundle
 from tests.test_release import CALIBRATION_MANIFEST
 from tests.test_release import fake_bundle as quantized_bundle
+from whisper_npu.bundle import BundleRecord, CalibrationManifest
+from whisper_npu.compiled import CompileRecord
+from whisper_npu.errors import UserError
+from whisper_npu.fsutil import write_json
+from whisper_npu.layout import BUNDLE_FILE, COMPILE_FILE, MANIFEST_FILE, PROVIDER_OPTIONS_FILE
 
 DATA = Path(__file__).parent / "data" / "records"
 

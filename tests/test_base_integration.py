@@ -12,15 +12,15 @@ import torch
 from pipeline.config import ExportParams, ModelParams, ParityParams
 from pipeline.export.onnx_bundle import export_bundle
 from pipeline.export.reference import run_reference
-from pipeline.runtime.bundle import BundleRecord
-from pipeline.runtime.features import log_mel
-from pipeline.runtime.language import detect_language
-from pipeline.runtime.transcriber import Transcriber
 from pipeline.sources.builtin import SPLIT_MODELS, builtin_dir
 from pipeline.sources.model import fetch_model
 from pipeline.sources.multilingual import build_multilingual_set
 from pipeline.sources.speech_sets import clip_samples, load_saved_set
 from tests.conftest import REPO
+from whisper_npu.bundle import BundleRecord
+from whisper_npu.features import log_mel
+from whisper_npu.language import detect_language
+from whisper_npu.transcriber import Transcriber
 
 pytestmark = pytest.mark.integration
 for module in (*SPLIT_MODELS["builtin:base"].modules, "faster_whisper"):

@@ -20,20 +20,21 @@ from pipeline.bench.languages import (
     score_language_clip,
     summarise_languages,
 )
-from pipeline.bench.metrics import BenchMetrics, BenchRow
+from pipeline.bench.metrics import BenchMetrics
 from pipeline.bench.records import EngineSpec
 from pipeline.bench.selection import bench_specs
 from pipeline.config import BenchParams
-from pipeline.errors import UserError
 from pipeline.export.onnx_bundle import export_graphs
-from pipeline.layout import MANIFEST_FILE
-from pipeline.runtime.features import log_mel
-from pipeline.runtime.language import detect_language
-from pipeline.runtime.transcriber import Transcriber
-from pipeline.runtime.whisper_io import SAMPLE_RATE, WhisperDims
 from pipeline.sources.multilingual import SET_NAME, build_language_set, multilingual_features
 from tests.conftest import bundle_record, run_cli, tiny_whisper, write_tiny_bundle
 from tests.test_language import MULTILINGUAL
+from whisper_npu.errors import UserError
+from whisper_npu.features import log_mel
+from whisper_npu.figures import BenchRow
+from whisper_npu.language import detect_language
+from whisper_npu.layout import MANIFEST_FILE
+from whisper_npu.transcriber import Transcriber
+from whisper_npu.whisper_io import SAMPLE_RATE, WhisperDims
 
 # (language, reference) per clip: two space-separated languages and one without spaces.
 CLIPS = [

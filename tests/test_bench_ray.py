@@ -9,9 +9,9 @@ import yaml
 
 from pipeline.bench.records import EngineSpec
 from pipeline.config import BenchParams, load_params
-from pipeline.errors import UserError
 from tests.conftest import REPO, write_tiny_bundle
 from tests.test_bench_results import clips, local_ray, needs_ray
+from whisper_npu.errors import UserError
 
 __all__ = ["local_ray"]  # a fixture, used by name
 
@@ -44,7 +44,7 @@ def test_a_bad_bench_ray_is_one_line_naming_the_key(tmp_path, setting):
 
 def test_bench_ray_without_ray_installed_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     from pipeline.bench import sharded
-    from pipeline.cli import main
+    from whisper_npu.cli import main
 
     monkeypatch.setattr(sharded.importlib.util, "find_spec", lambda name: None)
     paths = [str(tmp_path / name) for name in ("c", "d", "o.json", "c.jsonl", "p", "b", "m")]

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.bench.metrics import MACHINE_KEY, PEERS_KEY, BenchMetrics, BenchRow, Machine, RunInfo
-from pipeline.bench.records import PEERS
-from pipeline.errors import UserError
-from pipeline.record import Strict
-from pipeline.release.card import Card, render_model_card
+from pipeline.bench.metrics import MACHINE_KEY, PEERS_KEY, BenchMetrics, Machine, RunInfo
+from pipeline.release.model_card import render_model_card
 from tests.test_bench import PARAMS, run_check
+from whisper_npu.card import Card
+from whisper_npu.errors import UserError
+from whisper_npu.figures import PEERS, BenchRow
+from whisper_npu.record import Strict
 
 DATA = Path(__file__).resolve().parent / "data"
 LAYOUT_KEYS = (PEERS_KEY, MACHINE_KEY)  # bench.json's keys that are not variants

@@ -23,7 +23,7 @@ from pipeline.bench.results import (
     write_table,
 )
 from pipeline.bench.wer import normalise
-from pipeline.errors import UserError
+from whisper_npu.errors import UserError
 
 REFERENCES = [
     "The cat sat on the mat.",
@@ -202,7 +202,7 @@ def test_ray_evaluation_gives_the_single_process_results(
 
 def test_ray_missing_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path):
     from pipeline.bench import sharded
-    from pipeline.cli import main
+    from whisper_npu.cli import main
 
     monkeypatch.setattr(sharded.importlib.util, "find_spec", lambda name: None)
     code = main(["evaluate", "--artifact", str(tmp_path), "--data", str(tmp_path), "--ray"])

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import UserError
 from pipeline.sources.builtin import SPLIT_MODELS, SplitModel, reassemble, source_hashes
 from tests.conftest import run_cli
+from whisper_npu.errors import UserError
 
 PARTS = (b"first half of the weights|", b"second half")
 SPLIT = SplitModel(

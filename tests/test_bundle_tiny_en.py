@@ -13,10 +13,10 @@ import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from pipeline.fsutil import sha256_file
 from pipeline.npu.graph_check import check_graph
 from pipeline.sources.speech_sets import clip_samples, load_saved_set
 from tests.conftest import REPO, run_cli
+from whisper_npu.fsutil import sha256_file
 
 pytestmark = pytest.mark.integration
 SKY = "If the sky clears up tonight, we might see a few shooting stars."
@@ -104,8 +104,8 @@ def test_transcribe_plain_output_is_one_line_per_file(fp32_bundle, sky_clip, tmp
 def test_runtime_does_not_import_torch(fp32_bundle, sky_clip, tmp_path):
     clip = write_clip(tmp_path / "sky.wav", sky_clip, 16_000, stereo=False)
     code = (
-        "import sys; from pipeline.runtime.audio import load_audio; "
-        "from pipeline.runtime.transcriber import Transcriber; "
+        "import sys; from whisper_npu.audio import load_audio; "
+        "from whisper_npu.transcriber import Transcriber; "
         f"t = Transcriber.from_bundle({str(fp32_bundle)!r}); "
         f"print(t.transcribe(load_audio({str(clip)!r})).text); "
         "assert 'torch' not in sys.modules, 'torch was imported'"
@@ -128,7 +128,8 @@ def test_transcribe_all_matches_one_session_in_order_and_stops_early(fp32_bundle
     leaving the loop early drops the clips not yet started instead of finishing them."""
     from contextlib import closing
 
-    from pipeline.runtime.transcriber import Transcriber, transcribe_all
+    from pipeline.throughput import transcribe_all
+    from whisper_npu.transcriber import Transcriber
 
     rows = load_saved_set(default_data_dir, "calibration").select(range(6))
     clips = [clip_samples(row) for row in rows]

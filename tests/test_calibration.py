@@ -9,14 +9,14 @@ import onnxruntime as ort
 import pytest
 
 from pipeline.config import CalibrateParams
-from pipeline.errors import UserError
 from pipeline.quant.calibration import (
     CalibrationSet,
     FeedReader,
     _sampled_positions,
     run_calibration,
 )
-from pipeline.runtime.bundle import Bundle
+from whisper_npu.bundle import Bundle
+from whisper_npu.errors import UserError
 
 
 def test_sampled_positions_cover_the_path():

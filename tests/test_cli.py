@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.layout import model_slug
 from tests.conftest import REPO, run_cli
+from whisper_npu.layout import model_slug
 
 
 def params_with(tmp_path: Path, **model: str) -> Path:
@@ -89,7 +89,7 @@ def test_help_lists_the_stages():
 
 
 def test_say_writes_one_stderr_line_with_its_kind(capsys):
-    from pipeline.errors import say
+    from whisper_npu.errors import say
 
     say("compile", "two\nlines", kind="note")
     say(None, "before argparse")

@@ -12,19 +12,19 @@ import pytest
 import soundfile as sf
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline.cli import main
 from pipeline.config import CompileParams
-from pipeline.errors import UserError
-from pipeline.layout import COMPILE_FILE, VITISAI_REPORT_FILE
-from pipeline.npu import vitisai
 from pipeline.npu.compile import compile_bundle, disagreements
-from pipeline.npu.compiled import EpReport, Forecast, GraphPlacement
 from pipeline.npu.flows import Reason
 from pipeline.npu.forecast import LoadedGraph, forecast_bundle, forecast_file, no_npu_reason
-from pipeline.providers import VITISAI_PROVIDER
-from pipeline.runtime.transcriber import Transcriber
-from pipeline.variants import Flow
 from tests.conftest import REPO, TINY_DIMS, TINY_SPEC, bundle_record, write_tiny_bundle
+from whisper_npu import vitisai
+from whisper_npu.cli import main
+from whisper_npu.compiled import EpReport, Forecast, GraphPlacement
+from whisper_npu.errors import UserError
+from whisper_npu.layout import COMPILE_FILE, VITISAI_REPORT_FILE
+from whisper_npu.providers import VITISAI_PROVIDER
+from whisper_npu.transcriber import Transcriber
+from whisper_npu.variants import Flow
 
 PARAMS = ["--params", str(REPO / "params.yaml")]
 SPEC, DIMS = TINY_SPEC, TINY_DIMS

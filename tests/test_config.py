@@ -4,8 +4,8 @@ import pytest
 import yaml
 
 from pipeline.config import BuiltinSet, PiperVoice, load_params
-from pipeline.errors import UserError
-from pipeline.variants import Variant
+from whisper_npu.errors import UserError
+from whisper_npu.variants import Variant
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -14,18 +14,18 @@ import pytest
 import yaml
 
 from pipeline.config import CompileParams, load_params
-from pipeline.errors import UserError
-from pipeline.fsutil import sha256_tree
-from pipeline.layout import COMPILE_FILE, MODEL_CARD_FILE, NPU_DIR, PROVIDER_OPTIONS_FILE
 from pipeline.npu.compile import compile_bundle
-from pipeline.providers import CPU_PROVIDER
 from pipeline.quant.backends import OrtBackend, QuantJob
 from pipeline.release.build import build_release
-from pipeline.release.verify import verify_artifact
-from pipeline.runtime.bundle import Artifact, BundleRecord
-from pipeline.runtime.transcriber import Transcriber
-from pipeline.variants import CPU_ONLY_NOTE, DEFAULT_VARIANTS, VARIANTS, Variant
 from tests.conftest import REPO, bundle_record, write_tiny_bundle
+from whisper_npu.bundle import Artifact, BundleRecord
+from whisper_npu.errors import UserError
+from whisper_npu.fsutil import sha256_tree
+from whisper_npu.layout import COMPILE_FILE, MODEL_CARD_FILE, NPU_DIR, PROVIDER_OPTIONS_FILE
+from whisper_npu.providers import CPU_PROVIDER
+from whisper_npu.transcriber import Transcriber
+from whisper_npu.variants import CPU_ONLY_NOTE, DEFAULT_VARIANTS, VARIANTS, Variant
+from whisper_npu.verify import verify_artifact
 
 CPU_INT8 = Variant.CPU_INT8
 

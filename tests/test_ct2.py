@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.errors import UserError
 from pipeline.sources.builtin import builtin_dir
 from pipeline.sources.ct2 import _tokenizer, convert_ct2_whisper, read_ct2_model
 from tests.conftest import tiny_whisper
+from whisper_npu.errors import UserError
 
 ctranslate2 = pytest.importorskip("ctranslate2")
 

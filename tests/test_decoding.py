@@ -8,7 +8,7 @@ import torch
 from transformers import GenerationConfig
 from transformers.generation.logits_process import WhisperTimeStampLogitsProcessor
 
-from pipeline.runtime.decoding import (
+from whisper_npu.decoding import (
     DecodingSpec,
     TranscribeOptions,
     WindowDecoder,

@@ -14,9 +14,9 @@ import soundfile as sf
 import yaml
 
 from pipeline.config import load_params
-from pipeline.layout import model_slug
 from tests.conftest import run_cli
 from tests.dvc_helpers import REPO, dvc, git, seeded_clone
+from whisper_npu.layout import model_slug
 
 CACHE = REPO / ".dvc" / "cache" / "files" / "md5"
 TEST_ARTIFACT = "test-fp32-bundle"

@@ -9,14 +9,14 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from pipeline.errors import UserError
 from pipeline.export.onnx_bundle import _check_graphs, export_graphs
 from pipeline.npu.graph_check import check_graph, npu_ops
-from pipeline.runtime.bundle import Bundle, BundleRecord
-from pipeline.runtime.decoding import DecodingSpec
-from pipeline.runtime.transcriber import OrtRunner
-from pipeline.runtime.whisper_io import WhisperDims
 from tests.conftest import bundle_record, tiny_whisper
+from whisper_npu.bundle import Bundle, BundleRecord
+from whisper_npu.decoding import DecodingSpec
+from whisper_npu.errors import UserError
+from whisper_npu.transcriber import OrtRunner
+from whisper_npu.whisper_io import WhisperDims
 
 FAMILIES = {  # (mel bins, vocabulary): .en, multilingual, large-v3 / turbo
     "tiny.en-like": (80, 51864),

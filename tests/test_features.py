@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from transformers import WhisperFeatureExtractor
 
-from pipeline.runtime.features import log_mel
+from whisper_npu.features import log_mel
 
 RNG = np.random.default_rng(0)
 # transformers frames and transforms in float32, we in float64: up to 3e-5 apart on a log-mel
@@ -40,7 +40,7 @@ def test_whole_recording_matches_transformers_long_form_features():
 
 def test_long_audio_in_blocks_equals_one_piece(monkeypatch):
     """Blocks bound the memory of hour-long inputs without changing a single value."""
-    from pipeline.runtime import features
+    from whisper_npu import features
 
     rng = np.random.default_rng(1)
     audio = (rng.standard_normal(16000 * 7) * 0.1).astype(np.float32)

@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.fsutil import atomic_dir, sha256_tree
+from whisper_npu.fsutil import atomic_dir, sha256_tree
 
 
 def test_atomic_dir_replaces_on_success(tmp_path):

@@ -8,8 +8,7 @@ import pytest
 import srt
 import webvtt
 
-from pipeline.errors import UserError
-from pipeline.runtime.decoding import (
+from whisper_npu.decoding import (
     DecodingSpec,
     Sampling,
     TranscribeOptions,
@@ -18,9 +17,10 @@ from pipeline.runtime.decoding import (
     WindowTokens,
     decode_window,
 )
-from pipeline.runtime.formats import Format, render
-from pipeline.runtime.result import build_result
-from pipeline.runtime.transcriber import Decoded
+from whisper_npu.errors import UserError
+from whisper_npu.formats import Format, render
+from whisper_npu.result import build_result
+from whisper_npu.transcriber import Decoded
 
 VOCAB = 51864
 SPEC = DecodingSpec(

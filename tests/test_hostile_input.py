@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.cli import main
 from tests.conftest import REPO, TINY_DIMS, TINY_SPEC, run_cli, start_cli, write_tiny_bundle
+from whisper_npu.cli import main
 
 PARAMS = ["--params", str(REPO / "params.yaml")]
 SPEC, DIMS = TINY_SPEC, TINY_DIMS
@@ -294,7 +294,7 @@ def test_release_out_equal_to_an_input_is_refused(release_inputs, capsys):
 def test_sigterm_inside_the_swap_leaves_an_output(tmp_path, monkeypatch):
     """SIGTERM between renaming the old output away and the new one in: the swap finishes,
     then the interrupt is delivered."""
-    from pipeline.fsutil import atomic_dir
+    from whisper_npu.fsutil import atomic_dir
 
     final = tmp_path / "out"
     final.mkdir()
@@ -491,9 +491,9 @@ def write_audio_cases(root: Path) -> dict[str, str]:
 def test_bad_audio_is_one_line_each_and_the_rest_is_transcribed(
     runnable_bundle, tmp_path, capsys, monkeypatch, deadline
 ):
-    import pipeline.runtime.audio
+    import whisper_npu.audio
 
-    monkeypatch.setattr(pipeline.runtime.audio, "MAX_SECONDS", 3)
+    monkeypatch.setattr(whisper_npu.audio, "MAX_SECONDS", 3)
     cases = write_audio_cases(tmp_path / "audio")
     good = tmp_path / "audio" / "eight-channels.wav"
     sf.write(good, np.zeros((16000, 8), np.float32), 16000)

@@ -9,13 +9,13 @@ import pytest
 
 from pipeline.bench.wer import normalise
 from pipeline.export.reference import greedy_tokens, load_model, log_mel
-from pipeline.runtime.whisper_io import CHUNK_SECONDS
 from pipeline.sources.speech_sets import (
     build_speech_sets,
     clip_samples,
     load_saved_set,
 )
 from tests.conftest import default_data_params
+from whisper_npu.whisper_io import CHUNK_SECONDS
 
 pytestmark = pytest.mark.integration
 EOT = 50256

@@ -10,14 +10,14 @@ import pytest
 import torch
 from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
-from pipeline.errors import UserError
 from pipeline.export.onnx_bundle import decoding_spec, export_graphs
-from pipeline.runtime.bundle import Bundle, BundleRecord
-from pipeline.runtime.decoding import DecodingSpec, prompt_tokens, with_prompt
-from pipeline.runtime.language import detect_language, language_probabilities
-from pipeline.runtime.transcriber import OrtRunner, Transcriber
-from pipeline.runtime.whisper_io import WhisperDims
 from tests.conftest import TINY_SPEC, bundle_record, tiny_whisper
+from whisper_npu.bundle import Bundle, BundleRecord
+from whisper_npu.decoding import DecodingSpec, prompt_tokens, with_prompt
+from whisper_npu.errors import UserError
+from whisper_npu.language import detect_language, language_probabilities
+from whisper_npu.transcriber import OrtRunner, Transcriber
+from whisper_npu.whisper_io import WhisperDims
 
 SOT, TRANSLATE, TRANSCRIBE = 50258, 50358, 50359
 # Multilingual Whisper: <|en|> is 50259 and the languages follow in LANGUAGES' order.

@@ -6,11 +6,11 @@ import pytest
 from transformers import WhisperForConditionalGeneration
 
 from pipeline.config import ModelParams
-from pipeline.errors import UserError
 from pipeline.sources.builtin import builtin_dir
 from pipeline.sources.ct2 import _tokenizer
 from pipeline.sources.model import classify_source, fetch_model
 from tests.conftest import tiny_whisper
+from whisper_npu.errors import UserError
 
 
 @pytest.fixture

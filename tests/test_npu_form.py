@@ -22,8 +22,8 @@ from pipeline.quant.npu_form import (
     quantized_op_types,
     write_npu_form,
 )
-from pipeline.variants import Flow, Variant
 from tests.conftest import tiny_whisper
+from whisper_npu.variants import Flow, Variant
 
 
 def _run(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -98,7 +98,7 @@ def test_erf_gelu_becomes_one_microsoft_gelu_node_exactly():
 def tiny_graphs(tmp_path_factory) -> tuple[Path, Path]:
     """A tiny random Whisper's exported graphs, and the same graphs in the x2-int form."""
     from pipeline.export.onnx_bundle import export_graphs
-    from pipeline.runtime.whisper_io import WhisperDims
+    from whisper_npu.whisper_io import WhisperDims
 
     model = tiny_whisper()
     model.config._attn_implementation = "eager"

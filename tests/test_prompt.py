@@ -12,10 +12,12 @@ import pytest
 import torch
 from transformers import GenerationConfig, WhisperFeatureExtractor, WhisperProcessor
 
-from pipeline.errors import UserError
 from pipeline.export.onnx_bundle import export_graphs
-from pipeline.runtime.bundle import Bundle
-from pipeline.runtime.decoding import (
+from pipeline.sources.builtin import builtin_dir
+from pipeline.sources.ct2 import _tokenizer
+from tests.conftest import bundle_record, tiny_whisper
+from whisper_npu.bundle import Bundle
+from whisper_npu.decoding import (
     GREEDY,
     DecodingSpec,
     TranscribeOptions,
@@ -25,11 +27,9 @@ from pipeline.runtime.decoding import (
     decode_encoded,
     decode_window,
 )
-from pipeline.runtime.transcriber import OrtRunner, Transcriber
-from pipeline.runtime.whisper_io import WhisperDims
-from pipeline.sources.builtin import builtin_dir
-from pipeline.sources.ct2 import _tokenizer
-from tests.conftest import bundle_record, tiny_whisper
+from whisper_npu.errors import UserError
+from whisper_npu.transcriber import OrtRunner, Transcriber
+from whisper_npu.whisper_io import WhisperDims
 
 MAX_LENGTH = 48  # cache slots of the test bundle: room for a prompt and some output
 SPECIALS = tuple(range(50257, 50363))  # suppressed, so the random model writes text or stamps

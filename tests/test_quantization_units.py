@@ -9,8 +9,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from pipeline.bench.wer import EditCounts, clip_edits, corpus_wer
 from pipeline.config import QuantizeParams
-from pipeline.errors import UserError
 from pipeline.quant.backends import OrtBackend, QuantJob, QuarkBackend, get_backend
+from pipeline.quant.plan import QuantizePlan
 from pipeline.quant.quantize import (
     exclusion_ladder,
     graph_rankings,
@@ -19,7 +19,8 @@ from pipeline.quant.quantize import (
     wer_standard_error,
 )
 from pipeline.quant.sensitivity import _round_to_grid, layer_sensitivity, sensitivity_grids, snr_db
-from pipeline.variants import Precision, QuantizePlan, Variant
+from whisper_npu.errors import UserError
+from whisper_npu.variants import Precision, Variant
 
 
 def test_exclusion_ladder():

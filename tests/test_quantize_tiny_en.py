@@ -11,15 +11,15 @@ import pytest
 import yaml
 
 from pipeline.config import CalibrateParams, QuantizeParams, SensitivityParams
-from pipeline.errors import UserError
-from pipeline.fsutil import sha256_file
 from pipeline.npu.graph_check import check_graph
 from pipeline.quant.calibration import run_calibration
 from pipeline.quant.quantize import QuantizeInputs, quantize_variant
 from pipeline.quant.sensitivity import run_sensitivity
-from pipeline.runtime.transcriber import Transcriber
 from pipeline.sources.speech_sets import clip_samples, load_saved_set
 from tests.conftest import REPO, run_cli
+from whisper_npu.errors import UserError
+from whisper_npu.fsutil import sha256_file
+from whisper_npu.transcriber import Transcriber
 
 pytestmark = pytest.mark.integration
 # The mechanism is under test here, not accuracy (6 held-back clips are too few to hold a

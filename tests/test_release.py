@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 
-from pipeline.errors import GateFailure, UserError
-from pipeline.fsutil import sha256_file, sha256_tree
-from pipeline.layout import CARD_FILE, COMPILE_FILE, MODEL_CARD_FILE, NPU_DIR, model_slug
 from pipeline.release.build import artifact_name, build_release
-from pipeline.release.verify import verify_artifact
-from pipeline.runtime.bundle import BundleRecord
-from pipeline.runtime.decoding import DecodingSpec
-from pipeline.runtime.whisper_io import WhisperDims
 from tests.conftest import bundle_record, run_cli
+from whisper_npu.bundle import BundleRecord
+from whisper_npu.decoding import DecodingSpec
+from whisper_npu.errors import GateFailure, UserError
+from whisper_npu.fsutil import sha256_file, sha256_tree
+from whisper_npu.layout import CARD_FILE, COMPILE_FILE, MODEL_CARD_FILE, NPU_DIR, model_slug
+from whisper_npu.verify import verify_artifact
+from whisper_npu.whisper_io import WhisperDims
 
 CALIBRATION_MANIFEST = {
     "bundle_sha256": "f" * 64,
@@ -434,7 +434,7 @@ def test_artifact_name_matches_registry_names() -> None:
 
 
 def test_card_shows_wer_delta_in_points_not_percent():
-    from pipeline.bench.metrics import BenchRow
+    from whisper_npu.figures import BenchRow
 
     row = BenchRow(wer=0.0306, wer_delta_vs_fp32=0.454, speedup_vs_fp32=1.0)
     shown = {name: unit.show(value) for name, value, unit in row.figures()}

@@ -16,10 +16,10 @@ import pytest
 import yaml
 
 from pipeline.config import load_params
-from pipeline.fsutil import sha256_tree
-from pipeline.layout import model_slug
-from pipeline.variants import VARIANTS, Variant
 from tests.dvc_helpers import dvc, dvc_env, seeded_clone
+from whisper_npu.fsutil import sha256_tree
+from whisper_npu.layout import model_slug
+from whisper_npu.variants import VARIANTS, Variant
 
 REPO = Path(__file__).resolve().parent.parent
 

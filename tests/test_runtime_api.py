@@ -24,14 +24,14 @@ import srt
 import webvtt
 from tokenizers import Tokenizer, models
 
-from pipeline.cli import main
-from pipeline.errors import UserError
 from pipeline.export.onnx_bundle import export_graphs
-from pipeline.runtime.decoding import DecodingSpec
-from pipeline.runtime.whisper_io import WhisperDims
 from tests.conftest import TINY_DIMS, _cli_env, bundle_record, tiny_whisper, write_tiny_bundle
 from tests.test_language import MULTILINGUAL
 from whisper_npu import TranscribeOptions, VadOptions, load
+from whisper_npu.cli import main
+from whisper_npu.decoding import DecodingSpec
+from whisper_npu.errors import UserError
+from whisper_npu.whisper_io import WhisperDims
 
 UPLOAD_LIMIT_MB = 0.05  # a 1 s 16-bit clip passes, 3 s do not
 
@@ -390,7 +390,7 @@ def test_vad_settings_reach_silero(bundle, clip, monkeypatch, capsys):
         seen.append(options)
         return []
 
-    monkeypatch.setattr("pipeline.runtime.model.speech_regions", regions)
+    monkeypatch.setattr("whisper_npu.model.speech_regions", regions)
     flags = ["--vad-threshold", "0.3", "--vad-min-silence-ms", "500", "--vad-speech-pad-ms", "0"]
     assert main(["transcribe", "--artifact", str(bundle), "--vad", *flags, str(clip)]) == 0
     assert seen == [VadOptions(threshold=0.3, min_silence_duration_ms=500, speech_pad_ms=0)]

@@ -20,7 +20,7 @@ HEAVY = ("torch", "quark", "datasets", "jiwer", "transformers", "onnx", "faster_
 HEAVY += ("ctranslate2", "av")
 PROBE = f"""
 import json, sys
-from pipeline.cli import main
+from whisper_npu.cli import main
 code = main(sys.argv[1:])
 heavy = sorted(name for name in sys.modules if name.split(".")[0] in {HEAVY!r})
 print(json.dumps({{"code": code, "heavy": heavy}}))
@@ -46,8 +46,8 @@ def test_deployed_commands_import_no_heavy_package(command: list[str], tmp_path:
 
 def test_runtime_modules_import_no_heavy_package() -> None:
     probe = (
-        "import sys, pipeline.runtime.transcriber, pipeline.runtime.audio, "
-        "pipeline.release.verify, pipeline.runtime.server, whisper_npu; "
+        "import sys, whisper_npu.transcriber, whisper_npu.audio, "
+        "whisper_npu.verify, whisper_npu.server, whisper_npu; "
         f"print(sorted(n for n in sys.modules if n.split('.')[0] in {HEAVY!r}))"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

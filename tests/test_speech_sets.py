@@ -9,10 +9,10 @@ import pytest
 import soundfile as sf
 
 from pipeline.config import AudioFolderSet, BuiltinSet, DataParams, EspeakVoice, PiperVoice
-from pipeline.errors import UserError
-from pipeline.runtime.whisper_io import SAMPLE_RATE
 from pipeline.sources.speech_sets import build_speech_sets, load_saved_set
 from pipeline.sources.synthesis import synthesize, synthesize_all
+from whisper_npu.errors import UserError
+from whisper_npu.whisper_io import SAMPLE_RATE
 
 PIPER = PiperVoice(engine="piper")
 

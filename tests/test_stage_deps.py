@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-PROJECT_PACKAGES = ("pipeline", "stages")
+PROJECT_PACKAGES = ("pipeline", "stages", "whisper_npu")
 
 
 def module_file(dotted: str) -> Path | None:

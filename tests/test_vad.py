@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.cli import main
-from pipeline.errors import UserError
-from pipeline.runtime.result import Result, Segment
-from pipeline.runtime.vad import Chunk, Region, VadOptions, pack, transcribe_speech
 from tests.conftest import write_tiny_bundle
 from whisper_npu import TranscribeOptions, load
+from whisper_npu.cli import main
+from whisper_npu.errors import UserError
+from whisper_npu.result import Result, Segment
+from whisper_npu.vad import Chunk, Region, VadOptions, pack, transcribe_speech
 
 SR = 16_000
 
@@ -118,7 +118,7 @@ def test_model_decodes_only_the_speech_and_reports_original_times(bundle, monkey
     model = load(bundle)
     audio = np.random.default_rng(0).normal(0, 0.1, 70 * SR).astype(np.float32)
     regions = seconds((3, 8), (40, 44))
-    monkeypatch.setattr("pipeline.runtime.model.speech_regions", lambda samples, opts: regions)
+    monkeypatch.setattr("whisper_npu.model.speech_regions", lambda samples, opts: regions)
     plain = TranscribeOptions.plain(timestamps=True)
     result = model.transcribe(audio, plain, vad=VadOptions())
     assert result.duration == 70.0 and result.segments

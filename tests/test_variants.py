@@ -9,12 +9,13 @@ from typing import get_args
 import pytest
 import yaml
 
-from pipeline.cli import build_parser
 from pipeline.config import CompileParams, QuantizeParams, Target, load_params
-from pipeline.errors import UserError
 from pipeline.release.build import artifact_name
-from pipeline.runtime.bundle import BundleRecord
-from pipeline.variants import (
+from tests.conftest import REPO, bundle_record
+from whisper_npu.bundle import BundleRecord
+from whisper_npu.cli import build_parser
+from whisper_npu.errors import UserError
+from whisper_npu.variants import (
     BASELINE,
     CPU_ONLY_NOTE,
     DEFAULT_VARIANTS,
@@ -24,7 +25,6 @@ from pipeline.variants import (
     XDNA2,
     Variant,
 )
-from tests.conftest import REPO, bundle_record
 
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
 ALL = [variant.value for variant in Variant]

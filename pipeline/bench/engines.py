@@ -19,18 +19,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.bench.records import EngineSpec, Sample
-from pipeline.providers import CPU_PROVIDER
+from whisper_npu.providers import CPU_PROVIDER
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from pipeline.runtime.transcriber import OrtRunner, Transcriber
+    from whisper_npu.transcriber import OrtRunner, Transcriber
 
     Transcribe = Callable[[int, np.ndarray], Sample]
 
 # What a worker imports before its load clock starts: load_s is session creation, not imports.
 IMPORTS: dict[str, tuple[str, ...]] = {
-    "ours": ("onnxruntime", "pipeline.runtime.transcriber"),
+    "ours": ("onnxruntime", "whisper_npu.transcriber"),
     "transformers": ("torch", "transformers", "pipeline.export.reference"),
     "faster_whisper": ("faster_whisper",),
 }
@@ -79,7 +79,7 @@ def _size_mb(files: Iterable[Path]) -> float:
 def open_transcriber(spec: EngineSpec) -> Transcriber:
     """One of our variants as the bench runs it: a CPU-only variant's bundle on the CPU provider
     by design, any other as its compiled artifact says (the fp32 baseline on the CPU)."""
-    from pipeline.runtime.transcriber import Transcriber
+    from whisper_npu.transcriber import Transcriber
 
     if spec.cpu_only:
         return Transcriber.from_bundle(spec.path, providers=[CPU_PROVIDER], threads=spec.threads)
@@ -136,7 +136,7 @@ def _open_transformers(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
 def _open_faster_whisper(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
     from faster_whisper import WhisperModel
 
-    from pipeline.runtime.features import WINDOW_SAMPLES
+    from whisper_npu.features import WINDOW_SAMPLES
 
     model = WhisperModel(
         str(spec.path), device="cpu", compute_type=spec.compute_type, cpu_threads=spec.threads or 0

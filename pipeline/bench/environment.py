@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.bench.records import EngineSpec, EvalClips, Measurement
 from pipeline.provenance import package_versions
-from pipeline.variants import BASELINE
+from whisper_npu.variants import BASELINE
 
 if TYPE_CHECKING:
     from pipeline.config import BenchParams
@@ -57,7 +57,7 @@ def run_info(
 ) -> dict[str, Any]:
     """run.json's fields (pipeline.bench.metrics.RunInfo) but the wall time, which only the
     end of the bench knows."""
-    from pipeline.runtime.whisper_io import CHUNK_SECONDS
+    from whisper_npu.whisper_io import CHUNK_SECONDS
 
     latency_ids = sorted({clips.ids[s.clip] for s in measured.latency[BASELINE]})
     return {

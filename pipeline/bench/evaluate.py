@@ -11,9 +11,9 @@ from typing import Any
 
 from pipeline.bench.records import EvalClips
 from pipeline.bench.results import ClipResult, score_clip, wer_figures, write_table
-from pipeline.errors import UserError
-from pipeline.fsutil import read_text
-from pipeline.layout import TRANSCRIPTS_FILE
+from whisper_npu.errors import UserError
+from whisper_npu.fsutil import read_text
+from whisper_npu.layout import TRANSCRIPTS_FILE
 
 # One clip's transcript and the milliseconds it took where it ran.
 Transcript = tuple[str, float]
@@ -50,7 +50,7 @@ def transcribe_here(artifact: Path, clips: EvalClips) -> tuple[list[Transcript],
     """Every clip through one transcriber in this process; its execution record."""
     from tqdm import tqdm
 
-    from pipeline.runtime.transcriber import Transcriber
+    from whisper_npu.transcriber import Transcriber
 
     transcriber = Transcriber.from_artifact(artifact)
     out = []

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline.bench.metrics import BenchMetrics
 from pipeline.config import GateParams
-from pipeline.errors import GateFailure, UserError
+from whisper_npu.errors import GateFailure, UserError
 
 
 @dataclass(frozen=True)

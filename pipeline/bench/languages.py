@@ -3,7 +3,7 @@ and over all of it, each engine's language-ID accuracy and its error rate transc
 language given.
 
 Language ID: each engine names the language of each clip from its first 30 s window — ours
-with `pipeline.runtime.language` (one decoder step after <|startoftranscript|>, as OpenAI and
+with `whisper_npu.language` (one decoder step after <|startoftranscript|>, as OpenAI and
 transformers do), faster-whisper with its own `detect_language` on the same CTranslate2 weights
 the model was converted from — scored against the set's `language` column. Transcripts: the
 clip's language is given, not detected, so a wrong guess does not count twice and the error
@@ -35,8 +35,8 @@ from pipeline.bench.records import EvalClips
 from pipeline.bench.results import ScoredText
 from pipeline.bench.stats import round_sig
 from pipeline.bench.wer import edits_of_normalised, normalise, total_edits
-from pipeline.errors import UserError
-from pipeline.fsutil import write_text
+from whisper_npu.errors import UserError
+from whisper_npu.fsutil import write_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -158,9 +158,9 @@ class LanguageClips(EvalClips):
 def load_language_clips(folder: Path, known: dict[str, int]) -> LanguageClips | None:
     """The `data_languages` output's clips (None: it was built for an English-only model),
     refused when a language is not one the bundle knows."""
-    from pipeline.runtime.whisper_io import SAMPLE_RATE
     from pipeline.sources.multilingual import load_language_set
     from pipeline.sources.speech_sets import clip_samples
+    from whisper_npu.whisper_io import SAMPLE_RATE
 
     speech = load_language_set(folder)
     if speech is None:
@@ -182,8 +182,8 @@ def load_language_clips(folder: Path, known: dict[str, int]) -> LanguageClips | 
 def _open_ours(spec: EngineSpec) -> tuple[Detect, Transcribe]:
     """A variant run as the bench's timed pass runs it."""
     from pipeline.bench.engines import open_transcriber
-    from pipeline.runtime.features import WINDOW_SAMPLES, log_mel
-    from pipeline.runtime.language import detect_language, first_window
+    from whisper_npu.features import WINDOW_SAMPLES, log_mel
+    from whisper_npu.language import detect_language, first_window
 
     transcriber = open_transcriber(spec)
     decoding = transcriber.bundle.record.decoding
@@ -205,7 +205,7 @@ def _open_faster_whisper(spec: EngineSpec) -> tuple[Detect, Transcribe]:
     """faster-whisper on the CTranslate2 weights, decoding as the bench's peer does."""
     from faster_whisper import WhisperModel
 
-    from pipeline.runtime.features import WINDOW_SAMPLES
+    from whisper_npu.features import WINDOW_SAMPLES
 
     model = WhisperModel(
         str(spec.path), device="cpu", compute_type=spec.compute_type, cpu_threads=spec.threads or 0
@@ -288,7 +288,7 @@ def language_pass(
     specs: Sequence[EngineSpec], languages_dir: Path | None, baseline_bundle: Path
 ) -> LanguagePass:
     """The bench's multilingual pass, when the baseline bundle is multilingual."""
-    from pipeline.runtime.bundle import BundleRecord
+    from whisper_npu.bundle import BundleRecord
 
     known = BundleRecord.load(Path(baseline_bundle)).decoding.languages
     if not known:

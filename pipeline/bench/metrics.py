@@ -6,94 +6,18 @@ name."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
-from pipeline.bench.records import EngineKind, Peer
-from pipeline.record import Strict
+from pipeline.bench.records import EngineKind
+from whisper_npu.figures import BenchRow, Peer, Unit
+from whisper_npu.record import Strict
 
 PEERS_KEY = "peers"
 MACHINE_KEY = "machine"
 LANGUAGES_KEY = "languages"
 ALL_LANGUAGES = "all"  # the row over every clip of the multilingual set
-
-
-class Unit(Enum):
-    """What a figure measures, and so how a person reads it."""
-
-    FRACTION = "fraction"  # WER as a fraction of words: shown as a percentage
-    POINTS = "points"  # a WER difference, already in percentage points
-    MS = "ms"
-    RATIO = "ratio"  # a speedup: >1 is faster
-    NUMBER = "number"  # seconds, MB, counts, 1/0 flags: shown as recorded, 4 significant digits
-
-    def show(self, value: float) -> str:
-        if self is Unit.FRACTION:
-            return f"{value:.2%}"
-        if self is Unit.POINTS:
-            return f"{value:+.2f} points"
-        if self is Unit.MS:
-            return f"{value:.1f} ms"
-        if self is Unit.RATIO:
-            return f"{value:.2f}x"
-        return f"{value:.4g}"
-
-
-Fraction = Annotated[float, Field(ge=0), Unit.FRACTION]
-Speedup = Annotated[float, Field(gt=0), Unit.RATIO]  # inverted by the gate: never 0
-
-
-class BenchRow(Strict):
-    """One engine's figures (4 significant digits). WER and the same-run speedup against fp32
-    are what the gate compares and every engine has them; the rest depends on what the engine
-    exposes (the peers have no encoder or decoder calls to time)."""
-
-    wer: Fraction
-    speedup_vs_fp32: Speedup
-    wer_long: Annotated[float | None, Field(ge=0), Unit.FRACTION] = None
-    wer_delta_vs_fp32: Annotated[float | None, Unit.POINTS] = None
-    e2e_ms_p50: Annotated[float | None, Unit.MS] = None
-    e2e_ms_p90: Annotated[float | None, Unit.MS] = None
-    encoder_ms_p50: Annotated[float | None, Unit.MS] = None
-    encoder_ms_p90: Annotated[float | None, Unit.MS] = None
-    decoder_ms_per_token_p50: Annotated[float | None, Unit.MS] = None
-    decoder_ms_per_token_p90: Annotated[float | None, Unit.MS] = None
-    # Share of clips whose WER is no worse than fp32's in the same run (WhisperKit's QoI).
-    qoi: Annotated[float | None, Field(ge=0, le=1), Unit.FRACTION] = None
-    rtf: Annotated[float | None, Unit.NUMBER] = None  # compute seconds per audio second
-    rtfx: Annotated[float | None, Unit.NUMBER] = None  # audio seconds per compute second (1/rtf)
-    tokens_per_s: Annotated[float | None, Unit.NUMBER] = None
-    speedup_vs_transformers: Annotated[float | None, Field(gt=0), Unit.RATIO] = None
-    speedup_vs_faster_whisper: Annotated[float | None, Field(gt=0), Unit.RATIO] = None
-    speedup_vs_faster_whisper_int8: Annotated[float | None, Field(gt=0), Unit.RATIO] = None
-    peak_rss_mb: Annotated[float | None, Unit.NUMBER] = None
-    size_mb: Annotated[float | None, Unit.NUMBER] = None
-    load_s: Annotated[float | None, Unit.NUMBER] = None
-    budget_met: Annotated[float | None, Unit.NUMBER] = None  # 1 or 0, quantized variants
-
-    @model_serializer(mode="wrap")
-    def _present(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """A figure the engine does not have is absent from the file, not null."""
-        return {key: value for key, value in handler(self).items() if value is not None}
-
-    def speedup_vs(self, peer: Peer) -> float | None:
-        return {
-            "transformers": self.speedup_vs_transformers,
-            "faster_whisper": self.speedup_vs_faster_whisper,
-            "faster_whisper_int8": self.speedup_vs_faster_whisper_int8,
-        }[peer]
-
-    def figures(self) -> list[tuple[str, float, Unit]]:
-        """The figures present, by name, each with its unit."""
-        found = []
-        for name, field in type(self).model_fields.items():
-            value = getattr(self, name)
-            if value is not None:
-                (unit,) = (item for item in field.metadata if isinstance(item, Unit))
-                found.append((name, value, unit))
-        return found
 
 
 Share = Annotated[float, Field(ge=0, le=1), Unit.FRACTION]

@@ -22,9 +22,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
-from pipeline.bench.metrics import BenchRow, RunInfo
-from pipeline.bench.records import PEERS
-from pipeline.variants import BASELINE
+from pipeline.bench.metrics import RunInfo
+from whisper_npu.figures import PEERS, BenchRow
+from whisper_npu.variants import BASELINE
 
 PARTS = ("encoder", "decoder", "other")
 PART_LABELS = {

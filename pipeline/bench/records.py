@@ -6,14 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import numpy as np
 
-
-Peer = Literal["transformers", "faster_whisper", "faster_whisper_int8"]
-PEERS: tuple[Peer, ...] = get_args(Peer)
 
 EngineKind = Literal["ours", "transformers", "faster_whisper"]
 # CTranslate2's compute types the faster-whisper peers run: float32, and int8 (weights quantized

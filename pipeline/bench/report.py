@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pipeline.bench.metrics import BenchResult
-from pipeline.bench.records import PEERS
+from whisper_npu.figures import PEERS
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:

@@ -27,14 +27,15 @@ from pipeline.bench import worker
 from pipeline.bench.environment import cpu_model, run_info
 from pipeline.bench.evaluate import load_eval_clips
 from pipeline.bench.metrics import BenchMetrics, BenchResult, Machine, RunInfo
-from pipeline.bench.records import PEERS, EngineSpec, EvalClips, Measurement, Samples
+from pipeline.bench.records import EngineSpec, EvalClips, Measurement, Samples
 from pipeline.bench.results import bench_tables, write_table
 from pipeline.bench.schedule import interleave, pick_latency_clips
 from pipeline.bench.selection import bench_specs
 from pipeline.bench.stats import decoder_by_position, engine_metrics, time_split
-from pipeline.errors import UserError
-from pipeline.layout import RUN_FILE
-from pipeline.variants import BASELINE
+from whisper_npu.errors import UserError
+from whisper_npu.figures import PEERS
+from whisper_npu.layout import RUN_FILE
+from whisper_npu.variants import BASELINE
 
 if TYPE_CHECKING:
     from pipeline.config import BenchParams
@@ -64,7 +65,7 @@ def known_transcripts(
     (the reference stage is that model) and the fp32 baseline when its parity gate matched the
     reference on every eval clip. The bench still checks them on the clips it times."""
     from pipeline.bench.evaluate import reference_texts
-    from pipeline.runtime.bundle import BundleRecord
+    from whisper_npu.bundle import BundleRecord
 
     if reference_dir is None:
         return {}
@@ -103,7 +104,7 @@ def wer_pass_on_ray(
 def latency_clips(clips: EvalClips, params: BenchParams) -> list[int]:
     """The clips the timed passes transcribe: `bench.latency_clips` short-form clips, spread
     evenly by duration."""
-    from pipeline.runtime.whisper_io import CHUNK_SECONDS
+    from whisper_npu.whisper_io import CHUNK_SECONDS
 
     latency = pick_latency_clips(clips.durations, params.latency_clips, CHUNK_SECONDS)
     if not latency:
@@ -184,7 +185,7 @@ def run_bench(variants: Sequence[str], params: BenchParams, paths: BenchPaths) -
     (`pipeline.bench.languages`), after the timed passes."""
     from pipeline.bench.languages import language_pass
     from pipeline.bench.plots import write_plots
-    from pipeline.fsutil import atomic_dir
+    from whisper_npu.fsutil import atomic_dir
 
     started = time.perf_counter()
     clips = load_eval_clips(paths.data_dir)

@@ -10,10 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.bench.records import PEERS, EngineSpec
-from pipeline.errors import UserError
-from pipeline.layout import SOURCE_FILE
-from pipeline.variants import BASELINE
+from pipeline.bench.records import EngineSpec
+from whisper_npu.errors import UserError
+from whisper_npu.figures import PEERS
+from whisper_npu.layout import SOURCE_FILE
+from whisper_npu.variants import BASELINE
 
 if TYPE_CHECKING:
     from pipeline.config import BenchParams
@@ -27,7 +28,7 @@ def variant_specs(
     The fp32 artifact is benched beside the baseline only when the NPU is there; without it the
     two are the same bundle on the same provider.
     """
-    from pipeline.npu.vitisai import ep_available
+    from whisper_npu.vitisai import ep_available
 
     specs = [EngineSpec(BASELINE, "ours", Path(baseline_bundle), threads, cpu_only=True)]
     for variant in variants:
@@ -43,8 +44,8 @@ def variant_specs(
 
 def _faster_whisper_weights(model_dir: Path) -> Path | str:
     """The CTranslate2 directory `model_dir` was converted from, or why there is none."""
-    from pipeline.fsutil import sha256_file
     from pipeline.sources.model import classify_source
+    from whisper_npu.fsutil import sha256_file
 
     record = model_dir / SOURCE_FILE
     if not record.is_file():
@@ -110,7 +111,7 @@ def bench_specs(
 ) -> tuple[list[EngineSpec], dict[str, str]]:
     """Every engine one bench runs, in order (the baseline first), and why any peer is
     skipped; the peers decode in the baseline bundle's language, as ours do."""
-    from pipeline.runtime.bundle import BundleRecord
+    from whisper_npu.bundle import BundleRecord
 
     specs = variant_specs(variants, compiled_dir, baseline_bundle, params.threads)
     if not params.peers:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.bench.records import EngineSpec, Sample
-from pipeline.errors import UserError
+from whisper_npu.errors import UserError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -136,7 +136,7 @@ def transcribe_on_ray(
 ) -> tuple[list[Transcript], dict[str, Any], dict[str, Any]]:
     """Every clip's transcript in clip order, the actors' execution record, and how the work
     was split (`whisper-npu evaluate --ray`): the artifact run as `from_artifact` runs it."""
-    from pipeline.runtime.bundle import Artifact
+    from whisper_npu.bundle import Artifact
 
     variant = Artifact.open(Path(artifact)).bundle.record.variant
     spec = EngineSpec(str(variant), "ours", Path(artifact).resolve(), 1)

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipeline.bench.metrics import BenchRow
-from pipeline.bench.records import PEERS, EvalClips, Measurement, Sample, Samples
+from pipeline.bench.records import EvalClips, Measurement, Sample, Samples
 from pipeline.bench.results import ClipResult, qoi, wer_figures
-from pipeline.variants import BASELINE
+from whisper_npu.figures import PEERS, BenchRow
+from whisper_npu.variants import BASELINE
 
 # Decoder calls are pooled over POSITION_BIN neighbouring cache positions: few clips reach the
 # far positions, and a median of a handful of calls on a shared machine is mostly noise.

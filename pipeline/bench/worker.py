@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from pipeline.bench import engines
 from pipeline.bench.records import EngineSpec, Sample
-from pipeline.errors import UserError
+from whisper_npu.errors import UserError
 
 if TYPE_CHECKING:
     import numpy as np

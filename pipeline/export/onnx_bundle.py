@@ -20,11 +20,15 @@ import torch
 from transformers import GenerationConfig, WhisperForConditionalGeneration, WhisperProcessor
 
 from pipeline.config import ExportParams
-from pipeline.errors import GateFailure, UserError
 from pipeline.export.parity import run_parity
 from pipeline.export.torch_modules import DecoderStep, EncoderWithCrossKV, embedding_tables
-from pipeline.fsutil import atomic_dir, sha256_tree
-from pipeline.layout import (
+from pipeline.npu.graph_check import check_bundle_graphs
+from pipeline.provenance import package_versions
+from whisper_npu.bundle import Bundle, BundleRecord
+from whisper_npu.decoding import DecodingSpec
+from whisper_npu.errors import GateFailure, UserError
+from whisper_npu.fsutil import atomic_dir, sha256_tree
+from whisper_npu.layout import (
     BUNDLE_FILE,
     MEL_FILTERS_FILE,
     POSITION_EMBEDDING_FILE,
@@ -33,11 +37,8 @@ from pipeline.layout import (
     TOKENIZER_FILE,
     graph_file,
 )
-from pipeline.npu.graph_check import check_bundle_graphs
-from pipeline.provenance import package_versions
-from pipeline.runtime.bundle import Bundle, BundleRecord
-from pipeline.runtime.decoding import DecodingSpec
-from pipeline.runtime.whisper_io import (
+from whisper_npu.variants import Variant
+from whisper_npu.whisper_io import (
     CROSS_K,
     CROSS_V,
     DECODER_INPUTS,
@@ -48,7 +49,6 @@ from pipeline.runtime.whisper_io import (
     OPSET,
     WhisperDims,
 )
-from pipeline.variants import Variant
 
 PROCESSOR_FILES = (
     TOKENIZER_FILE,

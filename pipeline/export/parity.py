@@ -19,14 +19,15 @@ from transformers import WhisperForConditionalGeneration
 
 from pipeline.bench.evaluate import reference_texts
 from pipeline.config import ParityParams
-from pipeline.errors import GateFailure
 from pipeline.export.torch_modules import EncoderWithCrossKV
-from pipeline.runtime.bundle import Bundle
-from pipeline.runtime.decoding import greedy_decode
-from pipeline.runtime.features import WINDOW_SAMPLES, log_mel
-from pipeline.runtime.transcriber import OrtRunner, Transcriber, transcribe_all
-from pipeline.runtime.whisper_io import CROSS_K, CROSS_V
 from pipeline.sources.speech_sets import clip_samples, load_saved_set
+from pipeline.throughput import transcribe_all
+from whisper_npu.bundle import Bundle
+from whisper_npu.decoding import greedy_decode
+from whisper_npu.errors import GateFailure
+from whisper_npu.features import WINDOW_SAMPLES, log_mel
+from whisper_npu.transcriber import OrtRunner, Transcriber
+from whisper_npu.whisper_io import CROSS_K, CROSS_V
 
 
 @dataclass

@@ -21,12 +21,12 @@ from transformers import WhisperForConditionalGeneration, WhisperProcessor
 from transformers.utils import logging as transformers_logging
 
 from pipeline.bench.wer import corpus_wer
-from pipeline.errors import UserError
-from pipeline.fsutil import atomic_dir, write_json
-from pipeline.layout import TRANSCRIPTS_FILE
-from pipeline.runtime.whisper_io import CHUNK_SECONDS, SAMPLE_RATE
 from pipeline.sources.speech_sets import clip_samples, load_saved_set
 from pipeline.workers import map_in_workers
+from whisper_npu.errors import UserError
+from whisper_npu.fsutil import atomic_dir, write_json
+from whisper_npu.layout import TRANSCRIPTS_FILE
+from whisper_npu.whisper_io import CHUNK_SECONDS, SAMPLE_RATE
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""PyTorch modules that trace into Whisper's static NPU graphs (see pipeline.runtime.whisper_io).
+"""PyTorch modules that trace into Whisper's static NPU graphs (see whisper_npu.whisper_io).
 
 They reuse the transformers model's own layers and weights; only the data flow changes:
 the encoder also projects the cross-attention K/V once per window, and the decoder takes one
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from transformers import WhisperForConditionalGeneration
 
-from pipeline.runtime.whisper_io import WhisperDims
+from whisper_npu.whisper_io import WhisperDims
 
 
 def _scaled_copy(projection: nn.Linear, scale: float) -> nn.Linear:

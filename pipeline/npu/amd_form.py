@@ -14,10 +14,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from pipeline.errors import UserError
-from pipeline.npu.compiled import AMD_WHISPER_BASE, AmdFormForecast
 from pipeline.npu.forecast import LoadedGraph, forecast_pair
-from pipeline.variants import BF16_COLUMN, Flow
+from whisper_npu.compiled import AMD_WHISPER_BASE, AmdFormForecast
+from whisper_npu.errors import UserError
+from whisper_npu.variants import BF16_COLUMN, Flow
 
 # params.json of AMD's example, applied as `make_dynamic_shape_fixed` applies it. optimum names
 # the decoder's encoder axis `encoder_sequence_length` (the encoder's is `… / 2`); AMD's demo

@@ -2,7 +2,7 @@
 
 Writes, atomically, one directory per bundle:
     provider_options.json  VitisAIExecutionProvider options per graph (paths relative to here)
-    vaip_config_<graph>.json  each graph's compiler config (see pipeline.npu.vitisai)
+    vaip_config_<graph>.json  each graph's compiler config (see whisper_npu.vitisai)
     compile_report.json    variant, target, the bundle it belongs to, the partition forecast,
                            and the EP's own partition report when the EP compiled it
     cache/, *_ctx.onnx     the EP's cache and EPContext models, only where the EP exists
@@ -20,12 +20,12 @@ from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
-from pipeline.config import CompileParams, Target
-from pipeline.errors import GateFailure, UserError, say
-from pipeline.fsutil import atomic_dir, check_output_dir, read_json_object, write_json
-from pipeline.layout import AMD_FORM_FILE, graph_file, vaip_config_file
-from pipeline.npu import vitisai
-from pipeline.npu.compiled import (
+from pipeline.config import CompileParams
+from pipeline.npu.forecast import describe_split, forecast_bundle, summary_lines
+from pipeline.npu.graph_check import ops_table
+from whisper_npu import vitisai
+from whisper_npu.bundle import Bundle
+from whisper_npu.compiled import (
     SEED_DISPATCHES,
     AmdFormForecast,
     CompileRecord,
@@ -35,13 +35,13 @@ from pipeline.npu.compiled import (
     OpsTableSource,
     ProviderOptions,
 )
-from pipeline.npu.forecast import describe_split, forecast_bundle, summary_lines
-from pipeline.npu.graph_check import ops_table
-from pipeline.providers import CPU_PROVIDER, VITISAI_PROVIDER
-from pipeline.runtime.bundle import Bundle
-from pipeline.runtime.transcriber import session_options
-from pipeline.runtime.whisper_io import GRAPHS
-from pipeline.variants import CPU_ONLY_NOTE, VARIANTS, Variant
+from whisper_npu.errors import GateFailure, UserError, say
+from whisper_npu.fsutil import atomic_dir, check_output_dir, read_json_object, write_json
+from whisper_npu.layout import AMD_FORM_FILE, graph_file, vaip_config_file
+from whisper_npu.providers import CPU_PROVIDER, VITISAI_PROVIDER
+from whisper_npu.transcriber import session_options
+from whisper_npu.variants import CPU_ONLY_NOTE, VARIANTS, Target, Variant
+from whisper_npu.whisper_io import GRAPHS
 
 
 def _options(variant: Variant, target: str) -> dict[str, dict[str, str]]:

@@ -29,7 +29,7 @@ from typing import Any
 import onnx
 
 from pipeline.npu.graph_check import DEQUANTIZE, QUANTIZE, npu_ops, table_op
-from pipeline.variants import BF16_COLUMN, Flow
+from whisper_npu.variants import BF16_COLUMN, Flow
 
 FLOWS_FILE = "npu_flows.json"
 FLOAT_TYPES = frozenset(

@@ -25,16 +25,6 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from pipeline.errors import UserError
-from pipeline.layout import graph_file
-from pipeline.npu.compiled import (
-    CpuOps,
-    Forecast,
-    GraphPlacement,
-    GraphWork,
-    TableFigure,
-    WindowWork,
-)
 from pipeline.npu.flows import GraphView, Reason, place, placed_on_npu, sources_of
 from pipeline.npu.graph_check import (
     CONTROL_FLOW,
@@ -46,9 +36,19 @@ from pipeline.npu.graph_check import (
     opset_of,
     table_op,
 )
-from pipeline.record import Record
-from pipeline.runtime.whisper_io import GRAPHS
-from pipeline.variants import BF16_COLUMN, FLOW_TARGETS, VARIANTS, Flow, Variant
+from whisper_npu.compiled import (
+    CpuOps,
+    Forecast,
+    GraphPlacement,
+    GraphWork,
+    TableFigure,
+    WindowWork,
+)
+from whisper_npu.errors import UserError
+from whisper_npu.layout import graph_file
+from whisper_npu.record import Record
+from whisper_npu.variants import BF16_COLUMN, FLOW_TARGETS, VARIANTS, Flow, Variant
+from whisper_npu.whisper_io import GRAPHS
 
 NAMED_PER_OP = 5  # nodes named per op type in messages (all are in the JSON)
 OPTIMIZED_WEIGHTS = "weights.bin"

@@ -20,8 +20,8 @@ from typing import Any
 
 import onnx
 
-from pipeline.layout import graph_file
-from pipeline.runtime.whisper_io import GRAPHS
+from whisper_npu.layout import graph_file
+from whisper_npu.whisper_io import GRAPHS
 
 CONTROL_FLOW = frozenset({"If", "Loop", "Scan"})
 OPS_TABLE = "npu_ops_ryzenai_1.5.json"

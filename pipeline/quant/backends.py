@@ -14,9 +14,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipeline.errors import UserError
 from pipeline.quant.calibration import FeedReader
-from pipeline.variants import QUANTIZED, Variant
+from whisper_npu.errors import UserError
+from whisper_npu.variants import QUANTIZED, Variant
 
 
 @dataclass(frozen=True)

@@ -20,16 +20,16 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.config import CalibrateParams
-from pipeline.errors import UserError
-from pipeline.fsutil import atomic_dir, write_json
-from pipeline.layout import BUNDLE_FILE, MANIFEST_FILE, MELS_FILE, STEPS_FILE
-from pipeline.quant.manifest import CalibrationManifest
-from pipeline.runtime.bundle import Bundle
-from pipeline.runtime.decoding import greedy_decode
-from pipeline.runtime.features import log_mel
-from pipeline.runtime.transcriber import OrtRunner, Transcriber, transcribe_all
-from pipeline.runtime.whisper_io import ENCODER_INPUT, N_FRAMES
 from pipeline.sources.speech_sets import clip_samples, load_saved_set
+from pipeline.throughput import transcribe_all
+from whisper_npu.bundle import Bundle, CalibrationManifest
+from whisper_npu.decoding import greedy_decode
+from whisper_npu.errors import UserError
+from whisper_npu.features import log_mel
+from whisper_npu.fsutil import atomic_dir, write_json
+from whisper_npu.layout import BUNDLE_FILE, MANIFEST_FILE, MELS_FILE, STEPS_FILE
+from whisper_npu.transcriber import OrtRunner, Transcriber
+from whisper_npu.whisper_io import ENCODER_INPUT, N_FRAMES
 
 
 def _sampled_positions(fed: int, count: int) -> list[int]:

@@ -31,20 +31,21 @@ from tqdm import tqdm
 
 from pipeline.bench.wer import EditCounts, clip_edits
 from pipeline.config import QuantizeParams
-from pipeline.errors import UserError, say
-from pipeline.fsutil import atomic_dir, sha256_tree
-from pipeline.layout import BUNDLE_FILE, QUANTIZATION_REPORT_FILE, graph_file
 from pipeline.npu.graph_check import check_bundle_graphs
 from pipeline.provenance import package_version
 from pipeline.quant.backends import QuantBackend, QuantJob, get_backend
 from pipeline.quant.calibration import CalibrationSet, FeedReader
 from pipeline.quant.npu_form import FORM, write_npu_form
+from pipeline.quant.plan import QuantizePlan
 from pipeline.quant.sensitivity import ranked_layers
-from pipeline.runtime.bundle import Attempt, Bundle, BundleRecord, Quantization
-from pipeline.runtime.transcriber import transcribe_all
-from pipeline.runtime.whisper_io import GRAPHS
 from pipeline.sources.speech_sets import clip_samples, load_saved_set
-from pipeline.variants import QUANTIZED, QuantizePlan, Variant
+from pipeline.throughput import transcribe_all
+from whisper_npu.bundle import Attempt, Bundle, BundleRecord, Quantization
+from whisper_npu.errors import UserError, say
+from whisper_npu.fsutil import atomic_dir, sha256_tree
+from whisper_npu.layout import BUNDLE_FILE, QUANTIZATION_REPORT_FILE, graph_file
+from whisper_npu.variants import QUANTIZED, Variant
+from whisper_npu.whisper_io import GRAPHS
 
 # The distribution whose version a bundle records for its backend (vai_q_onnx: the SDK's own).
 BACKEND_PACKAGES = {"quark": "amd-quark", "ort": "onnxruntime"}

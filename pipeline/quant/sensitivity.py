@@ -29,15 +29,16 @@ from pydantic import Field
 from tqdm import tqdm
 
 from pipeline.config import QuantizeParams
-from pipeline.errors import UserError
-from pipeline.fsutil import atomic_dir
-from pipeline.layout import sensitivity_file
-from pipeline.providers import CPU_PROVIDER
 from pipeline.quant.calibration import CalibrationSet
-from pipeline.record import Record
-from pipeline.runtime.bundle import Bundle
-from pipeline.variants import GraphPlan, Grid, Precision
+from pipeline.quant.plan import GraphPlan
 from pipeline.workers import map_in_workers
+from whisper_npu.bundle import Bundle
+from whisper_npu.errors import UserError
+from whisper_npu.fsutil import atomic_dir
+from whisper_npu.layout import sensitivity_file
+from whisper_npu.providers import CPU_PROVIDER
+from whisper_npu.record import Record
+from whisper_npu.variants import Grid, Precision
 
 COMPUTE_OPS = ("MatMul", "Gemm", "Conv")
 

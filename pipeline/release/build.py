@@ -25,15 +25,21 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.bench.metrics import BenchMetrics, BenchRow
-from pipeline.errors import UserError
-from pipeline.fsutil import (
+from pipeline.bench.metrics import BenchMetrics
+from pipeline.provenance import package_version
+from pipeline.release.model_card import render_model_card
+from whisper_npu.bundle import Artifact, BundleRecord, CalibrationManifest, Quantization
+from whisper_npu.card import Card, Sources
+from whisper_npu.compiled import CompileRecord, CompileReport, Forecast
+from whisper_npu.errors import UserError
+from whisper_npu.figures import BenchRow
+from whisper_npu.fsutil import (
     artifact_files,
     atomic_dir,
     check_output_dir,
     sha256_tree,
 )
-from pipeline.layout import (
+from whisper_npu.layout import (
     BUNDLE_FILE,
     CARD_FILE,
     COMPILE_FILE,
@@ -41,14 +47,9 @@ from pipeline.layout import (
     NPU_DIR,
     model_slug,
 )
-from pipeline.npu.compiled import CompileRecord, CompileReport, Forecast
-from pipeline.provenance import package_version
-from pipeline.quant.manifest import CalibrationManifest
-from pipeline.release.card import Card, Sources, render_model_card
-from pipeline.release.verify import compare
-from pipeline.runtime.bundle import Artifact, BundleRecord, Quantization
-from pipeline.runtime.whisper_io import GRAPHS
-from pipeline.variants import VARIANTS
+from whisper_npu.variants import VARIANTS
+from whisper_npu.verify import compare
+from whisper_npu.whisper_io import GRAPHS
 
 FORECAST_KEYS = ("coverage", "npu_subgraphs", "cpu_islands", "unverified")
 

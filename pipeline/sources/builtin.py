@@ -16,8 +16,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import UserError
-from pipeline.fsutil import sha256_file
+from whisper_npu.errors import UserError
+from whisper_npu.fsutil import sha256_file
 
 CT2_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 

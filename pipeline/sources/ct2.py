@@ -28,7 +28,7 @@ from transformers import (
     WhisperTokenizerFast,
 )
 
-from pipeline.errors import UserError
+from whisper_npu.errors import UserError
 
 SUPPORTED_BINARY_VERSIONS = range(1, 7)
 # Order of ctranslate2's DataType enum (include/ctranslate2/types.h).

@@ -16,12 +16,12 @@ from typing import Any
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
 from pipeline.config import ModelParams
-from pipeline.errors import UserError
-from pipeline.fsutil import atomic_dir, sha256_file, write_json
-from pipeline.layout import SOURCE_FILE
 from pipeline.provenance import package_versions
 from pipeline.sources.builtin import builtin_dir, source_hashes
 from pipeline.sources.ct2 import convert_ct2_whisper
+from whisper_npu.errors import UserError
+from whisper_npu.fsutil import atomic_dir, sha256_file, write_json
+from whisper_npu.layout import SOURCE_FILE
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 

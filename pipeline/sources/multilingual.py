@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from pipeline.config import EspeakVoice
-from pipeline.errors import UserError
-from pipeline.fsutil import atomic_dir, sha256_file, sha256_tree, write_json
-from pipeline.layout import MANIFEST_FILE
-from pipeline.runtime.whisper_io import SAMPLE_RATE
+from whisper_npu.errors import UserError
+from whisper_npu.fsutil import atomic_dir, sha256_file, sha256_tree, write_json
+from whisper_npu.layout import MANIFEST_FILE
+from whisper_npu.whisper_io import SAMPLE_RATE
 
 if TYPE_CHECKING:
     import datasets

@@ -25,11 +25,11 @@ from pipeline.config import (
     SpeechSetParams,
     VoiceParams,
 )
-from pipeline.errors import UserError
-from pipeline.fsutil import atomic_dir, sha256_tree, write_json
-from pipeline.layout import MANIFEST_FILE
-from pipeline.runtime.whisper_io import CHUNK_SECONDS, SAMPLE_RATE
 from pipeline.sources.synthesis import describe, synthesize_all
+from whisper_npu.errors import UserError
+from whisper_npu.fsutil import atomic_dir, sha256_tree, write_json
+from whisper_npu.layout import MANIFEST_FILE
+from whisper_npu.whisper_io import CHUNK_SECONDS, SAMPLE_RATE
 
 SET_NAMES = ("calibration", "eval")
 FEATURES = datasets.Features(

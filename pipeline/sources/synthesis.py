@@ -29,9 +29,9 @@ import numpy as np
 import soundfile as sf
 
 from pipeline.config import EspeakVoice, PiperVoice, VoiceParams
-from pipeline.errors import UserError
-from pipeline.providers import CPU_PROVIDER
 from pipeline.workers import map_in_workers, no_state
+from whisper_npu.errors import UserError
+from whisper_npu.providers import CPU_PROVIDER
 
 
 @cache

@@ -13,25 +13,24 @@ from typing import Annotated
 
 from pydantic import Field, JsonValue, field_validator
 
-from pipeline.config import Backend
-from pipeline.errors import UserError
-from pipeline.fsutil import sha256_file
-from pipeline.layout import (
+from whisper_npu import vitisai
+from whisper_npu.compiled import CompileRecord
+from whisper_npu.decoding import DecodingSpec
+from whisper_npu.errors import UserError
+from whisper_npu.fsutil import sha256_file
+from whisper_npu.layout import (
     BUNDLE_FILE,
     COMPILE_FILE,
+    MANIFEST_FILE,
     MEL_FILTERS_FILE,
     NPU_DIR,
     TOKENIZER_FILE,
     graph_file,
 )
-from pipeline.npu import vitisai
-from pipeline.npu.compiled import CompileRecord
-from pipeline.providers import VITISAI_PROVIDER
-from pipeline.quant.manifest import CalibrationManifest
-from pipeline.record import MemberName, Record, Sha256
-from pipeline.runtime.decoding import DecodingSpec
-from pipeline.runtime.whisper_io import GRAPHS, WhisperDims
-from pipeline.variants import Variant
+from whisper_npu.providers import VITISAI_PROVIDER
+from whisper_npu.record import MemberName, Record, Sha256
+from whisper_npu.variants import Backend, Variant
+from whisper_npu.whisper_io import GRAPHS, WhisperDims
 
 Count = Annotated[int, Field(ge=0)]
 TensorSpec = tuple[list[int], str]  # shape, dtype
@@ -69,6 +68,26 @@ class Attempt(Record):
     wer_delta: float
     complete: bool
     passed: bool
+
+
+class CalibrationManifest(Record):
+    """The calibrate stage's manifest.json: which clips calibrate, which are held back (with
+    the fp32 bundle's transcripts of them) and the fp32 bundle they were recorded through. Here
+    because every quantized bundle.json embeds it."""
+
+    bundle_sha256: Sha256  # the fp32 bundle.json the inputs were recorded through
+    calibration_clips: list[str]
+    holdout_clips: list[str]
+    holdout_fp32_texts: list[str]
+    decoder_steps: Count
+    bytes: dict[str, Count]
+
+    @classmethod
+    def load(cls, root: Path) -> CalibrationManifest:
+        return cls.read(Path(root) / MANIFEST_FILE)
+
+    def save(self, root: Path) -> None:
+        self.write(Path(root) / MANIFEST_FILE)
 
 
 class Quantization(Record):

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.runtime.decoding import DecodingSpec, Runner
-from pipeline.runtime.whisper_io import N_FRAMES
+from whisper_npu.decoding import DecodingSpec, Runner
+from whisper_npu.whisper_io import N_FRAMES
 
 AUTO = "auto"
 

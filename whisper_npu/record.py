@@ -10,12 +10,13 @@ naming the file and the field. `read`/`write` take a file; a record that is a di
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from typing_extensions import Self
 
-from pipeline.errors import UserError
-from pipeline.fsutil import SHA256, excerpt, is_member_name, read_json_object, write_json
+from whisper_npu.errors import UserError
+from whisper_npu.fsutil import SHA256, excerpt, is_member_name, read_json_object, write_json
 
 UNKNOWN_KEY = ("extra_forbidden", "unexpected_keyword_argument")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from enum import StrEnum
 
-from pipeline.runtime.result import Result
+from whisper_npu.compat import StrEnum
+from whisper_npu.result import Result
 
 
 class Format(StrEnum):

@@ -28,8 +28,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pipeline.errors import UserError
-from pipeline.runtime.whisper_io import FRAMES_PER_TIMESTAMP, HOP_LENGTH, N_FRAMES
+from whisper_npu.errors import UserError
+from whisper_npu.whisper_io import FRAMES_PER_TIMESTAMP, HOP_LENGTH, N_FRAMES
 
 TRANSCRIBE, TRANSLATE = "transcribe", "translate"
 

@@ -1,42 +1,14 @@
-"""card.json, the release's record for tools, and MODEL_CARD.md, the same rendered for the
-person deciding whether to deploy it.
+"""MODEL_CARD.md: a release's card.json rendered for the person deciding whether to deploy it.
 
-Everything in MODEL_CARD.md comes from card.json; a section without data says so instead of
-leaving a gap.
+Everything in it comes from card.json; a section without data says so instead of leaving a gap.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from pipeline.bench.metrics import BenchRow
-from pipeline.record import Strict
-from pipeline.runtime.whisper_io import GRAPHS
-
-
-class Sources(Strict):
-    bundle_sha256: str
-
-
-class Card(Strict):
-    """card.json. The model, export, quantization and compile sections are copied from the
-    bundle and compile records as they are (those records carry their own schemas); `metrics`
-    is the variant's bench row, null before a bench, with the reason in `notes`."""
-
-    format: Literal[1]
-    artifact: str  # its name in dvc.yaml's `artifacts:` and in git tags
-    variant: str
-    variant_description: str
-    target: str | None
-    model: dict[str, Any] | None
-    export: dict[str, Any]
-    quantization: dict[str, Any] | None
-    compile: dict[str, Any]
-    metrics: BenchRow | None
-    versions: dict[str, str | None]
-    sources: Sources
-    notes: list[str]
-    files: dict[str, str]  # relative path to sha256 of every other file (`whisper-npu verify`)
+from whisper_npu.card import Card
+from whisper_npu.whisper_io import GRAPHS
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:

@@ -13,9 +13,7 @@ installed, and on the CPU otherwise, saying so in `execution["fallback"]`.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field, replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +21,8 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from pipeline.errors import UserError
-from pipeline.layout import (
-    MEL_FILTERS_FILE,
-    POSITION_EMBEDDING_FILE,
-    TOKEN_EMBEDDING_FILE,
-    TOKENIZER_FILE,
-    graph_file,
-)
-from pipeline.providers import CPU_PROVIDER, VITISAI_PROVIDER
-from pipeline.runtime.bundle import Artifact, Bundle
-from pipeline.runtime.decoding import (
+from whisper_npu.bundle import Artifact, Bundle
+from whisper_npu.decoding import (
     TRANSCRIBE,
     DecodingSpec,
     TranscribeOptions,
@@ -41,9 +30,18 @@ from pipeline.runtime.decoding import (
     WindowDecoder,
     with_prompt,
 )
-from pipeline.runtime.features import WINDOW_SAMPLES, log_mel
-from pipeline.runtime.language import AUTO, detect_language, first_window
-from pipeline.runtime.whisper_io import (
+from whisper_npu.errors import UserError
+from whisper_npu.features import WINDOW_SAMPLES, log_mel
+from whisper_npu.language import AUTO, detect_language, first_window
+from whisper_npu.layout import (
+    MEL_FILTERS_FILE,
+    POSITION_EMBEDDING_FILE,
+    TOKEN_EMBEDDING_FILE,
+    TOKENIZER_FILE,
+    graph_file,
+)
+from whisper_npu.providers import CPU_PROVIDER, VITISAI_PROVIDER
+from whisper_npu.whisper_io import (
     CACHE_MASK,
     CROSS_K,
     CROSS_V,
@@ -59,7 +57,6 @@ from pipeline.runtime.whisper_io import (
     SELF_K,
     SELF_V,
 )
-from pipeline.workers import map_in_workers
 
 
 def session_options(threads: int | None, custom_ops: str | None = None) -> ort.SessionOptions:
@@ -357,16 +354,3 @@ class Transcriber:
         return Transcription(
             self.text(tokens), tokens, decoded.language, decoded.language_probability
         )
-
-
-def _transcribe_in_worker(transcriber: Transcriber, samples: np.ndarray) -> Transcription:
-    return transcriber.transcribe(samples)
-
-
-def transcribe_all(root: Path, clips: Sequence[np.ndarray]) -> Generator[Transcription, None, None]:
-    """A bundle's transcript of every clip on the CPU, in order, in one single-threaded
-    process per core: for throughput, not latency. Every session runs one thread, so the text
-    does not depend on the machine's core count."""
-    return map_in_workers(
-        _transcribe_in_worker, clips, partial(Transcriber.from_bundle, Path(root), threads=1)
-    )

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import GateFailure, UserError
-from pipeline.fsutil import artifact_files, file_record, read_json_object, sha256_file
-from pipeline.layout import BUNDLE_FILE, CARD_FILE, MODEL_CARD_FILE, QUANTIZATION_REPORT_FILE
-from pipeline.release.card import Card
-from pipeline.runtime.bundle import BundleRecord
+from whisper_npu.bundle import BundleRecord
+from whisper_npu.card import Card
+from whisper_npu.errors import GateFailure, UserError
+from whisper_npu.fsutil import artifact_files, file_record, read_json_object, sha256_file
+from whisper_npu.layout import BUNDLE_FILE, CARD_FILE, MODEL_CARD_FILE, QUANTIZATION_REPORT_FILE
 
 # A record cannot contain its own hash, so these files are outside the record they belong to.
 CARD_METADATA = frozenset({CARD_FILE, MODEL_CARD_FILE})

@@ -13,10 +13,9 @@ from typing import Annotated
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from pipeline.config import Target
-from pipeline.layout import COMPILE_FILE, PROVIDER_OPTIONS_FILE
-from pipeline.record import Record, Sha256
-from pipeline.variants import Flow, Variant
+from whisper_npu.layout import COMPILE_FILE, PROVIDER_OPTIONS_FILE
+from whisper_npu.record import Record, Sha256
+from whisper_npu.variants import Flow, Target, Variant
 
 Count = Annotated[int, Field(ge=0)]
 

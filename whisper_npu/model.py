@@ -12,14 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import UserError
-from pipeline.runtime.audio import load_audio
-from pipeline.runtime.decoding import TranscribeOptions
-from pipeline.runtime.language import AUTO
-from pipeline.runtime.result import Result, build_result
-from pipeline.runtime.transcriber import Transcriber
-from pipeline.runtime.vad import VadOptions, pack, speech_regions, transcribe_speech
-from pipeline.runtime.whisper_io import SAMPLE_RATE
+from whisper_npu.audio import load_audio
+from whisper_npu.decoding import TranscribeOptions
+from whisper_npu.errors import UserError
+from whisper_npu.language import AUTO
+from whisper_npu.result import Result, build_result
+from whisper_npu.transcriber import Transcriber
+from whisper_npu.vad import VadOptions, pack, speech_regions, transcribe_speech
+from whisper_npu.whisper_io import SAMPLE_RATE
 
 
 def _samples(audio: np.ndarray | str | Path) -> np.ndarray:

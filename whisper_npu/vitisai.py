@@ -27,9 +27,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.layout import CACHE_SUBDIR, VITISAI_REPORT_FILE, vaip_config_file
-from pipeline.providers import VITISAI_PROVIDER
-from pipeline.variants import VARIANTS, XDNA2, Variant
+from whisper_npu.layout import CACHE_SUBDIR, VITISAI_REPORT_FILE, vaip_config_file
+from whisper_npu.providers import VITISAI_PROVIDER
+from whisper_npu.variants import VARIANTS, XDNA2, Variant
 
 RYZEN_AI_VERSION = "1.7.1"
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
+from typing import Literal
+
+from whisper_npu.compat import StrEnum
 
 
 class Variant(StrEnum):
@@ -60,8 +62,17 @@ class NpuFamily:
     chips: str
 
 
+# A Ryzen AI chip, as params `compile.target` names it: Strix and Krackan (XDNA2), Phoenix and
+# Hawk Point (XDNA1).
+Target = Literal["stx", "krk", "phx", "hpt"]
+
+
 XDNA1 = NpuFamily("XDNA1", ("phx", "hpt"), "Phoenix, Hawk Point")
 XDNA2 = NpuFamily("XDNA2", ("stx", "krk"), "Strix, Krackan")
+
+
+# The quantizers a QuantSpec may name (params `quantize.backend`).
+Backend = Literal["quark", "vai_q_onnx", "ort"]
 
 
 @dataclass(frozen=True)
@@ -207,42 +218,3 @@ QUANTIZED: Mapping[Variant, QuantSpec] = {
 # CPU artifact.
 DEFAULT_VARIANTS = tuple(variant for variant, spec in VARIANTS.items() if not spec.experimental)
 BASELINE = Variant.FP32  # every variant's WER and speed are measured against it, on CPU
-
-
-@dataclass(frozen=True)
-class GraphPlan:
-    """How one graph is quantized: the variant whose config (backend preset) it takes, and so
-    the grid its float-kept layers are ranked on."""
-
-    variant: Variant
-    quant: QuantSpec
-
-    @classmethod
-    def of(cls, variant: Variant) -> GraphPlan:
-        return cls(Variant(variant), QUANTIZED[variant])
-
-
-@dataclass(frozen=True)
-class QuantizePlan:
-    """Per graph plans of one variant's bundle: the decoder may follow another variant
-    (`quantize.decoder_variant`, e.g. {a8w8: a16w8}), and is then ranked, quantized and
-    recorded on that variant's grid, never the encoder's."""
-
-    encoder: GraphPlan
-    decoder: GraphPlan
-
-    @classmethod
-    def of(cls, variant: Variant, decoder_variant: Mapping[Variant, Variant]) -> QuantizePlan:
-        return cls(GraphPlan.of(variant), GraphPlan.of(decoder_variant.get(variant, variant)))
-
-    @property
-    def graphs(self) -> dict[str, GraphPlan]:
-        return {"encoder": self.encoder, "decoder": self.decoder}
-
-    def record(self) -> dict[str, str]:
-        """The plan as bundle.json's quantization section states it."""
-        return {
-            "grid": self.encoder.quant.grid.name,
-            "decoder_grid": self.decoder.quant.grid.name,
-            "decoder_variant": self.decoder.variant,
-        }

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pipeline.runtime.decoding import Window
-from pipeline.runtime.transcriber import Decoded
-from pipeline.runtime.whisper_io import HOP_LENGTH, SAMPLE_RATE
+from whisper_npu.decoding import Window
+from whisper_npu.transcriber import Decoded
+from whisper_npu.whisper_io import HOP_LENGTH, SAMPLE_RATE
 
 SECONDS_PER_FRAME = HOP_LENGTH / SAMPLE_RATE
 SECONDS_PER_TIMESTAMP = 0.02

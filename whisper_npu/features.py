@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from pipeline.runtime.whisper_io import CHUNK_SECONDS, HOP_LENGTH, N_FFT, SAMPLE_RATE
+from whisper_npu.whisper_io import CHUNK_SECONDS, HOP_LENGTH, N_FFT, SAMPLE_RATE
 
 WINDOW = np.hanning(N_FFT + 1)[:-1].astype(np.float64)  # periodic Hann
 WINDOW_SAMPLES = CHUNK_SECONDS * SAMPLE_RATE

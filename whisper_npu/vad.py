@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import UserError
-from pipeline.runtime.features import WINDOW_SAMPLES
-from pipeline.runtime.result import SECONDS_PER_FRAME, Result, Segment
-from pipeline.runtime.whisper_io import SAMPLE_RATE
+from whisper_npu.errors import UserError
+from whisper_npu.features import WINDOW_SAMPLES
+from whisper_npu.result import SECONDS_PER_FRAME, Result, Segment
+from whisper_npu.whisper_io import SAMPLE_RATE
 
 VAD_EXTRA = "pip install 'whisper-npu[vad]'"
 

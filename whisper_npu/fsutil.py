@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from pipeline.errors import UserError
+from whisper_npu.errors import UserError
 
 MAX_RECORD_BYTES = 16 << 20  # any JSON record an artifact carries (bundle.json, card.json, ...)
 SHA256 = re.compile(r"[0-9a-f]{64}")

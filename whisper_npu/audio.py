@@ -15,9 +15,9 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from pipeline.errors import UserError
-from pipeline.fsutil import open_regular
-from pipeline.runtime.whisper_io import SAMPLE_RATE
+from whisper_npu.errors import UserError
+from whisper_npu.fsutil import open_regular
+from whisper_npu.whisper_io import SAMPLE_RATE
 
 MIN_RATE, MAX_RATE = 1_000, 384_000  # Hz: below is not speech audio, above no real device
 MAX_SECONDS = 4 * 3600  # longer audio is refused before decoding (at 16 kHz: ~0.9 GB of samples)

@@ -24,12 +24,12 @@ from pydantic import BaseModel
 from pydantic import Field as PydanticField
 from starlette.exceptions import HTTPException
 
-from pipeline.errors import UserError
-from pipeline.runtime.decoding import TRANSLATE, TranscribeOptions
-from pipeline.runtime.formats import TIMED, Format, render
-from pipeline.runtime.language import AUTO
-from pipeline.runtime.model import Model
-from pipeline.runtime.vad import VadOptions, require_vad
+from whisper_npu.decoding import TRANSLATE, TranscribeOptions
+from whisper_npu.errors import UserError
+from whisper_npu.formats import TIMED, Format, render
+from whisper_npu.language import AUTO
+from whisper_npu.model import Model
+from whisper_npu.vad import VadOptions, require_vad
 
 MEDIA_TYPES = {"json": "application/json", "verbose_json": "application/json"}
 # OpenAI's response_format names; "text" is our txt without the final newline.

@@ -9,7 +9,7 @@ import re
 BUNDLE_FILE = "bundle.json"
 TOKENIZER_FILE = "tokenizer.json"
 MEL_FILTERS_FILE = "mel_filters.npy"
-# The decoder's embedding tables, looked up on the host (pipeline.runtime.whisper_io).
+# The decoder's embedding tables, looked up on the host (whisper_npu.whisper_io).
 TOKEN_EMBEDDING_FILE = "token_embedding.npy"
 POSITION_EMBEDDING_FILE = "position_embedding.npy"
 QUANTIZATION_REPORT_FILE = "QUANTIZATION.md"  # a quantized bundle's human-readable report

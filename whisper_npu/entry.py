@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from pipeline.errors import UserError, say
+from whisper_npu.errors import UserError, say
 
 INTERRUPTED = 130  # exit code of a run stopped by SIGINT/SIGTERM (128 + SIGINT, as shells do)
 
@@ -32,23 +32,23 @@ class Command:
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], object]
-    params_option: bool = True  # accepts --params (deployed tools run without a params.yaml)
+    # The params file a pipeline command reads (its --params default); None: the command reads
+    # none (the runtime's commands run where a release is deployed, with no params.yaml).
+    params: Path | None = None
 
 
 def build_parser(
     commands: Sequence[Command], description: str | None = None
 ) -> argparse.ArgumentParser:
-    from pipeline.config import DEFAULT_PARAMS
-
     parser = argparse.ArgumentParser(prog="whisper-npu", description=description)
     subparsers = parser.add_subparsers(dest="command", required=True)
     for command in commands:
         sub = subparsers.add_parser(command.name, help=command.help)
-        if command.params_option:
+        if command.params is not None:
             sub.add_argument(
                 "--params",
                 type=Path,
-                default=DEFAULT_PARAMS,
+                default=command.params,
                 help="params file (default: params.yaml)",
             )
         command.add_arguments(sub)

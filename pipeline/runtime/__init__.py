@@ -1,1 +1,0 @@
-"""What a deployment needs to run a bundle: ONNX Runtime, audio, features, decoding."""
