@@ -24,7 +24,13 @@ from stages import (
     release,
     sensitivity,
 )
-from whisper_npu.cli import ARTIFACT_HELP, non_negative, positive_int, say_execution
+from whisper_npu.cli import (
+    ARTIFACT_HELP,
+    add_device_argument,
+    non_negative,
+    positive_int,
+    say_execution,
+)
 from whisper_npu.entry import Command, shown
 from whisper_npu.errors import UserError
 
@@ -53,16 +59,18 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers", type=positive_int, help="Ray actors (default: one per CPU of the cluster)"
     )
     parser.add_argument("--clips", type=Path, help="write the per-clip results (JSON Lines) here")
+    add_device_argument(parser)
 
 
 def _evaluate(args: argparse.Namespace) -> object:
     from pipeline.bench.evaluate import EvaluateOptions, evaluate_bundle
+    from whisper_npu.execution import Execution
 
     if args.workers is not None and args.ray is None:
         raise UserError("--workers needs --ray")
-    options = EvaluateOptions(args.ray, args.workers, args.clips)
+    options = EvaluateOptions(args.ray, args.workers, args.clips, args.device)
     result = evaluate_bundle(args.artifact, args.data, options)
-    say_execution("evaluate", result["execution"])
+    say_execution("evaluate", Execution.model_validate(result["execution"]))
     return result
 
 

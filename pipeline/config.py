@@ -232,6 +232,11 @@ class BenchParams(Section):
     repeats: Annotated[int, Field(ge=1)] = 3
     latency_clips: Annotated[int, Field(ge=1)] = 12
     threads: Annotated[int, Field(ge=1)] | None = None
+    device: Literal["auto", "npu", "cpu"] = Field(
+        "auto",
+        description="where the variants run (whisper-npu --device); fp32 is timed on "
+        "the CPU as the baseline whatever this says",
+    )
     peers: bool = Field(True, description="also time transformers and faster-whisper if installed")
     ray: Annotated[str, Field(pattern=RAY_ADDRESS)] | None = Field(
         None,

@@ -13,14 +13,15 @@ import soundfile as sf
 from onnx import TensorProto, helper, numpy_helper
 
 from pipeline.config import CompileParams
-from pipeline.npu.compile import compile_bundle, disagreements
+from pipeline.npu.compile import compile_bundle
 from pipeline.npu.flows import Reason
 from pipeline.npu.forecast import LoadedGraph, forecast_bundle, forecast_file, no_npu_reason
 from tests.conftest import REPO, TINY_DIMS, TINY_SPEC, bundle_record, write_tiny_bundle
 from whisper_npu import vitisai
 from whisper_npu.cli import main
-from whisper_npu.compiled import EpReport, Forecast, GraphPlacement
+from whisper_npu.compiled import EpReport, Forecast, GraphPlacement, disagreements
 from whisper_npu.errors import UserError
+from whisper_npu.execution import Device, Execution
 from whisper_npu.layout import COMPILE_FILE, VITISAI_REPORT_FILE
 from whisper_npu.providers import VITISAI_PROVIDER
 from whisper_npu.transcriber import Transcriber
@@ -477,12 +478,11 @@ def test_compiled_dir_without_the_ep_runs_on_cpu_and_says_so(runnable_bundle, tm
     out = tmp_path / "compiled" / "a16w8"
     compile_bundle(CompileParams(), runnable_bundle, out, allow_split=True)
     transcriber = Transcriber.from_artifact(out)
-    assert transcriber.execution == {
-        "provider": "CPUExecutionProvider",
-        "compiled": True,
-        "fallback": f"VitisAIExecutionProvider not available; running {out} on "
-        "CPUExecutionProvider",
-    }
+    execution = transcriber.execution
+    assert (execution.provider, execution.compiled) == ("CPUExecutionProvider", True)
+    assert execution.fallback is not None
+    assert execution.fallback.startswith("VitisAIExecutionProvider not available (onnxruntime ")
+    assert execution.fallback.endswith("; running on CPUExecutionProvider")
     assert transcriber.bundle.root == runnable_bundle.resolve()
 
     wav = tmp_path / "a.wav"
@@ -490,16 +490,14 @@ def test_compiled_dir_without_the_ep_runs_on_cpu_and_says_so(runnable_bundle, tm
     capsys.readouterr()
     assert main(["transcribe", "--artifact", str(out), str(wav)]) == 0
     err = capsys.readouterr().err
-    assert err.startswith("whisper-npu transcribe: VitisAIExecutionProvider not available;")
+    (line,) = err.splitlines()
+    assert line.startswith("whisper-npu transcribe: VitisAIExecutionProvider not available (")
+    assert line.endswith("running on CPUExecutionProvider")
 
 
 def test_bundle_and_release_dirs_open_too(runnable_bundle, tmp_path):
     plain = Transcriber.from_artifact(runnable_bundle)
-    assert plain.execution == {
-        "provider": "CPUExecutionProvider",
-        "compiled": False,
-        "fallback": None,
-    }
+    assert plain.execution == Execution.cpu(Device.AUTO, compiled=False)
 
     release = tmp_path / "release"
     release.mkdir()
@@ -509,7 +507,7 @@ def test_bundle_and_release_dirs_open_too(runnable_bundle, tmp_path):
     record = json.loads((release / "npu" / COMPILE_FILE).read_text())
     (release / "npu" / COMPILE_FILE).write_text(json.dumps({**record, "bundle": ".."}))
     opened = Transcriber.from_artifact(release)
-    assert opened.bundle.root == release.resolve() and opened.execution["compiled"] is True
+    assert opened.bundle.root == release.resolve() and opened.execution.compiled is True
 
 
 def test_a_compile_of_another_bundle_is_refused(runnable_bundle, tmp_path):

@@ -20,6 +20,7 @@ from pipeline.release.build import build_release
 from tests.conftest import REPO, bundle_record, write_tiny_bundle
 from whisper_npu.bundle import Artifact, BundleRecord
 from whisper_npu.errors import UserError
+from whisper_npu.execution import Device, Execution
 from whisper_npu.fsutil import sha256_tree
 from whisper_npu.layout import COMPILE_FILE, MODEL_CARD_FILE, NPU_DIR, PROVIDER_OPTIONS_FILE
 from whisper_npu.providers import CPU_PROVIDER
@@ -100,8 +101,8 @@ def test_compile_records_cpu_only_and_nothing_for_the_npu(cpu_int8_bundle, tmp_p
     assert CPU_ONLY_NOTE in capsys.readouterr().err
     # The runtime runs it on the CPU as it is meant to: not a fallback, not "compiled".
     transcriber = Transcriber.from_artifact(out)
-    assert transcriber.execution == {"provider": CPU_PROVIDER, "compiled": False, "fallback": None}
-    assert Artifact.open(out).cpu_only and Artifact.open(out).cpu_reason() is None
+    assert transcriber.execution == Execution.cpu(Device.AUTO, compiled=False)
+    assert Artifact.open(out).cpu_only
 
 
 def test_only_a_cpu_only_report_goes_without_a_forecast(cpu_int8_bundle, tmp_path):
@@ -130,7 +131,7 @@ def test_the_release_is_the_bundle_and_a_card_that_says_cpu_only(cpu_int8_bundle
     assert "## Runs on" in text and "Ryzen AI NPU, target" not in text
     assert verify_artifact(release).startswith("OK: ")
     opened = Transcriber.from_artifact(release)
-    assert opened.execution == {"provider": CPU_PROVIDER, "compiled": False, "fallback": None}
+    assert opened.execution == Execution.cpu(Device.AUTO, compiled=False)
 
 
 def test_cpu_only_pairs_with_no_decoder_variant(tmp_path):

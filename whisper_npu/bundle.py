@@ -13,7 +13,6 @@ from typing import Annotated
 
 from pydantic import Field, JsonValue, field_validator
 
-from whisper_npu import vitisai
 from whisper_npu.compiled import CompileRecord
 from whisper_npu.decoding import DecodingSpec
 from whisper_npu.errors import UserError
@@ -27,7 +26,6 @@ from whisper_npu.layout import (
     TOKENIZER_FILE,
     graph_file,
 )
-from whisper_npu.providers import VITISAI_PROVIDER
 from whisper_npu.record import MemberName, Record, Sha256
 from whisper_npu.variants import Backend, Variant
 from whisper_npu.whisper_io import GRAPHS, WhisperDims
@@ -232,25 +230,6 @@ class Artifact:
     def cpu_only(self) -> bool:
         """A CPU-only variant's compiled record (`cpu-int8`): for the CPU by design."""
         return self.record is not None and self.record.report.cpu_only is not None
-
-    def cpu_reason(self) -> str | None:
-        """Why this compiled artifact cannot use the NPU here; None when it can, is no compiled
-        artifact, or is CPU only (not a fallback)."""
-        if self.record is None or self.cpu_only:
-            return None
-        forecast = self.record.report.forecast
-        if forecast is None:
-            return "its compile record has no partition forecast"
-        if forecast.no_npu_reason:
-            return forecast.no_npu_reason
-        if not vitisai.ep_available():
-            return f"{VITISAI_PROVIDER} not available"
-        return None
-
-    def options(self) -> dict[str, dict[str, str]]:
-        assert self.compiled is not None and self.record is not None
-        stored = self.record.options.graphs()
-        return {name: vitisai.resolve_options(stored[name], self.compiled) for name in GRAPHS}
 
     def context_models(self) -> dict[str, Path]:
         """EPContext models the compile stage dumped, which load without recompiling."""

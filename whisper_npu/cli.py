@@ -17,25 +17,35 @@ from collections.abc import Sequence
 from dataclasses import replace
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from whisper_npu import entry
 from whisper_npu.entry import Command, os_error, shown
 from whisper_npu.errors import UserError, say
 
+if TYPE_CHECKING:
+    from whisper_npu.execution import Execution
+
 # Where other distributions (the pipeline) register more commands: a sequence of Command.
 COMMANDS_GROUP = "whisper_npu.commands"
 PIPELINE_EXTRA = "pip install 'whisper-npu[pipeline]'"
 
-ARTIFACT_HELP = (
-    "bundle, compiled (runs on the VitisAI EP where it is installed) or release directory"
-)
+ARTIFACT_HELP = "release, compiled or bundle directory (see --device)"
 
 
-def say_execution(command: str, execution: dict[str, Any]) -> None:
-    """One plain line when a compiled artifact wanted the NPU and runs on the CPU instead."""
-    if execution.get("fallback"):
-        say(command, str(execution["fallback"]), kind=None)
+def say_execution(command: str, execution: Execution) -> None:
+    """What runs the model, once, where the user did not get what `auto` aims for: the CPU
+    running an NPU artifact and why, the CPU as asked, and anything else worth knowing."""
+    for line in execution.lines():
+        say(command, line, kind=None)
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    from whisper_npu.execution import DEVICE_HELP, Device
+
+    parser.add_argument(
+        "--device", type=Device, choices=list(Device), default=Device.AUTO, help=DEVICE_HELP
+    )
 
 
 def non_negative(text: str) -> float:
@@ -148,6 +158,7 @@ def _transcribe_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="intra-op threads (default: ORT's choice)",
     )
+    add_device_argument(parser)
     parser.add_argument("audio", nargs="+", type=Path)
 
 
@@ -197,10 +208,10 @@ def _transcribe(args: argparse.Namespace) -> int:
         if args.no_guards
         else TranscribeOptions(timestamps=timestamps, seed=args.seed, **prompt)
     )
-    model = load(args.artifact, threads=args.threads)
+    model = load(args.artifact, threads=args.threads, device=args.device)
     # What the bundle cannot do (translate with an English-only model) stops before any file.
     model.transcriber.check_prompt(options)
-    say_execution("transcribe", model.transcriber.execution)
+    say_execution("transcribe", model.execution)
     listed, failed = [], False
     for path in args.audio:
         try:
@@ -210,7 +221,14 @@ def _transcribe(args: argparse.Namespace) -> int:
             failed = True
             continue
         found = {"language": result.language, "language_probability": result.language_probability}
-        listed.append({"path": shown(path), "text": result.text, **found})
+        listed.append(
+            {
+                "path": shown(path),
+                "text": result.text,
+                **found,
+                "execution": model.execution.to_json(),
+            }
+        )
         if path in outputs:
             write_text(outputs[path], render(result, args.format))
         elif not args.json:
@@ -235,6 +253,7 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--model-name", help="the id /v1/models lists (default: artifact name)")
     parser.add_argument("--threads", type=positive_int, default=None, help="intra-op threads")
+    add_device_argument(parser)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -247,8 +266,8 @@ def _serve(args: argparse.Namespace) -> int:
         ) from None
     from whisper_npu.model import load
 
-    model = load(args.artifact, threads=args.threads)
-    say_execution("serve", model.transcriber.execution)
+    model = load(args.artifact, threads=args.threads, device=args.device)
+    say_execution("serve", model.execution)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         say("serve", f"listening on {args.host}: reachable from other machines", kind="warning")
     name = args.model_name or args.artifact.resolve().name

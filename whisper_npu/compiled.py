@@ -6,6 +6,7 @@ They live apart from the stage, which needs onnx, because the runtime opens them
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -115,6 +116,8 @@ class EpReport(Record):
     cpu_nodes: Count
     coverage: float
     cpu_op_types: list[str]
+    # From the report's subgraphStat, which AMD's documented examples do not show: None there.
+    npu_subgraphs: Count | None = None
 
 
 class OpsTableSource(Record):
@@ -160,6 +163,15 @@ class AmdFormForecast(Record):
 SEED_DISPATCHES = 2679
 
 
+class EpIdentity(Record):
+    """The VitisAI EP that compiled a directory (and made its cache): AMD does not reuse a
+    cache across EP or driver versions, so the runtime compares it with the installed one."""
+
+    ryzen_ai: str | None  # the Ryzen AI release, as whisper_npu.host read it
+    how: str  # what the release was read from
+    onnxruntime: str  # "onnxruntime 1.23.3 from onnxruntime-vitisai"
+
+
 class CompileReport(Record):
     """compile_report.json: `bundle` is the bundle's path relative to the compiled directory,
     `bundle_sha256` the bundle.json it was compiled from. A CPU-only variant's report says so
@@ -182,6 +194,8 @@ class CompileReport(Record):
     # Side by side with this forecast: the seed's NPU path and AMD's demo form of the model.
     seed_dispatches: int
     amd_demo_form: AmdFormForecast | None
+    # The EP that compiled it and made npu/cache; absent where the EP was not installed.
+    ep: EpIdentity | None = None
 
     @field_validator("forecast")
     @classmethod
@@ -224,3 +238,47 @@ class CompileRecord:
     def save(self, root: Path) -> None:
         self.report.write(Path(root) / COMPILE_FILE)
         self.options.write(Path(root) / PROVIDER_OPTIONS_FILE)
+
+
+def _cpu_forecast(graph: GraphPlacement) -> set[str]:
+    return {row.op_type.rpartition(".")[2] for row in graph.cpu_ops}
+
+
+def moved_to_cpu(forecast: Forecast, reports: Mapping[str, EpReport | None]) -> list[str]:
+    """What the EP put on the CPU that the forecast placed on the NPU, one line per graph: what
+    `--device npu` refuses to run."""
+    found = []
+    for name, report in reports.items():
+        if report is None:
+            continue
+        graph = forecast.graph(name)
+        surprise = sorted(set(report.cpu_op_types) - _cpu_forecast(graph))
+        extra = report.cpu_nodes - (graph.nodes - graph.npu_nodes)
+        if surprise or extra > 0:
+            what = f"{surprise}" if surprise else f"{extra} more nodes than forecast"
+            found.append(f"{name}: the EP put {what} on the CPU, the forecast had them on the NPU")
+    return found
+
+
+def disagreements(forecast: Forecast, reports: Mapping[str, EpReport | None] | None) -> list[str]:
+    """Where the EP's own partition reports and the forecast differ, one line each: what turns
+    the forecast into a measured one on the first machine with the EP."""
+    found = []
+    for name, report in (reports or {}).items():
+        if report is None:
+            found.append(f"{name}: the EP wrote no partition report")
+            continue
+        graph = forecast.graph(name)
+        if report.npu_nodes != graph.npu_nodes or report.cpu_nodes != graph.nodes - graph.npu_nodes:
+            found.append(
+                f"{name}: EP placed {report.npu_nodes} NPU / {report.cpu_nodes} CPU nodes, "
+                f"forecast {graph.npu_nodes} / {graph.nodes - graph.npu_nodes}"
+            )
+        if report.npu_subgraphs is not None and report.npu_subgraphs != graph.npu_subgraphs:
+            found.append(
+                f"{name}: EP made {report.npu_subgraphs} NPU subgraphs, "
+                f"forecast {graph.npu_subgraphs}"
+            )
+        if surprise := sorted(set(report.cpu_op_types) - _cpu_forecast(graph)):
+            found.append(f"{name}: EP put {surprise} on the CPU, forecast had them on the NPU")
+    return found

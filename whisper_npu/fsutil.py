@@ -237,3 +237,16 @@ def file_record(source: Path, files: object) -> dict[str, str]:
         if not isinstance(digest, str) or not SHA256.fullmatch(digest):
             raise UserError(f"{source}: {name}: {excerpt(digest)} is not a sha256")
     return files
+
+
+def cache_root() -> Path:
+    """Where whisper-npu keeps what it can rebuild, outside any repository or release:
+    $WHISPER_NPU_CACHE, else $XDG_CACHE_HOME/whisper-npu, else %LOCALAPPDATA%\\whisper-npu on
+    Windows, else ~/.cache/whisper-npu."""
+    explicit = os.environ.get("WHISPER_NPU_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or (
+        os.environ.get("LOCALAPPDATA") if os.name == "nt" else None
+    )
+    return (Path(base).expanduser() if base else Path.home() / ".cache") / "whisper-npu"

@@ -1,7 +1,8 @@
 """The Python API: `load(artifact)` → `Model.transcribe(audio or path, options) -> Result`.
 
-It needs only the runtime's dependencies (numpy, onnxruntime, tokenizers, soundfile, scipy):
-no torch, Quark or datasets, so it runs on a release directory on a laptop. VAD
+It needs only the runtime's dependencies (numpy, whichever onnxruntime the environment has,
+tokenizers, soundfile, scipy, av): no torch, Quark or datasets, so it runs on a release
+directory on a laptop, in AMD's Ryzen AI environment. VAD
 (`vad=VadOptions()`) also needs faster-whisper, imported only then.
 """
 
@@ -15,6 +16,7 @@ import numpy as np
 from whisper_npu.audio import load_audio
 from whisper_npu.decoding import TranscribeOptions
 from whisper_npu.errors import UserError
+from whisper_npu.execution import Device, Execution
 from whisper_npu.language import AUTO
 from whisper_npu.result import Result, build_result
 from whisper_npu.transcriber import Transcriber
@@ -49,9 +51,20 @@ class Model:
         vad: VadOptions | None = None,
     ) -> Result:
         """Text and segments of a file or of 16 kHz mono float32 samples; with `vad`, only its
-        speech is decoded (needs faster-whisper) and times stay the audio's."""
+        speech is decoded (needs faster-whisper) and times stay the audio's. The result says
+        what ran the model (`execution`)."""
         samples = _samples(audio)
-        options = options or TranscribeOptions()
+        result = self._transcribe(samples, options or TranscribeOptions(), vad)
+        return replace(result, execution=self.execution)
+
+    @property
+    def execution(self) -> Execution:
+        """What runs the model: the provider, and why not the NPU where it was wanted."""
+        return self.transcriber.execution
+
+    def _transcribe(
+        self, samples: np.ndarray, options: TranscribeOptions, vad: VadOptions | None
+    ) -> Result:
         if vad is None:
             return self._decode(samples, options)
         self.transcriber.check_prompt(options)  # before the VAD runs over the whole file
@@ -85,6 +98,14 @@ def _seconds(samples: np.ndarray) -> float:
     return round(samples.size / SAMPLE_RATE, 3)
 
 
-def load(artifact: str | Path, threads: int | None = None) -> Model:
-    """A bundle, compiled or release directory, on the NPU where it can run."""
-    return Model(Transcriber.from_artifact(Path(artifact), threads=threads))
+def load(
+    artifact: str | Path, threads: int | None = None, device: Device | str = Device.AUTO
+) -> Model:
+    """A bundle, compiled or release directory, where `device` says: `auto` the NPU where it
+    can run (else the CPU, and `Model.execution` says why), `npu` the NPU or a UserError
+    naming what is missing, `cpu` the CPU."""
+    try:
+        chosen = Device(device)
+    except ValueError:
+        raise UserError(f"device must be one of {', '.join(Device)}, got {device!r}") from None
+    return Model(Transcriber.from_artifact(Path(artifact), threads=threads, device=chosen))

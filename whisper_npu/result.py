@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from whisper_npu.decoding import Window
+from whisper_npu.execution import Execution
 from whisper_npu.transcriber import Decoded
 from whisper_npu.whisper_io import HOP_LENGTH, SAMPLE_RATE
 
@@ -40,9 +41,11 @@ class Result:
     language: str  # the prompt's language ("en" for an English-only bundle)
     language_probability: float | None  # when it was detected (language "auto")
     duration: float  # seconds of audio
+    execution: Execution | None = None  # what ran the model (set by whisper_npu.model)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        found = {k: v for k, v in asdict(self).items() if k != "execution"}
+        return found | ({"execution": self.execution.to_json()} if self.execution else {})
 
 
 @dataclass(frozen=True)

@@ -161,7 +161,7 @@ def create_app(model: Model, settings: ServeSettings) -> FastAPI:
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "model": settings.model_name, **model.transcriber.execution}
+        return {"status": "ok", "model": settings.model_name, **model.execution.to_json()}
 
     @app.get("/v1/models")
     def models() -> dict[str, Any]:

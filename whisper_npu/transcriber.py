@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from whisper_npu import vitisai
 from whisper_npu.bundle import Artifact, Bundle
 from whisper_npu.decoding import (
     TRANSCRIBE,
@@ -31,7 +31,9 @@ from whisper_npu.decoding import (
     with_prompt,
 )
 from whisper_npu.errors import UserError
+from whisper_npu.execution import Device, Execution, Host, checked, choose
 from whisper_npu.features import WINDOW_SAMPLES, log_mel
+from whisper_npu.host import import_onnxruntime
 from whisper_npu.language import AUTO, detect_language, first_window
 from whisper_npu.layout import (
     MEL_FILTERS_FILE,
@@ -58,8 +60,12 @@ from whisper_npu.whisper_io import (
     SELF_V,
 )
 
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
 
 def session_options(threads: int | None, custom_ops: str | None = None) -> ort.SessionOptions:
+    ort = import_onnxruntime()
     options = ort.SessionOptions()
     if custom_ops == "quark":
         # Quark's BFloat16 Q/DQ ops, which only Quark's library runs (on the CPU).
@@ -113,6 +119,7 @@ class OrtRunner:
         """Open one graph, refused unless its I/O is the contract's for this bundle's dims (a
         swapped or foreign graph would otherwise run to an empty transcript)."""
         path = self.graph_files.get(name, self.bundle.root / graph_file(name))
+        ort = import_onnxruntime()
         try:
             session = ort.InferenceSession(
                 str(path),
@@ -136,6 +143,7 @@ class OrtRunner:
 
     def _bind(self, session: ort.InferenceSession) -> ort.IOBinding:
         """Bind every graph input and output to its numpy buffer (shared memory on CPU)."""
+        ort = import_onnxruntime()
         binding = session.io_binding()
         for node in session.get_inputs():
             binding.bind_ortvalue_input(
@@ -238,9 +246,7 @@ def _mel_filters(bundle: Bundle) -> np.ndarray:
 class Transcriber:
     """Audio (16 kHz mono float32) → text with one bundle and one `Runner`."""
 
-    def __init__(
-        self, bundle: Bundle, runner: Any, execution: dict[str, Any] | None = None
-    ) -> None:
+    def __init__(self, bundle: Bundle, runner: Any, execution: Execution | None = None) -> None:
         self.bundle, self.runner = bundle, runner
         try:
             self.tokenizer = Tokenizer.from_file(str(bundle.root / TOKENIZER_FILE))
@@ -248,35 +254,32 @@ class Transcriber:
             reason = str(exc).strip()[:120] or type(exc).__name__
             raise UserError(f"{bundle.root}/tokenizer.json: not a tokenizer ({reason})") from None
         self.mel_filters = _mel_filters(bundle)
-        # {"provider": used, "compiled": bool, "fallback": why the NPU was wanted but not used}
-        self.execution = execution or {
-            "provider": CPU_PROVIDER,
-            "compiled": False,
-            "fallback": None,
-        }
+        self.execution = execution or Execution.cpu(Device.CPU, compiled=False)
 
     @classmethod
-    def from_artifact(cls, path: Path, threads: int | None = None) -> Transcriber:
-        """A bundle, compiled or release directory, on the NPU when it can be (a CPU-only
-        variant on the CPU, as it is meant to run)."""
+    def from_artifact(
+        cls,
+        path: Path,
+        threads: int | None = None,
+        device: Device = Device.AUTO,
+        machine: Host | None = None,
+    ) -> Transcriber:
+        """A bundle, compiled or release directory, where `device` says (whisper_npu.execution:
+        `auto` puts a compiled artifact on the NPU where it can run, a CPU-only variant and a
+        bundle on the CPU, as they are meant to run)."""
         artifact = Artifact.open(Path(path))
-        reason = artifact.cpu_reason()
-        if artifact.compiled is None or artifact.cpu_only or reason:
-            execution = {
-                "provider": CPU_PROVIDER,
-                "compiled": artifact.compiled is not None and not artifact.cpu_only,
-                "fallback": f"{reason}; running {path} on {CPU_PROVIDER}" if reason else None,
-            }
-            return cls(artifact.bundle, OrtRunner(artifact.bundle, threads=threads), execution)
-        runner = OrtRunner(
-            artifact.bundle,
-            [VITISAI_PROVIDER, CPU_PROVIDER],
-            threads=threads,
-            graph_files=artifact.context_models(),
-            graph_options={name: [opts, {}] for name, opts in artifact.options().items()},
-        )
-        execution = {"provider": runner.active_provider, "compiled": True, "fallback": None}
-        return cls(artifact.bundle, runner, execution)
+        chosen = choose(artifact, device, machine or Host())
+        if isinstance(chosen, Execution):
+            return cls(artifact.bundle, OrtRunner(artifact.bundle, threads=threads), chosen)
+        with vitisai.report_env():
+            runner = OrtRunner(
+                artifact.bundle,
+                [VITISAI_PROVIDER, CPU_PROVIDER],
+                threads=threads,
+                graph_files=chosen.graph_files,
+                graph_options={name: [opts, {}] for name, opts in chosen.options.items()},
+            )
+        return cls(artifact.bundle, runner, checked(chosen, artifact, runner.active_provider))
 
     @classmethod
     def from_bundle(

@@ -1,18 +1,27 @@
-"""The VitisAI execution provider's documented surface, in one place, and the code that uses it.
+"""The VitisAI execution provider's documented surface, per Ryzen AI release, in one place, and
+the code that uses it.
 
-Option names, values and file layouts follow the Ryzen AI Software documentation for release
-1.7.1 (the `target` option and the BF16 config's `targets` section arrived in 1.6, the
-`log_level` option was deprecated in 1.7 and is not used). Sources:
+Provider options follow AMD's documentation of each release (amd/ryzen-ai-documentation
+docs/modelrun.rst on the release branches: 1.5 @28a0f64, 1.6 @0b78129, 1.7 @25d4062, 1.7.1
+@42a517b, 1.8 @0860e4d; amd/RyzenAI-SW docs/develop/model-deployment.mdx @c87208e):
 
-- amd/RyzenAI-SW docs/develop/model-deployment.mdx @c87208e ("Vitis AI EP Options Reference
-  Guide", "Using INT8 Models", "Managing Compiled Models", "Operator Assignment Report");
-- amd/RyzenAI-SW docs/reference/relnotes.mdx @711f0a2 (1.5: the report needs
-  XLNX_ONNX_EP_REPORT_FILE and `enable_cache_file_io_in_mem` 0; 1.6: no `xclbin` on STX/KRK,
-  `target` X1 + `xclbin` on PHX/HPT; BF16 models run on STX/KRK only);
-- amd/RyzenAI-SW Demos/ASR/Whisper/config/vitisai_config_whisper_{encoder,decoder}.json @0b65628
-  (AMD's VAIML settings for Whisper, per graph).
+- 1.5: integer models need the `xclbin` option (STX/KRK `strix/AMD_AIE2P_4x4_Overlay.xclbin`,
+  PHX/HPT `phoenix/4x4.xclbin`; the 1x4/Nx4 binaries are retired); BF16 models take a compiler
+  config (`config_file`) without a target section; `enable_cache_file_io_in_mem` 0 writes the
+  compiled model and, with XLNX_ONNX_EP_REPORT_FILE, the partition report to the cache.
+- 1.6 and later (1.6.1, 1.7, 1.7.1, 1.8): `target` X2 (default) or X1 for integer models; on
+  STX/KRK "the xclbin provider option must not be set", on PHX/HPT `target` X1 and the Phoenix
+  `xclbin`; the BF16 config "requires a new target section" (VAIML) and is optional; 1.7
+  deprecates `log_level` (not used here); 1.7.1 writes BF16 caches to disk with the same option.
+- before 1.5 the options had other names (cacheDir, XLNX_VART_FIRMWARE): not supported.
+- BF16 (and so FP32, which VAIML narrows) runs on STX/KRK only, in every release; "the
+  deployment version of the VitisAI EP does not support the on-the-fly compilation of BF16
+  models": an application ships the EP cache folder made with the same config_file
+  (app_development.rst, 1.4-1.8).
+- AMD's Whisper compiler settings per graph: RyzenAI-SW
+  Demos/ASR/Whisper/config/vitisai_config_whisper_{encoder,decoder}.json @0b65628.
 
-AMD's operator table stays the 1.5.0 data in pipeline/data: the 1.7.0 table (RyzenAI-SW
+AMD's operator table stays the 1.5.0 data in pipeline/npu/data: the 1.7.0 table (RyzenAI-SW
 docs/reference/supported-operators.mdx @b5426cf) differs from it only in A8W8 no longer listing
 ReduceMin, ReduceSum, Sigmoid and Sin, none of which a Whisper bundle holds.
 
@@ -23,20 +32,24 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from whisper_npu.compiled import CompileReport
 from whisper_npu.layout import CACHE_SUBDIR, VITISAI_REPORT_FILE, vaip_config_file
 from whisper_npu.providers import VITISAI_PROVIDER
-from whisper_npu.variants import VARIANTS, XDNA2, Variant
+from whisper_npu.variants import VARIANTS, XDNA1, XDNA2, Variant
 
+# The release whose documentation the compile stage follows, and so what a compiled
+# directory's stored options are.
 RYZEN_AI_VERSION = "1.7.1"
 
 # Provider options (model-deployment.mdx, "VitisAI EP Provider Options").
 CONFIG_FILE = "config_file"  # BF16 compile options (the vaip_config.json below)
 TARGET = "target"  # integer backend: "X2" (default, STX/KRK) or "X1" (legacy, needed on PHX/HPT)
-XCLBIN = "xclbin"  # PHX/HPT integer models only; must not be set on STX/KRK
+XCLBIN = "xclbin"  # the NPU binary for integer models: 1.5 every chip, 1.6+ PHX/HPT only
 CACHE_DIR = "cache_dir"
 CACHE_KEY = "cache_key"
 CACHE_IN_MEMORY = "enable_cache_file_io_in_mem"  # "0": write the compiled model (and report)
@@ -49,8 +62,64 @@ CONTEXT_EMBED_MODE = "ep.context_embed_mode"
 # "Operator Assignment Report": written into cache_dir/cache_key under the name this holds.
 REPORT_ENV = "XLNX_ONNX_EP_REPORT_FILE"
 
-# The PHX/HPT NPU binary, under the installation ("Using INT8 Models"); 1x4/Nx4 are retired.
-PHX_XCLBIN = "${RYZEN_AI_INSTALLATION_PATH}/voe-4.0-win_amd64/xclbins/phoenix/4x4.xclbin"
+XCLBINS = "${RYZEN_AI_INSTALLATION_PATH}/voe-4.0-win_amd64/xclbins"
+PHX_XCLBIN = f"{XCLBINS}/phoenix/4x4.xclbin"
+STX_XCLBIN = f"{XCLBINS}/strix/AMD_AIE2P_4x4_Overlay.xclbin"  # 1.5 only
+
+
+@dataclass(frozen=True)
+class EpOptions:
+    """The provider options a span of Ryzen AI releases documents."""
+
+    name: str
+    since: tuple[int, int]  # the first release it covers
+    # Integer models: the `target` option (X2/X1), and the xclbin per compile target.
+    integer_target: bool
+    integer_xclbin: Mapping[str, str]
+    # The BF16 compiler config carries a target section (VAIML).
+    vaiml_target_section: bool
+    releases: tuple[str, ...]  # release prefixes it covers ("1.7" covers 1.7.1)
+    source: str
+
+
+EP_1_5 = EpOptions(
+    "1.5",
+    (1, 5),
+    integer_target=False,
+    integer_xclbin={
+        **dict.fromkeys(XDNA1.targets, PHX_XCLBIN),
+        **dict.fromkeys(XDNA2.targets, STX_XCLBIN),
+    },
+    vaiml_target_section=False,
+    releases=("1.5",),
+    source="amd/ryzen-ai-documentation docs/modelrun.rst @28a0f64 (1.5)",
+)
+EP_1_6 = EpOptions(
+    "1.6+",
+    (1, 6),
+    integer_target=True,
+    integer_xclbin=dict.fromkeys(XDNA1.targets, PHX_XCLBIN),
+    vaiml_target_section=True,
+    releases=("1.6", "1.7", "1.8"),
+    source="amd/ryzen-ai-documentation docs/modelrun.rst @0b78129 (1.6) to @0860e4d (1.8)",
+)
+EP_OPTIONS = (EP_1_5, EP_1_6)
+COMPILED_WITH = EP_1_6  # RYZEN_AI_VERSION's
+
+
+def ep_options(release: tuple[int, ...]) -> EpOptions | None:
+    """The option set a release documents; None before 1.5 (other option names)."""
+    found = [options for options in EP_OPTIONS if tuple(release[:2]) >= options.since]
+    return found[-1] if found else None
+
+
+def releases_of(report: CompileReport) -> tuple[str, ...]:
+    """The Ryzen AI releases a compiled directory is made for: the one whose EP made its cache,
+    else those whose documented options it follows."""
+    if report.ep is not None and report.ep.ryzen_ai:
+        return (report.ep.ryzen_ai,)
+    found = ep_options(tuple(int(part) for part in report.ryzen_ai_version.split(".")))
+    return found.releases if found else (report.ryzen_ai_version,)
 
 
 def npu_column(variant: Variant, target: str) -> str | None:
@@ -68,18 +137,20 @@ WHISPER_VAIML = {"optimize_level": 3, "aiecompiler_args": "--system-stack-size=5
 WHISPER_VAIML_ENCODER = {"fe_experiment": "use-accurate-mode=LayerNorm2PassAdf"}
 
 
-def vaip_config(variant: Variant, target: str, graph: str) -> dict[str, Any]:
+def vaip_config(
+    variant: Variant, target: str, graph: str, ep: EpOptions = COMPILED_WITH
+) -> dict[str, Any]:
     """The config_file contents for one graph of a variant.
 
-    VAIML-flow variants get AMD's Whisper config for that graph. Integer models take no config
-    file: the backend is the `target` provider option, recorded here so the compiled directory
-    says which one it was built for.
+    VAIML-flow variants get AMD's Whisper config for that graph (with the target section 1.6
+    made required). Integer models take no config file: the backend is the `target` provider
+    option, recorded here so the compiled directory says which one it was built for.
     """
     if not VARIANTS[variant].bf16_flow:
         backend = "X2" if target in XDNA2.targets else "X1"
         return {TARGET: backend, "passed_to_ep": False}
     options = {**WHISPER_VAIML, **(WHISPER_VAIML_ENCODER if graph == "encoder" else {})}
-    return {
+    config: dict[str, Any] = {
         "passes": [
             {"name": "init", "plugin": "vaip-pass_init"},
             {
@@ -88,12 +159,16 @@ def vaip_config(variant: Variant, target: str, graph: str) -> dict[str, Any]:
                 "vaiml_config": options,
             },
         ],
-        "target": "VAIML",
-        "targets": [{"name": "VAIML", "pass": ["init", "vaiml_partition"]}],
     }
+    if ep.vaiml_target_section:
+        config["target"] = "VAIML"
+        config["targets"] = [{"name": "VAIML", "pass": ["init", "vaiml_partition"]}]
+    return config
 
 
-def provider_options(variant: Variant, target: str, graph: str, cache_key: str) -> dict[str, str]:
+def provider_options(
+    variant: Variant, target: str, graph: str, cache_key: str, ep: EpOptions = COMPILED_WITH
+) -> dict[str, str]:
     """Provider options as stored in provider_options.json: paths relative to the compiled
     directory and the installation variable unexpanded, so the directory can move
     (`resolve_options` makes them concrete). Empty when the chip has no NPU path."""
@@ -102,10 +177,11 @@ def provider_options(variant: Variant, target: str, graph: str, cache_key: str) 
     options = {CACHE_DIR: CACHE_SUBDIR, CACHE_KEY: cache_key, CACHE_IN_MEMORY: "0"}
     if VARIANTS[variant].bf16_flow:
         options[CONFIG_FILE] = vaip_config_file(graph)
-    elif target in XDNA2.targets:
-        options[TARGET] = "X2"
-    else:
-        options.update({TARGET: "X1", XCLBIN: PHX_XCLBIN})
+        return options
+    if ep.integer_target:
+        options[TARGET] = "X2" if target in XDNA2.targets else "X1"
+    if target in ep.integer_xclbin:
+        options[XCLBIN] = ep.integer_xclbin[target]
     return options
 
 
@@ -121,13 +197,9 @@ def resolve_options(options: dict[str, str], compiled_dir: Path) -> dict[str, st
 
 
 def available_providers() -> list[str]:
-    import onnxruntime as ort
+    from whisper_npu.host import import_onnxruntime
 
-    return list(ort.get_available_providers())
-
-
-def ep_available() -> bool:
-    return VITISAI_PROVIDER in available_providers()
+    return list(import_onnxruntime().get_available_providers())
 
 
 def context_entries(context_model: Path) -> dict[str, str]:
@@ -136,7 +208,7 @@ def context_entries(context_model: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _report_env() -> Iterator[None]:
+def report_env() -> Iterator[None]:
     previous = os.environ.get(REPORT_ENV)
     os.environ[REPORT_ENV] = VITISAI_REPORT_FILE
     try:
@@ -157,7 +229,7 @@ def compile_graph(
 
     for key, value in context_entries(context_model).items():
         session_options.add_session_config_entry(key, value)
-    with _report_env():
+    with report_env():
         ort.InferenceSession(
             str(model), session_options, providers=[VITISAI_PROVIDER], provider_options=[options]
         )
@@ -169,30 +241,45 @@ def _op_name(entry: str) -> str:
     return entry.rpartition("::")[2]
 
 
-def parse_ep_report(report: dict[str, Any]) -> dict[str, Any]:
-    """The `deviceStat` part of vitisai_ep_report.json: nodes and op types per device.
+# Names the EP's reports give the NPU: "NPU" (1.4+), "DPU" (1.3), "VAIML" (BF16 subgraphs in
+# AMD's logs), "IPU"; and the CPU: "CPU", "VITIS_EP_CPU" (ops the EP keeps on the host).
+NPU_NAMES = frozenset({"NPU", "DPU", "VAIML", "IPU"})
+CPU_NAMES = frozenset({"CPU", "VITIS_EP_CPU"})
 
-    AMD's examples name the devices "all", "CPU" and "NPU" (reports before Ryzen AI 1.5 said
-    "DPU" for the NPU; it is read as NPU).
-    """
+
+def _device(name: str) -> str:
+    return "NPU" if name in NPU_NAMES else "CPU" if name in CPU_NAMES else name
+
+
+def parse_ep_report(report: dict[str, Any]) -> dict[str, Any]:
+    """vitisai_ep_report.json's `deviceStat` (nodes and op types per device) and, where the EP
+    writes it, `subgraphStat` (subgraphs per device), with the NPU's and the CPU's several names
+    read as one each. AMD's documented examples carry deviceStat only ("all", "CPU", "NPU")."""
     stats = report.get("deviceStat")
     if not isinstance(stats, list):
         raise ValueError("not a VitisAI EP report: no deviceStat list")
     devices: dict[str, dict[str, Any]] = {}
     for entry in stats:
-        name = "NPU" if entry["name"] == "DPU" else str(entry["name"])
-        devices[name] = {
-            "nodes": int(entry["nodeNum"]),
-            "op_types": sorted({_op_name(op) for op in entry.get("supportedOpType", [])}),
-        }
+        name = _device(str(entry["name"]))
+        found = devices.setdefault(name, {"nodes": 0, "op_types": []})
+        found["nodes"] += int(entry.get("nodeNum", 0))
+        found["op_types"] = sorted(
+            {*found["op_types"], *(_op_name(op) for op in entry.get("supportedOpType", []))}
+        )
     total = devices.get("all", {}).get("nodes") or sum(
         d["nodes"] for k, d in devices.items() if k != "all"
     )
     npu = devices.get("NPU", {}).get("nodes", 0)
+    subgraphs = [
+        int(entry.get("count", 0))
+        for entry in report.get("subgraphStat", [])
+        if _device(str(entry.get("device"))) == "NPU"
+    ]
     return {
         "devices": devices,
         "npu_nodes": npu,
         "cpu_nodes": devices.get("CPU", {}).get("nodes", 0),
         "coverage": npu / total if total else 0.0,
         "cpu_op_types": devices.get("CPU", {}).get("op_types", []),
+        **({"npu_subgraphs": subgraphs[0]} if subgraphs else {}),
     }

@@ -79,16 +79,17 @@ def _size_mb(files: Iterable[Path]) -> float:
 def open_transcriber(spec: EngineSpec) -> Transcriber:
     """One of our variants as the bench runs it: a CPU-only variant's bundle on the CPU provider
     by design, any other as its compiled artifact says (the fp32 baseline on the CPU)."""
+    from whisper_npu.execution import Device
     from whisper_npu.transcriber import Transcriber
 
     if spec.cpu_only:
         return Transcriber.from_bundle(spec.path, providers=[CPU_PROVIDER], threads=spec.threads)
-    return Transcriber.from_artifact(spec.path, threads=spec.threads)
+    return Transcriber.from_artifact(spec.path, spec.threads, Device(spec.device))
 
 
 def _open_ours(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
     transcriber = open_transcriber(spec)
-    execution = dict(transcriber.execution)
+    execution = transcriber.execution
     timer = TimingRunner(transcriber.runner)
     transcriber.runner = timer
     eot = transcriber.bundle.record.decoding.eot
@@ -115,6 +116,7 @@ def _open_transformers(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
     import torch
 
     from pipeline.export.reference import load_model, transcribe_clip
+    from whisper_npu.execution import Device, Execution
 
     if spec.threads:
         torch.set_num_threads(spec.threads)
@@ -126,7 +128,7 @@ def _open_transformers(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
         text, tokens = transcribe_clip(model, processor, samples, spec.language or "en")
         return Sample(clip, text, sum(t < eot for t in tokens), _elapsed_ms(start))
 
-    execution = {"provider": "torch eager CPU", "compiled": False, "fallback": None}
+    execution = Execution(device=Device.CPU, provider="torch eager CPU", compiled=False)
     return run, {
         "execution": execution,
         "size_mb": _size_mb(spec.path.glob("*.safetensors")),
@@ -136,6 +138,7 @@ def _open_transformers(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
 def _open_faster_whisper(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
     from faster_whisper import WhisperModel
 
+    from whisper_npu.execution import Device, Execution
     from whisper_npu.features import WINDOW_SAMPLES
 
     model = WhisperModel(
@@ -164,7 +167,9 @@ def _open_faster_whisper(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
         return Sample(clip, text, tokens, e2e)
 
     precision = {"float32": "fp32", "int8": "int8"}[spec.compute_type]
-    execution = {"provider": f"CTranslate2 {precision} CPU", "compiled": False, "fallback": None}
+    execution = Execution(
+        device=Device.CPU, provider=f"CTranslate2 {precision} CPU", compiled=False
+    )
     return run, {"execution": execution, "size_mb": _size_mb(spec.path.glob("model.bin"))}
 
 

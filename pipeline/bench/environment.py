@@ -67,7 +67,7 @@ def run_info(
                 "path": spec.path.as_posix(),
                 "threads": spec.threads,
                 "transcripts": measured.text_source[spec.name],
-                **measured.info[spec.name]["execution"],
+                "execution": measured.info[spec.name]["execution"],
             }
             for spec in specs
         },

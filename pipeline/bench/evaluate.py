@@ -12,6 +12,7 @@ from typing import Any
 from pipeline.bench.records import EvalClips
 from pipeline.bench.results import ClipResult, score_clip, wer_figures, write_table
 from whisper_npu.errors import UserError
+from whisper_npu.execution import Device, Execution
 from whisper_npu.fsutil import read_text
 from whisper_npu.layout import TRANSCRIPTS_FILE
 
@@ -46,19 +47,21 @@ def load_eval_clips(data_dir: Path) -> EvalClips:
     )
 
 
-def transcribe_here(artifact: Path, clips: EvalClips) -> tuple[list[Transcript], dict[str, Any]]:
-    """Every clip through one transcriber in this process; its execution record."""
+def transcribe_here(
+    artifact: Path, clips: EvalClips, device: Device
+) -> tuple[list[Transcript], str, Execution]:
+    """Every clip through one transcriber in this process; its variant and execution."""
     from tqdm import tqdm
 
     from whisper_npu.transcriber import Transcriber
 
-    transcriber = Transcriber.from_artifact(artifact)
+    transcriber = Transcriber.from_artifact(artifact, device=device)
     out = []
     for samples in tqdm(clips.samples, desc="evaluate", unit="clip"):
         start = time.perf_counter()
         text = transcriber.transcribe(samples).text
         out.append((text, (time.perf_counter() - start) * 1000.0))
-    return out, {"variant": transcriber.bundle.record.variant, **transcriber.execution}
+    return out, str(transcriber.bundle.record.variant), transcriber.execution
 
 
 def scored(engine: str, clips: EvalClips, transcripts: list[Transcript]) -> list[ClipResult]:
@@ -77,6 +80,7 @@ class EvaluateOptions:
     ray_address: str | None = None
     workers: int | None = None
     table: Path | None = None
+    device: Device = Device.AUTO
 
 
 def evaluate_bundle(
@@ -90,14 +94,13 @@ def evaluate_bundle(
     clips = load_eval_clips(data_dir)
     start = time.perf_counter()
     if options.ray_address is None:
-        transcripts, execution = transcribe_here(artifact, clips)
+        transcripts, variant, execution = transcribe_here(artifact, clips, options.device)
         sharding = None
     else:
-        transcripts, execution, sharding = transcribe_on_ray(
-            artifact, clips, options.ray_address, options.workers
+        transcripts, variant, execution, sharding = transcribe_on_ray(
+            artifact, clips, options.ray_address, options.workers, options.device
         )
     wall_s = time.perf_counter() - start
-    variant = str(execution.pop("variant"))
     rows = scored(variant, clips, transcripts)
     if options.table is not None:
         write_table(options.table, {variant: rows})
@@ -105,7 +108,7 @@ def evaluate_bundle(
     return {
         "artifact": Path(artifact).as_posix(),
         "variant": variant,
-        "execution": execution,
+        "execution": execution.to_json(),
         "clips": len(rows),
         "words": sum(row.words for row in rows),
         "errors": sum(row.edits.errors for row in rows),

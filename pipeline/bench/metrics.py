@@ -11,6 +11,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
 from pipeline.bench.records import EngineKind
+from whisper_npu.execution import Execution
 from whisper_npu.figures import BenchRow, Peer, Unit
 from whisper_npu.record import Strict
 
@@ -110,9 +111,7 @@ class Engine(Strict):
     path: str
     threads: int | None
     transcripts: str  # where its eval transcripts came from
-    provider: str
-    compiled: bool
-    fallback: str | None  # why the NPU was wanted but not used
+    execution: Execution  # what ran it, and why not the NPU where that was wanted
 
 
 class RunInfo(Strict):

@@ -31,6 +31,8 @@ class EngineSpec:
     # Peers of a multilingual bundle: the language its prompt decodes in when none is asked for
     # (ours and the peers then decode the same prompt); None for an English-only model.
     language: str | None = None
+    # Where ours runs (whisper_npu.execution.Device's value: auto, npu or cpu).
+    device: str = "auto"
 
 
 @dataclass(frozen=True)

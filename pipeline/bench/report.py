@@ -33,7 +33,7 @@ def format_table(result: BenchResult) -> str:
     ratios = [
         [
             name,
-            engines[name].provider.replace("ExecutionProvider", ""),
+            engines[name].execution.provider.replace("ExecutionProvider", ""),
             _fmt(m.e2e_ms_p50, ".0f"),
             _fmt(m.speedup_vs_fp32, ".2f", "x"),
             *(_fmt(m.speedup_vs(p), ".2f", "x") for p in peers),
@@ -58,7 +58,7 @@ def format_table(result: BenchResult) -> str:
     costs = [
         [
             name,
-            engines[name].provider.replace("ExecutionProvider", ""),
+            engines[name].execution.provider.replace("ExecutionProvider", ""),
             _fmt(m.encoder_ms_p50, ".1f"),
             _fmt(m.encoder_ms_p90, ".1f"),
             _fmt(m.decoder_ms_per_token_p50, ".2f"),
@@ -103,9 +103,9 @@ def format_table(result: BenchResult) -> str:
         "whose WER is no worse than fp32's; RTFx = audio s / compute s.",
         *(f"peer skipped: {k}: {v}" for k, v in result.run.peers_skipped.items()),
         *(
-            f"{name}: NPU wanted, ran on CPU: {e.fallback}"
+            f"{name}: NPU wanted, ran on CPU: {e.execution.fallback}"
             for name, e in engines.items()
-            if e.fallback
+            if e.execution.fallback
         ),
         *(
             f"{name}: quantized outside its held-back WER budget (budget_met 0; see its "

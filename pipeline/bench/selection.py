@@ -21,24 +21,28 @@ if TYPE_CHECKING:
 
 
 def variant_specs(
-    variants: Sequence[str], compiled_dir: Path, baseline_bundle: Path, threads: int | None
+    variants: Sequence[str], compiled_dir: Path, baseline_bundle: Path, params: BenchParams
 ) -> list[EngineSpec]:
-    """The fp32 CPU baseline first, then every variant's compiled artifact.
+    """The fp32 CPU baseline first, then every variant's compiled artifact, run where
+    `params.device` says.
 
-    The fp32 artifact is benched beside the baseline only when the NPU is there; without it the
-    two are the same bundle on the same provider.
+    The fp32 artifact is benched beside the baseline only when it may run on the NPU; otherwise
+    the two are the same bundle on the same provider.
     """
-    from whisper_npu.vitisai import ep_available
+    from whisper_npu.providers import VITISAI_PROVIDER
+    from whisper_npu.vitisai import available_providers
 
-    specs = [EngineSpec(BASELINE, "ours", Path(baseline_bundle), threads, cpu_only=True)]
+    npu = params.device != "cpu" and VITISAI_PROVIDER in available_providers()
+    baseline = EngineSpec(BASELINE, "ours", Path(baseline_bundle), params.threads, cpu_only=True)
+    specs = [baseline]
     for variant in variants:
-        if variant == BASELINE and not ep_available():
+        if variant == BASELINE and not npu:
             continue
         path = Path(compiled_dir) / variant
         if not path.is_dir():
             raise UserError(f"{path}: no compiled artifact for variant {variant!r}")
         name = f"{variant}_npu" if variant == BASELINE else variant
-        specs.append(EngineSpec(name, "ours", path, threads))
+        specs.append(EngineSpec(name, "ours", path, params.threads, device=params.device))
     return specs
 
 
@@ -113,7 +117,7 @@ def bench_specs(
     skipped; the peers decode in the baseline bundle's language, as ours do."""
     from whisper_npu.bundle import BundleRecord
 
-    specs = variant_specs(variants, compiled_dir, baseline_bundle, params.threads)
+    specs = variant_specs(variants, compiled_dir, baseline_bundle, params)
     if not params.peers:
         return specs, {}
     language = BundleRecord.load(Path(baseline_bundle)).decoding.language

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from pipeline.bench.evaluate import Transcript
     from pipeline.bench.records import EvalClips
+    from whisper_npu.execution import Execution
 
 SHARD_CLIPS = 8  # clips per shard: small enough to balance actors, large enough to amortise calls
 PACKAGE = Path(__file__).resolve().parents[1]  # shipped to the actors: the driver's own code
@@ -55,8 +56,8 @@ class EngineActor:
         engines = importlib.import_module("pipeline.bench.engines")
         self.transcribe, self.info = engines.OPENERS[spec.kind](spec)
 
-    def execution(self) -> dict[str, Any]:
-        execution: dict[str, Any] = self.info["execution"]
+    def execution(self) -> Execution:
+        execution: Execution = self.info["execution"]
         return execution
 
     def run(self, clips: Sequence[tuple[int, np.ndarray]]) -> list[Sample]:
@@ -101,7 +102,7 @@ def connected(address: str) -> Iterator[None]:
 
 def run_sharded(
     spec: EngineSpec, audio: Sequence[np.ndarray], clips: Sequence[int], workers: int | None
-) -> tuple[list[Sample], dict[str, Any], dict[str, Any]]:
+) -> tuple[list[Sample], Execution, dict[str, Any]]:
     """`clips` (indices into `audio`) through one engine on Ray actors (inside `connected`):
     its samples in the order of `clips`, the actors' execution record, and how the work was
     split. `workers` actors (default: one per CPU of the cluster, at most one per shard), each
@@ -117,7 +118,7 @@ def run_sharded(
     actors = [actor.remote(replace(spec, threads=1)) for _ in range(count)]
     pool = ActorPool(actors)
     try:
-        execution: dict[str, Any] = ray.get(actors[0].execution.remote())
+        execution: Execution = ray.get(actors[0].execution.remote())
         done = pool.map(
             lambda a, shard: a.run.remote([(clip, audio[clip]) for clip in shard]), shards
         )
@@ -132,18 +133,18 @@ def run_sharded(
 
 
 def transcribe_on_ray(
-    artifact: Path, clips: EvalClips, address: str, workers: int | None
-) -> tuple[list[Transcript], dict[str, Any], dict[str, Any]]:
+    artifact: Path, clips: EvalClips, address: str, workers: int | None, device: str = "auto"
+) -> tuple[list[Transcript], str, Execution, dict[str, Any]]:
     """Every clip's transcript in clip order, the actors' execution record, and how the work
     was split (`whisper-npu evaluate --ray`): the artifact run as `from_artifact` runs it."""
     from whisper_npu.bundle import Artifact
 
     variant = Artifact.open(Path(artifact)).bundle.record.variant
-    spec = EngineSpec(str(variant), "ours", Path(artifact).resolve(), 1)
+    spec = EngineSpec(str(variant), "ours", Path(artifact).resolve(), 1, device=device)
     with connected(address):
         samples, execution, sharding = run_sharded(
             spec, clips.samples, range(len(clips.samples)), workers
         )
     transcripts = [(sample.text, sample.e2e_ms) for sample in samples]
     where = {"address": address or "ray.init() default", **sharding}
-    return transcripts, {"variant": variant, **execution}, where
+    return transcripts, str(variant), execution, where

@@ -34,6 +34,7 @@ from whisper_npu.compiled import (
     Forecast,
     OpsTableSource,
     ProviderOptions,
+    disagreements,
 )
 from whisper_npu.errors import GateFailure, UserError, say
 from whisper_npu.fsutil import atomic_dir, check_output_dir, read_json_object, write_json
@@ -71,26 +72,6 @@ def _compile_with_ep(
             else None
         )
     return reports
-
-
-def disagreements(forecast: Forecast, reports: dict[str, EpReport | None] | None) -> list[str]:
-    """Where the EP's own partition report and the forecast differ, one line each: what turns
-    the forecast into a measured one on the first machine with the EP."""
-    found = []
-    for name, report in (reports or {}).items():
-        if report is None:
-            found.append(f"{name}: the EP wrote no partition report")
-            continue
-        graph = forecast.graph(name)
-        if report.npu_nodes != graph.npu_nodes or report.cpu_nodes != graph.nodes - graph.npu_nodes:
-            found.append(
-                f"{name}: EP placed {report.npu_nodes} NPU / {report.cpu_nodes} CPU nodes, "
-                f"forecast {graph.npu_nodes} / {graph.nodes - graph.npu_nodes}"
-            )
-        forecast_cpu = {row.op_type.rpartition(".")[2] for row in graph.cpu_ops}
-        if surprise := sorted(set(report.cpu_op_types) - forecast_cpu):
-            found.append(f"{name}: EP put {surprise} on the CPU, forecast had them on the NPU")
-    return found
 
 
 def _bundle_path(bundle: Bundle, out_dir: Path) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from whisper_npu.errors import UserError
-from whisper_npu.fsutil import sha256_file
+from whisper_npu.fsutil import cache_root, sha256_file
 
 CT2_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 
@@ -45,14 +45,6 @@ SPLIT_MODELS = {
     ),
 }
 BUILTIN_MODELS = (TINY_EN, *SPLIT_MODELS)
-
-
-def cache_root() -> Path:
-    explicit = os.environ.get("WHISPER_NPU_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "whisper-npu"
 
 
 def builtin_dir(source: str) -> Path:
