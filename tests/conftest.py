@@ -208,7 +208,7 @@ def bundle_record(
     }
 
 
-def write_tiny_bundle(root: Path) -> Path:
+def write_tiny_bundle(root: Path, variant: str = "a16w8") -> Path:
     """A tiny random Whisper exported into a bundle the runtime can open (a16w8 by name)."""
     import numpy as np
     from tokenizers import Tokenizer, models
@@ -219,7 +219,7 @@ def write_tiny_bundle(root: Path) -> Path:
     model.config._attn_implementation = "eager"
     root.mkdir(parents=True)
     export_graphs(model, TINY_DIMS, root)
-    (root / "bundle.json").write_text(json.dumps(bundle_record("a16w8")))
+    (root / "bundle.json").write_text(json.dumps(bundle_record(variant)))
     Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]")).save(str(root / "tokenizer.json"))
     np.save(root / "mel_filters.npy", np.zeros((201, 80)))
     return root

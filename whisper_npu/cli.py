@@ -288,6 +288,24 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--artifact",
+        type=Path,
+        help="a release (or compiled or bundle) directory, or a directory of releases",
+    )
+    parser.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    """Exit 0 when the artifact (without one: the NPU path) would run on the NPU, else 1."""
+    from whisper_npu.doctor import diagnose, render
+
+    diagnosis = diagnose(args.artifact)
+    print(json.dumps(diagnosis.to_json(), indent=2) if args.json else render(diagnosis))
+    return 0 if diagnosis.on_npu else 1
+
+
 RUNTIME_COMMANDS = (
     Command(
         "transcribe", "transcribe audio files with a bundle", _transcribe_arguments, _transcribe
@@ -297,6 +315,12 @@ RUNTIME_COMMANDS = (
         "OpenAI-compatible server (POST /v1/audio/transcriptions and /translations)",
         _serve_arguments,
         _serve,
+    ),
+    Command(
+        "doctor",
+        "can this environment run a release on the NPU? (exit 0 NPU, 1 CPU)",
+        _doctor_arguments,
+        _doctor,
     ),
     Command(
         "verify",

@@ -88,11 +88,15 @@ class Host:
 
     def __init__(
         self,
-        onnxruntime: Callable[[], host.OnnxRuntime] = host.onnxruntime,
-        ryzen_ai: Callable[[], host.RyzenAi] = host.ryzen_ai,
-        npu: Callable[[], host.Npu] = host.detect_npu,
+        onnxruntime: Callable[[], host.OnnxRuntime] | None = None,
+        ryzen_ai: Callable[[], host.RyzenAi] | None = None,
+        npu: Callable[[], host.Npu] | None = None,
     ) -> None:
-        self._probes = (onnxruntime, ryzen_ai, npu)
+        self._probes = (
+            onnxruntime or host.onnxruntime,
+            ryzen_ai or host.ryzen_ai,
+            npu or host.detect_npu,
+        )
 
     @cached_property
     def onnxruntime(self) -> host.OnnxRuntime:
@@ -133,8 +137,10 @@ def npu_obstacle(artifact: Artifact, machine: Host) -> str | None:
     if machine.ep_options() is None:
         return f"Ryzen AI {release.release} ({release.how}) predates 1.5, whose options this uses"
     npu = machine.npu
-    if npu.chip is None or not npu.ready:
-        return f"no usable NPU: {npu.describe()}"
+    if npu.chip is None:
+        return f"no NPU found ({npu.how})"
+    if not npu.ready:
+        return f"the {host.CHIP_NAMES[npu.chip]} NPU is not usable: {npu.how}"
     if npu.chip not in VARIANTS[variant].runs_on:
         return f"{variant} has no NPU path on {host.CHIP_NAMES[npu.chip]} (BF16 runs on STX/KRK)"
     return None
@@ -195,28 +201,56 @@ def _copy_shipped_cache(source: Path, target: Path) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _cache_notes(artifact: Artifact, machine: Host, cache: Path) -> list[str]:
-    """Bring a shipped cache over when the installed EP made it; say what the first run costs
-    when there is none to use."""
+def shipped_cache(artifact: Artifact, machine: Host) -> Path | None:
+    """The release's EP cache when the installed EP is the one that made it (AMD reuses no
+    cache across EP versions), else None."""
     assert artifact.compiled is not None and artifact.record is not None
-    if cache.is_dir():
-        return []  # a previous run's (or an earlier copy's)
     shipped = artifact.compiled / CACHE_SUBDIR
     made_by = artifact.record.report.ep
-    installed = machine.onnxruntime.describe()
-    if shipped.is_dir() and made_by is not None and made_by.onnxruntime == installed:
-        _copy_shipped_cache(shipped, cache)
-        return []
+    usable = made_by is not None and made_by.onnxruntime == machine.onnxruntime.describe()
+    return shipped if shipped.is_dir() and usable else None
+
+
+def first_run_note(artifact: Artifact, machine: Host) -> str | None:
+    """What the first NPU run costs when no usable EP cache ships with the artifact."""
+    assert artifact.compiled is not None and artifact.record is not None
+    if shipped_cache(artifact, machine):
+        return None
     bf16 = VARIANTS[artifact.bundle.record.variant].bf16_flow
     needs = "; it needs the full Ryzen AI install (the deployment EP compiles no BF16)"
-    if shipped.is_dir() and made_by is not None:
-        return [
+    made_by = artifact.record.report.ep
+    if (artifact.compiled / CACHE_SUBDIR).is_dir() and made_by is not None:
+        return (
             f"its EP cache was made by Ryzen AI {made_by.ryzen_ai} ({made_by.onnxruntime}), "
-            f"this is {installed}: AMD reuses no cache across EP versions, so "
-            + FIRST_COMPILE
-            + (needs if bf16 else "")
-        ]
-    return [f"no compiled EP cache shipped: {FIRST_COMPILE}" + (needs if bf16 else "")]
+            f"this is {machine.onnxruntime.describe()}: AMD reuses no cache across EP "
+            f"versions, so {FIRST_COMPILE}" + (needs if bf16 else "")
+        )
+    return f"no compiled EP cache shipped: {FIRST_COMPILE}" + (needs if bf16 else "")
+
+
+def _cache_notes(artifact: Artifact, machine: Host, cache: Path) -> list[str]:
+    """Bring a usable shipped cache over; else say what the first run costs (once: later runs
+    find the cache the first one left)."""
+    if cache.is_dir():
+        return []
+    if shipped := shipped_cache(artifact, machine):
+        _copy_shipped_cache(shipped, cache)
+        return []
+    note = first_run_note(artifact, machine)
+    return [note] if note else []
+
+
+def release_note(artifact: Artifact, machine: Host) -> str | None:
+    """One line when the installed Ryzen AI release is not one the artifact was made for."""
+    assert artifact.record is not None
+    made_for = vitisai.releases_of(artifact.record.report)
+    release, ep = machine.ryzen_ai.release, machine.ep_options()
+    if release is None or ep is None or any(release.startswith(made) for made in made_for):
+        return None
+    return (
+        f"made for Ryzen AI {', '.join(made_for)}; this is {release} ({machine.ryzen_ai.how}): "
+        f"its provider options follow {ep.name}'s documentation"
+    )
 
 
 def _prepare(artifact: Artifact, device: Device, machine: Host) -> NpuSetup:
@@ -240,19 +274,14 @@ def _prepare(artifact: Artifact, device: Device, machine: Host) -> NpuSetup:
                 workdir / vaip_config_file(name), vitisai.vaip_config(variant, chip, name, ep)
             )
         options[name] = vitisai.resolve_options(found, workdir)
-    made_for = vitisai.releases_of(artifact.record.report)
-    release = machine.ryzen_ai.release
-    if release and not any(release.startswith(made) for made in made_for):
-        notes.append(
-            f"made for Ryzen AI {', '.join(made_for)}; this is {release} "
-            f"({machine.ryzen_ai.how}): its options follow {ep.name}'s documentation"
-        )
+    if mismatch := release_note(artifact, machine):
+        notes.append(mismatch)
     execution = Execution(
         device=device,
         provider=VITISAI_PROVIDER,
         compiled=True,
         notes=notes,
-        ryzen_ai=release,
+        ryzen_ai=machine.ryzen_ai.release,
         chip=chip,
     )
     return NpuSetup(options, artifact.context_models(), workdir, execution)

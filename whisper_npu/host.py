@@ -135,7 +135,7 @@ def ryzen_ai(
         if release:
             how = f"onnxruntime-vitisai {vitisai}, which Ryzen AI {release} shipped"
             return RyzenAi(release, how, install)
-    folder = Path(install).name if install else ""
+    folder = re.split(r"[\\/]", install.rstrip("\\/"))[-1] if install else ""
     if re.fullmatch(r"\d+\.\d+(\.\d+)?", folder):
         return RyzenAi(folder, f"{INSTALL_PATH_ENV} ends in {folder}", install)
     how = "no voe or onnxruntime-vitisai distribution" + (

@@ -23,13 +23,14 @@ from google.protobuf.message import DecodeError
 from pipeline.config import CompileParams
 from pipeline.npu.forecast import describe_split, forecast_bundle, summary_lines
 from pipeline.npu.graph_check import ops_table
-from whisper_npu import vitisai
+from whisper_npu import host, vitisai
 from whisper_npu.bundle import Bundle
 from whisper_npu.compiled import (
     SEED_DISPATCHES,
     AmdFormForecast,
     CompileRecord,
     CompileReport,
+    EpIdentity,
     EpReport,
     Forecast,
     OpsTableSource,
@@ -113,6 +114,15 @@ def _compile_report(
         disagreements=disagreements(npu.forecast, npu.report) if npu else [],
         seed_dispatches=SEED_DISPATCHES,
         amd_demo_form=npu.amd_demo_form if npu else None,
+        # Which EP made npu/cache, so the runtime uses the cache only with that EP.
+        **({"ep": _ep_identity()} if npu and npu.report is not None else {}),
+    )
+
+
+def _ep_identity() -> EpIdentity:
+    release = host.ryzen_ai()
+    return EpIdentity(
+        ryzen_ai=release.release, how=release.how, onnxruntime=host.onnxruntime().describe()
     )
 
 
