@@ -17,8 +17,9 @@ from pipeline.bench import worker
 from pipeline.bench.evaluate import load_eval_clips
 from pipeline.bench.run import latency_clips, timed_passes
 from pipeline.bench.selection import bench_specs
-from pipeline.bench.stats import latency_stats, paired_speedup
+from pipeline.bench.stats import paired_speedup
 from pipeline.config import load_params
+from whisper_npu.timing import latency_stats
 from whisper_npu.variants import BASELINE
 
 

@@ -28,19 +28,19 @@ def main() -> None:
 
     from pipeline.bench.evaluate import load_eval_clips
     from pipeline.bench.records import EvalClips
-    from pipeline.bench.sharded import PACKAGE, transcribe_on_ray
+    from pipeline.bench.sharded import PACKAGES, transcribe_on_ray
 
     clips = load_eval_clips(args.data)
     if args.limit:
         clips = EvalClips(*(values[: args.limit] for values in vars(clips).values()))
-    ray.init(address=args.ray or None, runtime_env={"py_modules": [str(PACKAGE)]})
+    ray.init(address=args.ray or None, runtime_env={"py_modules": list(PACKAGES)})
     cpus = ray.cluster_resources().get("CPU", 0)  # type: ignore[no-untyped-call]  # ray is untyped
     print(f"{len(clips.ids)} clips, {sum(clips.durations):.0f} s of audio; cluster: {cpus:g} CPUs")
     first: list[str] | None = None
     try:
         for workers in (int(n) for n in args.workers.split(",")):
             start = time.perf_counter()
-            transcripts, _, sharding = transcribe_on_ray(args.artifact, clips, "", workers)
+            transcripts, _, _, sharding = transcribe_on_ray(args.artifact, clips, "", workers)
             seconds = time.perf_counter() - start
             texts = [text for text, _ in transcripts]
             if first is not None and texts != first:

@@ -12,19 +12,19 @@ import numpy as np
 import pytest
 
 import pipeline.bench.worker
-from pipeline.bench.engines import TimingRunner
 from pipeline.bench.metrics import RunInfo
 from pipeline.bench.plots import write_plots
-from pipeline.bench.records import EngineSpec, EvalClips, Sample
+from pipeline.bench.records import EngineSpec, EvalClips
 from pipeline.bench.results import read_table, table_wer
 from pipeline.bench.run import BenchPaths, known_transcripts, measure, run_bench
 from pipeline.bench.schedule import interleave, pick_latency_clips
-from pipeline.bench.stats import latency_stats, paired_speedup, percentile, round_sig
+from pipeline.bench.stats import paired_speedup, round_sig
 from pipeline.bench.worker import Worker
 from tests.conftest import bundle_record
 from whisper_npu.cli import main
 from whisper_npu.errors import UserError
 from whisper_npu.figures import BenchRow
+from whisper_npu.timing import Sample, TimingRunner, latency_stats, percentile
 from whisper_npu.variants import BASELINE
 
 REPO = Path(__file__).resolve().parent.parent

@@ -22,8 +22,8 @@ from pipeline.bench.results import (
     wer_figures,
     write_table,
 )
-from pipeline.bench.wer import normalise
 from whisper_npu.errors import UserError
+from whisper_npu.wer import normalise
 
 REFERENCES = [
     "The cat sat on the mat.",

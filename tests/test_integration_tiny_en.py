@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.bench.wer import normalise
 from pipeline.export.reference import greedy_tokens, load_model, log_mel
 from pipeline.sources.speech_sets import (
     build_speech_sets,
@@ -15,6 +14,7 @@ from pipeline.sources.speech_sets import (
     load_saved_set,
 )
 from tests.conftest import default_data_params
+from whisper_npu.wer import normalise
 from whisper_npu.whisper_io import CHUNK_SECONDS
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,6 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline.bench.wer import EditCounts, clip_edits, corpus_wer
 from pipeline.config import QuantizeParams
 from pipeline.quant.backends import OrtBackend, QuantJob, QuarkBackend, get_backend
 from pipeline.quant.plan import QuantizePlan
@@ -21,6 +20,7 @@ from pipeline.quant.quantize import (
 from pipeline.quant.sensitivity import _round_to_grid, layer_sensitivity, sensitivity_grids, snr_db
 from whisper_npu.errors import UserError
 from whisper_npu.variants import Precision, Variant
+from whisper_npu.wer import EditCounts, clip_edits, corpus_wer
 
 
 def test_exclusion_ladder():

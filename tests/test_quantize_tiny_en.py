@@ -92,7 +92,7 @@ def test_quantized_bundle_meets_its_budget_and_says_how(a16w8):
 def test_quantized_bundle_transcribes(a16w8, default_data_dir):
     """Runs through the same runtime; the loose test budget may keep nothing float, so the
     transcript is held to a WER bound rather than to the exact fp32 words."""
-    from pipeline.bench.wer import corpus_wer
+    from whisper_npu.wer import corpus_wer
 
     rows = load_saved_set(default_data_dir, "eval").select(range(4))
     transcriber = Transcriber.from_bundle(a16w8)

@@ -306,6 +306,51 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0 if diagnosis.on_npu else 1
 
 
+def _device_report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--artifact", type=Path, required=True, help="the release to measure")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="an audiofolder (audio + metadata.csv with file_name,text); default: the "
+        "release's eval/",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("device-report.json"), help="where the report goes"
+    )
+
+
+def _device_report(args: argparse.Namespace) -> int:
+    """On the laptop with the NPU: exit 0 when the device's partition agrees with the
+    forecast, 1 when it does not (the report is written either way)."""
+    from whisper_npu.device_report import (
+        compare,
+        measure,
+        render_comparison,
+        summary,
+        write_report,
+    )
+
+    report = measure(args.artifact, args.data)
+    write_report(report, args.out)
+    rows, found = compare(report, args.artifact)
+    print(f"{summary(report)}\n{render_comparison(rows, found)}\nwrote {shown(args.out)}")
+    return 1 if found else 0
+
+
+def _compare_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--artifact", type=Path, required=True, help="the release it measured")
+    parser.add_argument("--report", type=Path, required=True, help="a device-report JSON")
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """Anywhere: exit 1 when the device's partition disagrees with the forecast."""
+    from whisper_npu.device_report import DeviceReport, compare, render_comparison
+
+    rows, found = compare(DeviceReport.read(args.report), args.artifact)
+    print(render_comparison(rows, found))
+    return 1 if found else 0
+
+
 RUNTIME_COMMANDS = (
     Command(
         "transcribe", "transcribe audio files with a bundle", _transcribe_arguments, _transcribe
@@ -321,6 +366,19 @@ RUNTIME_COMMANDS = (
         "can this environment run a release on the NPU? (exit 0 NPU, 1 CPU)",
         _doctor_arguments,
         _doctor,
+    ),
+    Command(
+        "device-report",
+        "on a Ryzen AI laptop: compile, partition, latency and WER of a release on the NPU "
+        "(exit 1 if the partition disagrees with the forecast)",
+        _device_report_arguments,
+        _device_report,
+    ),
+    Command(
+        "compare",
+        "a device report's partition against the release's forecast (exit 1 if they disagree)",
+        _compare_arguments,
+        _compare,
     ),
     Command(
         "verify",

@@ -154,6 +154,7 @@ class NpuSetup:
     graph_files: dict[str, Path]  # EPContext models the compile stage dumped
     workdir: Path
     execution: Execution
+    cached: bool  # an EP cache is there (an earlier run's, or the release's): no compile
 
     def report_files(self) -> dict[str, Path]:
         return {
@@ -264,6 +265,7 @@ def _prepare(artifact: Artifact, device: Device, machine: Host) -> NpuSetup:
     workdir = _workdir(artifact, machine)
     workdir.mkdir(parents=True, exist_ok=True)
     notes = _cache_notes(artifact, machine, workdir / CACHE_SUBDIR)
+    cached = (workdir / CACHE_SUBDIR).is_dir()
     stored = artifact.record.options.graphs()
     options = {}
     for name in GRAPHS:
@@ -284,7 +286,7 @@ def _prepare(artifact: Artifact, device: Device, machine: Host) -> NpuSetup:
         ryzen_ai=machine.ryzen_ai.release,
         chip=chip,
     )
-    return NpuSetup(options, artifact.context_models(), workdir, execution)
+    return NpuSetup(options, artifact.context_models(), workdir, execution, cached)
 
 
 def checked(setup: NpuSetup, artifact: Artifact, active_provider: str) -> Execution:

@@ -24,6 +24,9 @@ CACHE_SUBDIR = "cache"  # the EP's compile cache
 NPU_DIR = "npu"
 CARD_FILE = "card.json"
 MODEL_CARD_FILE = "MODEL_CARD.md"
+# A release's small eval set for `device-report`: an audiofolder (audio files + metadata.csv).
+EVAL_DIR = "eval"
+EVAL_METADATA_FILE = "metadata.csv"
 
 # The other stages' outputs.
 SOURCE_FILE = "source.json"  # model: where the weights came from

@@ -31,7 +31,7 @@ from whisper_npu.decoding import (
     with_prompt,
 )
 from whisper_npu.errors import UserError
-from whisper_npu.execution import Device, Execution, Host, checked, choose
+from whisper_npu.execution import Device, Execution, Host, NpuSetup, checked, choose
 from whisper_npu.features import WINDOW_SAMPLES, log_mel
 from whisper_npu.host import import_onnxruntime
 from whisper_npu.language import AUTO, detect_language, first_window
@@ -255,6 +255,7 @@ class Transcriber:
             raise UserError(f"{bundle.root}/tokenizer.json: not a tokenizer ({reason})") from None
         self.mel_filters = _mel_filters(bundle)
         self.execution = execution or Execution.cpu(Device.CPU, compiled=False)
+        self.npu: NpuSetup | None = None  # how the NPU sessions were set up, when they were
 
     @classmethod
     def from_artifact(
@@ -279,7 +280,9 @@ class Transcriber:
                 graph_files=chosen.graph_files,
                 graph_options={name: [opts, {}] for name, opts in chosen.options.items()},
             )
-        return cls(artifact.bundle, runner, checked(chosen, artifact, runner.active_provider))
+        made = cls(artifact.bundle, runner, checked(chosen, artifact, runner.active_provider))
+        made.npu = chosen
+        return made
 
     @classmethod
     def from_bundle(

@@ -18,13 +18,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.bench.records import EngineSpec, Sample
+from pipeline.bench.records import EngineSpec
 from whisper_npu.providers import CPU_PROVIDER
+from whisper_npu.timing import Sample, TimingRunner, elapsed_ms
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from whisper_npu.transcriber import OrtRunner, Transcriber
+    from whisper_npu.transcriber import Transcriber
 
     Transcribe = Callable[[int, np.ndarray], Sample]
 
@@ -34,42 +35,6 @@ IMPORTS: dict[str, tuple[str, ...]] = {
     "transformers": ("torch", "transformers", "pipeline.export.reference"),
     "faster_whisper": ("faster_whisper",),
 }
-
-
-def _elapsed_ms(start: float) -> float:
-    return (time.perf_counter() - start) * 1000.0
-
-
-class TimingRunner:
-    """The transcriber's runner, with the wall time of every encoder and decoder call recorded."""
-
-    def __init__(self, inner: OrtRunner) -> None:
-        self.inner = inner
-        self.encoder_ms: list[float] = []
-        self.decoder_ms: list[tuple[int, float]] = []
-
-    def encode(self, features: np.ndarray) -> None:
-        start = time.perf_counter()
-        self.inner.encode(features)
-        self.encoder_ms.append(_elapsed_ms(start))
-
-    def decode_step(self, token: int, position: int) -> np.ndarray:
-        start = time.perf_counter()
-        logits = self.inner.decode_step(token, position)
-        self.decoder_ms.append((position, _elapsed_ms(start)))
-        return logits
-
-    def reset(self) -> None:
-        """Forwarded, so a guard fallback inside the bench costs what it costs at run time:
-        decoder steps only, no second encoder call."""
-        self.inner.reset()
-
-    def take(self) -> tuple[tuple[float, ...], tuple[tuple[int, float], ...]]:
-        """The calls recorded since the last take, and a clean slate for the next clip."""
-        calls = tuple(self.encoder_ms), tuple(self.decoder_ms)
-        self.encoder_ms.clear()
-        self.decoder_ms.clear()
-        return calls
 
 
 def _size_mb(files: Iterable[Path]) -> float:
@@ -97,7 +62,7 @@ def _open_ours(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
     def run(clip: int, samples: np.ndarray) -> Sample:
         start = time.perf_counter()
         result = transcriber.transcribe(samples)
-        e2e = _elapsed_ms(start)
+        e2e = elapsed_ms(start)
         encoder, decoder = timer.take()
         tokens = sum(token < eot for token in result.tokens)
         return Sample(clip, result.text, tokens, e2e, encoder, decoder)
@@ -126,7 +91,7 @@ def _open_transformers(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
     def run(clip: int, samples: np.ndarray) -> Sample:
         start = time.perf_counter()
         text, tokens = transcribe_clip(model, processor, samples, spec.language or "en")
-        return Sample(clip, text, sum(t < eot for t in tokens), _elapsed_ms(start))
+        return Sample(clip, text, sum(t < eot for t in tokens), elapsed_ms(start))
 
     execution = Execution(device=Device.CPU, provider="torch eager CPU", compiled=False)
     return run, {
@@ -161,7 +126,7 @@ def _open_faster_whisper(spec: EngineSpec) -> tuple[Transcribe, dict[str, Any]]:
             language=spec.language,
         )
         segments = list(segments)  # a generator: the decoding happens here
-        e2e = _elapsed_ms(start)
+        e2e = elapsed_ms(start)
         text = "".join(segment.text for segment in segments).strip()
         tokens = sum(t < eot for segment in segments for t in segment.tokens)
         return Sample(clip, text, tokens, e2e)

@@ -8,7 +8,7 @@ transformers do), faster-whisper with its own `detect_language` on the same CTra
 the model was converted from — scored against the set's `language` column. Transcripts: the
 clip's language is given, not detected, so a wrong guess does not count twice and the error
 rate measures recognition alone. Texts are normalised as OpenAI scores its multilingual sets:
-the English normaliser for English (`pipeline.bench.wer`, as the eval set), BasicTextNormalizer
+the English normaliser for English (`whisper_npu.wer`, as the eval set), BasicTextNormalizer
 for every other language; languages written without spaces between words (CER_LANGUAGES) are
 scored on characters, spaces dropped, with jiwer's character alignment.
 
@@ -34,9 +34,9 @@ from pipeline.bench.metrics import ALL_LANGUAGES, LanguageReport, LanguageRow
 from pipeline.bench.records import EvalClips
 from pipeline.bench.results import ScoredText
 from pipeline.bench.stats import round_sig
-from pipeline.bench.wer import edits_of_normalised, normalise, total_edits
 from whisper_npu.errors import UserError
 from whisper_npu.fsutil import write_text
+from whisper_npu.wer import edits_of_normalised, normalise, total_edits
 
 if TYPE_CHECKING:
     import numpy as np

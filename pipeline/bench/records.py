@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from whisper_npu.timing import Sample
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -33,18 +35,6 @@ class EngineSpec:
     language: str | None = None
     # Where ours runs (whisper_npu.execution.Device's value: auto, npu or cpu).
     device: str = "auto"
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One timed transcription of one clip by one engine."""
-
-    clip: int
-    text: str
-    tokens: int  # text tokens (below end-of-text), the same count for every engine
-    e2e_ms: float
-    encoder_ms: tuple[float, ...] = ()
-    decoder_ms: tuple[tuple[int, float], ...] = ()  # (cache position, ms) per decoder call
 
 
 Samples = dict[str, list[Sample]]

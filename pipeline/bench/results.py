@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Annotated, ClassVar
 
 from pydantic import Field, ValidationError
 
-from pipeline.bench.wer import EditCounts, edits_of_normalised, normalise, total_edits
 from whisper_npu.errors import UserError
 from whisper_npu.fsutil import read_text, write_text
 from whisper_npu.record import Strict, describe
+from whisper_npu.wer import EditCounts, edits_of_normalised, normalise, total_edits
 from whisper_npu.whisper_io import CHUNK_SECONDS
 
 if TYPE_CHECKING:

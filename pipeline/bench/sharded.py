@@ -20,8 +20,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.bench.records import EngineSpec, Sample
+import whisper_npu
+from pipeline.bench.records import EngineSpec
 from whisper_npu.errors import UserError
+from whisper_npu.timing import Sample
 
 if TYPE_CHECKING:
     import numpy as np
@@ -31,7 +33,8 @@ if TYPE_CHECKING:
     from whisper_npu.execution import Execution
 
 SHARD_CLIPS = 8  # clips per shard: small enough to balance actors, large enough to amortise calls
-PACKAGE = Path(__file__).resolve().parents[1]  # shipped to the actors: the driver's own code
+# Shipped to the actors: the driver's own code, the pipeline and the runtime it runs.
+PACKAGES = (str(Path(__file__).resolve().parents[1]), str(Path(whisper_npu.__file__).parent))
 
 
 def ray_missing(setting: str = "--ray") -> str | None:
@@ -82,7 +85,7 @@ def _connect(address: str) -> bool:
 
     if ray.is_initialized():
         return False
-    runtime_env = {"py_modules": [str(PACKAGE)], "excludes": ["__pycache__"]}
+    runtime_env = {"py_modules": list(PACKAGES), "excludes": ["__pycache__"]}
     ray.init(address=address or None, runtime_env=runtime_env, logging_level=logging.WARNING)
     return True
 

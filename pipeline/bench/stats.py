@@ -8,11 +8,10 @@ import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 
-import numpy as np
-
-from pipeline.bench.records import EvalClips, Measurement, Sample, Samples
+from pipeline.bench.records import EvalClips, Measurement, Samples
 from pipeline.bench.results import ClipResult, qoi, wer_figures
 from whisper_npu.figures import PEERS, BenchRow
+from whisper_npu.timing import Sample, latency_stats
 from whisper_npu.variants import BASELINE
 
 # Decoder calls are pooled over POSITION_BIN neighbouring cache positions: few clips reach the
@@ -21,39 +20,9 @@ POSITION_BIN = 4
 MIN_POSITION_SAMPLES = 8
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
-
-
 def paired_speedup(reference: Sequence[Sample], other: Sequence[Sample]) -> float:
     """Median over clips of reference time / other time, each pair measured back to back."""
     return statistics.median(r.e2e_ms / o.e2e_ms for r, o in zip(reference, other, strict=True))
-
-
-def latency_stats(samples: Sequence[Sample], durations: Sequence[float]) -> dict[str, float]:
-    e2e = [s.e2e_ms for s in samples]
-    seconds = sum(e2e) / 1000
-    audio = sum(durations[s.clip] for s in samples)
-    stats = {
-        "e2e_ms_p50": percentile(e2e, 50),
-        "e2e_ms_p90": percentile(e2e, 90),
-        "rtf": seconds / audio,
-        "rtfx": audio / seconds,  # the Open ASR Leaderboard's figure
-        "tokens_per_s": sum(s.tokens for s in samples) / seconds,
-    }
-    encoder = [ms for s in samples for ms in s.encoder_ms]
-    decoder = [ms for s in samples for _, ms in s.decoder_ms]
-    if encoder:
-        stats |= {
-            "encoder_ms_p50": percentile(encoder, 50),
-            "encoder_ms_p90": percentile(encoder, 90),
-        }
-    if decoder:
-        stats |= {
-            "decoder_ms_per_token_p50": percentile(decoder, 50),
-            "decoder_ms_per_token_p90": percentile(decoder, 90),
-        }
-    return stats
 
 
 def round_sig(value: float, digits: int = 4) -> float:

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from pipeline.bench import engines
-from pipeline.bench.records import EngineSpec, Sample
+from pipeline.bench.records import EngineSpec
 from whisper_npu.errors import UserError
+from whisper_npu.timing import Sample
 
 if TYPE_CHECKING:
     import numpy as np

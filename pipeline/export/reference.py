@@ -20,12 +20,12 @@ from tqdm import tqdm
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 from transformers.utils import logging as transformers_logging
 
-from pipeline.bench.wer import corpus_wer
 from pipeline.sources.speech_sets import clip_samples, load_saved_set
 from pipeline.workers import map_in_workers
 from whisper_npu.errors import UserError
 from whisper_npu.fsutil import atomic_dir, write_json
 from whisper_npu.layout import TRANSCRIPTS_FILE
+from whisper_npu.wer import corpus_wer
 from whisper_npu.whisper_io import CHUNK_SECONDS, SAMPLE_RATE
 
 

@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.bench.wer import EditCounts, clip_edits
 from pipeline.config import QuantizeParams
 from pipeline.npu.graph_check import check_bundle_graphs
 from pipeline.provenance import package_version
@@ -45,6 +44,7 @@ from whisper_npu.errors import UserError, say
 from whisper_npu.fsutil import atomic_dir, sha256_tree
 from whisper_npu.layout import BUNDLE_FILE, QUANTIZATION_REPORT_FILE, graph_file
 from whisper_npu.variants import QUANTIZED, Variant
+from whisper_npu.wer import EditCounts, clip_edits
 from whisper_npu.whisper_io import GRAPHS
 
 # The distribution whose version a bundle records for its backend (vai_q_onnx: the SDK's own).

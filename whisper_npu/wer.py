@@ -1,19 +1,31 @@
 """Word error rate as Whisper's paper measures it: English normaliser with its spelling map,
-corpus-level."""
+corpus-level. In the runtime for the device report; jiwer and whisper-normalizer are the `wer`
+extra, imported when a WER is asked for."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
+from types import ModuleType
+from typing import Any
 
-import jiwer
-from whisper_normalizer.english import EnglishTextNormalizer
+from whisper_npu.errors import UserError
+
+WER_EXTRA = "pip install 'whisper-npu[wer]'"
+
+
+def _import(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise UserError(f"a WER needs {name}: {WER_EXTRA} ({exc})") from None
 
 
 @cache
-def _normaliser() -> EnglishTextNormalizer:
-    return EnglishTextNormalizer()
+def _normaliser() -> Any:
+    return _import("whisper_normalizer.english").EnglishTextNormalizer()
 
 
 def normalise(text: str) -> str:
@@ -54,6 +66,7 @@ def edits_of_normalised(reference: str, hypothesis: str, characters: bool = Fals
     empty reference counts nothing (Whisper's convention: such a clip is not scored)."""
     if not reference:
         return EditCounts()
+    jiwer = _import("jiwer")
     align = jiwer.process_characters if characters else jiwer.process_words
     out = align(reference, hypothesis)
     return EditCounts(
