@@ -267,6 +267,14 @@ class GateParams(Section):
     )
 
 
+class ReleaseParams(Section):
+    eval_clips: Annotated[int, Field(ge=0, le=200)] = Field(
+        12,
+        description="eval clips (up to 30 s each) a release ships under eval/ for "
+        "`whisper-npu device-report` on the laptop",
+    )
+
+
 class Params(Section):
     model: ModelParams = ModelParams()
     data: DataParams
@@ -275,6 +283,7 @@ class Params(Section):
     quantize: QuantizeParams = QuantizeParams()
     compile: CompileParams = CompileParams()
     bench: BenchParams = BenchParams()
+    release: ReleaseParams = ReleaseParams()
     gate: GateParams = GateParams()
 
 

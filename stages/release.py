@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.config import DEFAULT_PARAMS
+from pipeline.config import DEFAULT_PARAMS, load_params
 from whisper_npu.entry import Command, run_stage
 
 
@@ -14,13 +14,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", type=Path, required=True, help="the variant's bundle")
     parser.add_argument("--compiled", type=Path, required=True, help="its compiled directory")
     parser.add_argument("--metrics", type=Path, required=True, help="the bench metrics JSON")
+    parser.add_argument(
+        "--data", type=Path, help="the data stage's output, whose first eval clips ship in eval/"
+    )
     parser.add_argument("--out", type=Path, required=True, help="the release directory to write")
 
 
 def run(args: argparse.Namespace) -> object:
-    from pipeline.release.build import build_release
+    from pipeline.release.build import EvalSet, build_release
 
-    return build_release(args.bundle, args.compiled, args.metrics, args.out)
+    clips = load_params(args.params).release.eval_clips
+    eval_set = EvalSet(args.data, clips) if args.data and clips else None
+    return build_release(args.bundle, args.compiled, args.metrics, args.out, eval_set)
 
 
 COMMAND = Command(

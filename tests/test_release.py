@@ -440,3 +440,24 @@ def test_card_shows_wer_delta_in_points_not_percent():
     shown = {name: unit.show(value) for name, value, unit in row.figures()}
     assert shown["wer"] == "3.06%"
     assert shown["wer_delta_vs_fp32"] == "+0.45 points"
+
+
+@pytest.mark.integration
+def test_a_release_ships_an_eval_set_device_report_reads(inputs, tmp_path, default_data_dir):
+    """eval/: the first eval clips up to one window, as 16-bit WAV with their references, the
+    audiofolder `whisper-npu device-report` measures with; `verify` covers it."""
+    from pipeline.release.build import EvalSet
+    from whisper_npu.device_report import eval_clips
+
+    bundle, compiled, metrics = inputs
+    out = tmp_path / "release"
+    build_release(bundle, compiled, metrics, out, EvalSet(default_data_dir, 3))
+    clips = eval_clips(out / "eval")
+    assert [clip.id for clip in clips] == ["clip000.wav", "clip001.wav", "clip002.wav"]
+    assert all(clip.reference and 0 < clip.samples.size <= 30 * 16000 for clip in clips)
+    card = json.loads((out / CARD_FILE).read_text())
+    assert {"eval/metadata.csv", "eval/clip000.wav"} <= set(card["files"])
+    assert verify_artifact(out).startswith("OK: ")
+    (out / "eval" / "clip001.wav").write_bytes(b"RIFF")
+    with pytest.raises(GateFailure, match=r"changed: eval/clip001\.wav"):
+        verify_artifact(out)

@@ -17,13 +17,17 @@ and the card says so in `notes`; nothing is filled in by guess.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import shutil
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import soundfile as sf
 
 from pipeline.bench.metrics import BenchMetrics
 from pipeline.provenance import package_version
@@ -32,6 +36,7 @@ from whisper_npu.bundle import Artifact, BundleRecord, CalibrationManifest, Quan
 from whisper_npu.card import Card, Sources
 from whisper_npu.compiled import CompileRecord, CompileReport, Forecast
 from whisper_npu.errors import UserError
+from whisper_npu.execution import FIRST_COMPILE
 from whisper_npu.figures import BenchRow
 from whisper_npu.fsutil import (
     artifact_files,
@@ -41,15 +46,19 @@ from whisper_npu.fsutil import (
 )
 from whisper_npu.layout import (
     BUNDLE_FILE,
+    CACHE_SUBDIR,
     CARD_FILE,
     COMPILE_FILE,
+    EVAL_DIR,
+    EVAL_METADATA_FILE,
     MODEL_CARD_FILE,
     NPU_DIR,
     model_slug,
 )
 from whisper_npu.variants import VARIANTS
 from whisper_npu.verify import compare
-from whisper_npu.whisper_io import GRAPHS
+from whisper_npu.vitisai import releases_of
+from whisper_npu.whisper_io import CHUNK_SECONDS, GRAPHS, SAMPLE_RATE
 
 FORECAST_KEYS = ("coverage", "npu_subgraphs", "cpu_islands", "unverified")
 
@@ -102,12 +111,15 @@ def _forecast(forecast: Forecast) -> dict[str, Any]:
     return summary
 
 
-def _compile_section(report: CompileReport) -> dict[str, Any]:
+def _compile_section(report: CompileReport, ep_cache: bool) -> dict[str, Any]:
     if report.cpu_only or report.forecast is None:
         return {"cpu_only": report.cpu_only or "no partition forecast"}
     return {
         "target": report.target,
         "ryzen_ai_version": report.ryzen_ai_version,
+        # What the runtime holds the installed release against (whisper_npu.execution).
+        "ryzen_ai_releases": list(releases_of(report)),
+        "ep_cache": ep_cache,
         "ops_table": report.ops_table.model_dump(),
         "ep_available": report.ep_available,
         "ep_partition_report": report.report is not None,
@@ -186,10 +198,12 @@ def _notes(record: BundleRecord, report: CompileReport, bench_note: str | None) 
     if report.cpu_only:
         notes.append(report.cpu_only)
     elif not report.ep_available:
+        full = ", with the full Ryzen AI install (the deployment EP compiles no BF16)"
         notes.append(
             "compiled without the VitisAI execution provider: npu/ holds the provider options "
-            "and a partition forecast, not an NPU compile; the runtime uses the CPU until the "
-            "EP is installed"
+            f"and a partition forecast, no EP cache; on a Ryzen AI laptop {FIRST_COMPILE}"
+            + (full if VARIANTS[record.variant].bf16_flow else "")
+            + "; elsewhere the runtime uses the CPU"
         )
     return notes
 
@@ -201,7 +215,7 @@ def build_card(
     files: dict[str, str],
 ) -> Card:
     record = artifact.bundle.record
-    assert artifact.record is not None
+    assert artifact.record is not None and artifact.compiled is not None
     report = artifact.record.report
     return Card(
         format=1,
@@ -212,7 +226,7 @@ def build_card(
         model=record.model,
         export=record.model_dump(include={"opset", "dims", "custom_ops", "parity"}),
         quantization=_quantization_section(record.quantization),
-        compile=_compile_section(report),
+        compile=_compile_section(report, (artifact.compiled / CACHE_SUBDIR).is_dir()),
         metrics=metrics,
         versions=_versions(record, report),
         sources=Sources(bundle_sha256=artifact.bundle.sha256()),
@@ -236,11 +250,45 @@ def _copy_compiled(compiled_dir: Path, npu_dir: Path) -> None:
     replace(record, report=record.report.but(bundle="..")).save(npu_dir)
 
 
+@dataclass(frozen=True)
+class EvalSet:
+    """The first `clips` eval clips of the data stage's output, shipped for device-report."""
+
+    data_dir: Path
+    clips: int
+
+
+def _write_eval_set(eval_set: EvalSet, target: Path) -> None:
+    """eval/: 16-bit WAV clips of up to one window and metadata.csv (file_name,text), the
+    audiofolder layout `whisper-npu device-report` reads."""
+    from pipeline.sources.speech_sets import clip_samples, load_saved_set
+
+    rows = [
+        row
+        for row in load_saved_set(eval_set.data_dir, "eval")
+        if row["duration_s"] <= CHUNK_SECONDS
+    ][: eval_set.clips]
+    target.mkdir()
+    lines = io.StringIO()
+    table = csv.writer(lines, lineterminator="\n")
+    table.writerow(["file_name", "text"])
+    for n, row in enumerate(rows):
+        name = f"clip{n:03d}.wav"
+        sf.write(target / name, clip_samples(row), SAMPLE_RATE, subtype="PCM_16")
+        table.writerow([name, row["text"]])
+    (target / EVAL_METADATA_FILE).write_text(lines.getvalue(), encoding="utf-8")
+
+
 def build_release(
-    bundle_dir: Path, compiled_dir: Path, metrics_path: Path, out_dir: Path
+    bundle_dir: Path,
+    compiled_dir: Path,
+    metrics_path: Path,
+    out_dir: Path,
+    eval_set: EvalSet | None = None,
 ) -> dict[str, Any]:
     """Assemble the release in a scratch dir and swap it into `out_dir` only when complete."""
-    check_output_dir(Path(out_dir), Path(bundle_dir), Path(compiled_dir))
+    inputs = [Path(bundle_dir), Path(compiled_dir), *([eval_set.data_dir] if eval_set else [])]
+    check_output_dir(Path(out_dir), *inputs)
     for source in (Path(bundle_dir), Path(compiled_dir)):
         if source.is_dir():  # a link or special file is refused before any record is read
             artifact_files(source)
@@ -253,6 +301,8 @@ def build_release(
         _copy_files(bundle.root, top_level, scratch)
         if not artifact.cpu_only:  # a CPU-only variant has nothing compiled: the bundle alone
             _copy_compiled(Path(compiled_dir), scratch / NPU_DIR)
+        if eval_set:
+            _write_eval_set(eval_set, scratch / EVAL_DIR)
         files = sha256_tree(scratch)
         stale = compare(bundle.record.files or {}, files, extras=False)
         if stale:

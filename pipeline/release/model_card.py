@@ -56,7 +56,13 @@ def _forecast(card: Card) -> list[str]:
         "## NPU compile",
         "",
         f"Target `{compiled['target']}`, Ryzen AI {compiled['ryzen_ai_version']}, VitisAI EP "
-        f"{'available' if compiled['ep_available'] else 'not available'} when compiled.",
+        f"{'available' if compiled['ep_available'] else 'not available'} when compiled. "
+        f"Made for Ryzen AI {', '.join(compiled.get('ryzen_ai_releases', []))}; "
+        + (
+            "the EP cache ships in npu/cache."
+            if compiled.get("ep_cache")
+            else "no EP cache ships: the first NPU run compiles."
+        ),
         "",
     ]
     forecast = compiled["forecast"]
