@@ -1,6 +1,6 @@
 """The Python API: `load(artifact)` → `Model.transcribe(audio or path, options) -> Result`.
 
-It needs only the runtime's dependencies (numpy, onnxruntime, tokenizers, soundfile, scipy):
+It needs only the runtime's dependencies (numpy, onnxruntime, tokenizers, soundfile, scipy, av):
 no torch, Quark or datasets, so it runs on a release directory on a laptop. VAD
 (`vad=VadOptions()`) also needs faster-whisper, imported only then.
 """
