@@ -1,6 +1,7 @@
 """The deployable runtime stays light: what a laptop needs to transcribe with a pulled release
-or verify it imports neither torch, Quark, datasets, jiwer nor (without --vad) faster-whisper
-(seconds of start-up and GBs of install a deployment does not need)."""
+or verify it imports neither torch, torchcodec, Quark, datasets, jiwer nor (without --vad)
+faster-whisper (seconds of start-up and GBs of install a deployment does not need). PyAV,
+which decodes what libsndfile cannot (m4a, webm), is the runtime's own dependency."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import write_tiny_bundle
+from tests.test_audio_formats import encode
 
-# faster-whisper (and the ctranslate2 and av it pulls in) only when VAD is asked for.
-HEAVY = ("torch", "quark", "datasets", "jiwer", "transformers", "onnx", "faster_whisper")
-HEAVY += ("ctranslate2", "av")
+# faster-whisper (and the ctranslate2 it pulls in) only when VAD is asked for.
+HEAVY = ("torch", "torchcodec", "quark", "datasets", "jiwer", "transformers", "onnx")
+HEAVY += ("faster_whisper", "ctranslate2")
 PROBE = f"""
 import json, sys
 from whisper_npu.cli import main
@@ -58,7 +60,9 @@ def test_transcribing_with_a_bundle_imports_no_heavy_package(tmp_path: Path) -> 
     bundle = write_tiny_bundle(tmp_path / "bundle")
     wav = tmp_path / "speech.wav"
     sf.write(wav, np.zeros(16_000, np.float32), 16_000)
-    argv = ["transcribe", "--artifact", str(bundle), str(wav)]
+    m4a = tmp_path / "phone.m4a"  # libsndfile does not read it: PyAV decodes it
+    encode(m4a, "aac", 44_100, "mono", seconds=1)
+    argv = ["transcribe", "--artifact", str(bundle), str(wav), str(m4a)]
     done = subprocess.run(
         [sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, check=False
     )
