@@ -48,6 +48,19 @@ def _metrics(card: Card) -> list[str]:
     return lines + _table(("metric", "value"), rows)
 
 
+def _made_for(compiled: dict[str, Any]) -> str:
+    """The releases it runs with and whether its EP cache ships (cards before these fields
+    render as they did)."""
+    if "ryzen_ai_releases" not in compiled:
+        return ""
+    cache = (
+        "the EP cache ships in npu/cache."
+        if compiled.get("ep_cache")
+        else "no EP cache ships: the first NPU run compiles."
+    )
+    return f" Made for Ryzen AI {', '.join(compiled['ryzen_ai_releases'])}; {cache}"
+
+
 def _forecast(card: Card) -> list[str]:
     compiled = card.compile
     if "cpu_only" in compiled:
@@ -56,13 +69,8 @@ def _forecast(card: Card) -> list[str]:
         "## NPU compile",
         "",
         f"Target `{compiled['target']}`, Ryzen AI {compiled['ryzen_ai_version']}, VitisAI EP "
-        f"{'available' if compiled['ep_available'] else 'not available'} when compiled. "
-        f"Made for Ryzen AI {', '.join(compiled.get('ryzen_ai_releases', []))}; "
-        + (
-            "the EP cache ships in npu/cache."
-            if compiled.get("ep_cache")
-            else "no EP cache ships: the first NPU run compiles."
-        ),
+        f"{'available' if compiled['ep_available'] else 'not available'} when compiled."
+        + _made_for(compiled),
         "",
     ]
     forecast = compiled["forecast"]
