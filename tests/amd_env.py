@@ -26,7 +26,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.sources.builtin import cache_root
+from whisper_npu.fsutil import cache_root
 
 PYTHONS = ("3.10", "3.12")
 NUMPY_VERSION = "1.26.4"

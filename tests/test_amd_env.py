@@ -106,14 +106,18 @@ def release() -> Path:
 def clips(
     tmp_path_factory: pytest.TempPathFactory, release: Path, default_data_dir: Path
 ) -> list[Path]:
-    """The first eval clips as 16 kHz WAV files, which both installs read."""
+    """The first eval clips and the longest (several windows: the long-form path) as 16 kHz
+    WAV files, which both installs read."""
     from pipeline.sources.speech_sets import clip_samples, load_saved_set
 
+    evaluation = load_saved_set(default_data_dir, "eval")
+    durations = evaluation["duration_s"]
+    longest = max(range(len(durations)), key=durations.__getitem__)
+    picked = [*range(CLIPS - 1), longest]
     out = tmp_path_factory.mktemp("clips")
-    paths = []
-    for index, row in enumerate(load_saved_set(default_data_dir, "eval").select(range(CLIPS))):
-        paths.append(out / f"eval_{index}.wav")
-        sf.write(paths[-1], clip_samples(row), SAMPLE_RATE)
+    paths = [out / f"eval_{index}.wav" for index in picked]
+    for path, row in zip(paths, evaluation.select(picked), strict=True):
+        sf.write(path, clip_samples(row), SAMPLE_RATE)
     return paths
 
 
