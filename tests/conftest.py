@@ -1,5 +1,9 @@
 """Shared fixtures: a tiny random Whisper for unit tests; the real tiny.en and the default
-speech sets for integration."""
+speech sets for integration.
+
+The build stack (transformers, the pipeline) is imported inside the fixtures and helpers that
+use it, so that the runtime's own tests (`-m runtime`) run where only the runtime is installed.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +13,17 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-from pipeline.config import BuiltinSet, DataParams, ModelParams, Params, load_params
-from pipeline.export.onnx_bundle import export_bundle
-from pipeline.export.reference import run_reference
-from pipeline.sources.model import fetch_model
-from pipeline.sources.speech_sets import build_speech_sets
 from whisper_npu.decoding import DecodingSpec
 from whisper_npu.whisper_io import WhisperDims
+
+if TYPE_CHECKING:
+    from transformers import WhisperForConditionalGeneration
+
+    from pipeline.config import DataParams, Params
 
 REPO = Path(__file__).resolve().parent.parent
 # The tiny random Whisper's bundle shapes: 8 cache slots keep its graphs small.
@@ -69,6 +72,7 @@ def tiny_whisper(
 ) -> WhisperForConditionalGeneration:
     """A random Whisper small enough for unit tests, with the real vocabulary layout."""
     import torch
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
 
     torch.manual_seed(seed)
     config = WhisperConfig(
@@ -93,12 +97,17 @@ def tiny_whisper(
 
 @pytest.fixture(scope="session")
 def default_params():
+    from pipeline.config import load_params
+
     return load_params(REPO / "params.yaml")
 
 
 @pytest.fixture(scope="session")
 def tiny_en_dir(tmp_path_factory) -> Path:
     """The embedded tiny.en, converted from CTranslate2 exactly as the `model` stage does."""
+    from pipeline.config import ModelParams
+    from pipeline.sources.model import fetch_model
+
     out = tmp_path_factory.mktemp("model") / "model"
     fetch_model(ModelParams(source="builtin:tiny.en"), out)
     return out
@@ -111,6 +120,8 @@ TEST_CALIBRATION_CLIPS = 48
 
 def default_data_params(params: Params) -> DataParams:
     """The default built-in sets with paths made absolute and the calibration set capped."""
+    from pipeline.config import BuiltinSet
+
     data = params.data
     calibration, evaluation = data.calibration, data.eval
     assert isinstance(calibration, BuiltinSet) and isinstance(evaluation, BuiltinSet)
@@ -153,6 +164,8 @@ def up_to_date_output(stage: str, out: str) -> Path | None:
 @pytest.fixture(scope="session")
 def default_data_dir(tmp_path_factory, default_params) -> Path:
     """The default built-in calibration and eval sets, as the `data` stage writes them."""
+    from pipeline.sources.speech_sets import build_speech_sets
+
     if built := up_to_date_output("data", "artifacts/data"):
         return built
     out = tmp_path_factory.mktemp("data") / "data"
@@ -171,6 +184,8 @@ class ReferenceOutputs:
 @pytest.fixture(scope="session")
 def reference_outputs(tmp_path_factory, tiny_en_dir, default_data_dir) -> ReferenceOutputs:
     """transformers' greedy transcripts of the default eval set, as `reference` writes them."""
+    from pipeline.export.reference import run_reference
+
     if built := up_to_date_output("reference", "artifacts/reference"):
         return ReferenceOutputs(built, REPO / "artifacts" / "metrics" / "reference.json")
     root = tmp_path_factory.mktemp("reference")
@@ -182,6 +197,8 @@ def reference_outputs(tmp_path_factory, tiny_en_dir, default_data_dir) -> Refere
 @pytest.fixture(scope="session")
 def fp32_bundle(request, tmp_path_factory, default_params, tiny_en_dir, default_data_dir) -> Path:
     """The tiny.en fp32 bundle, exported and parity-gated as the `export` stage does."""
+    from pipeline.export.onnx_bundle import export_bundle
+
     if built := up_to_date_output("export", "artifacts/bundles/fp32"):
         return built
     reference: ReferenceOutputs = request.getfixturevalue("reference_outputs")

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from transformers import GenerationConfig
-from transformers.generation.logits_process import WhisperTimeStampLogitsProcessor
 
 from whisper_npu.decoding import (
     DecodingSpec,
@@ -50,6 +47,7 @@ class ScriptedRunner:
         return logits
 
 
+@pytest.mark.runtime
 def test_greedy_prompt_suppression_and_stop_at_eot():
     runner = ScriptedRunner([0, 0, 220, 1, 500, 600, SPEC.eot])
     # steps 0-1 answer the prompt tokens; 220 is begin-suppressed, so step 2 picks the best other
@@ -59,6 +57,7 @@ def test_greedy_prompt_suppression_and_stop_at_eot():
     assert tokens[-2:] == [500, 600]
 
 
+@pytest.mark.runtime
 def test_greedy_stops_at_the_length_limit():
     runner = ScriptedRunner([0, 0, *[700] * 50])
     tokens = greedy_decode(runner, SPEC, np.zeros((1, 80, 3000), np.float32), timestamps=False)
@@ -67,6 +66,10 @@ def test_greedy_stops_at_the_length_limit():
 
 @pytest.mark.parametrize("seed", range(40))
 def test_timestamp_rules_match_transformers(seed):
+    import torch
+    from transformers import GenerationConfig
+    from transformers.generation.logits_process import WhisperTimeStampLogitsProcessor
+
     rng = np.random.default_rng(seed)
     history = list(rng.choice([100, 200, TS + 3, TS + 7, TS + 40], size=rng.integers(0, 6)))
     scores = rng.normal(0, 3, VOCAB).astype(np.float32)
@@ -85,6 +88,7 @@ def test_timestamp_rules_match_transformers(seed):
     assert int(np.argmax(got)) == int(np.argmax(want))
 
 
+@pytest.mark.runtime
 @pytest.mark.parametrize(
     ("tokens", "kept", "covered"),
     [
@@ -100,6 +104,7 @@ def test_complete_segments(tokens, kept, covered):
     assert got_covered == covered
 
 
+@pytest.mark.runtime
 def test_long_form_walks_windows_until_the_end():
     runner = ScriptedRunner([TS, 10, TS + 100, SPEC.eot])  # each window: one segment, single ending
     mel = np.zeros((80, 7000), dtype=np.float32)

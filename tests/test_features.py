@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-from transformers import WhisperFeatureExtractor
 
 from whisper_npu.features import log_mel
 
@@ -19,6 +18,8 @@ def speechlike(seconds: float) -> np.ndarray:
 @pytest.mark.parametrize("n_mels", [80, 128])
 @pytest.mark.parametrize("seconds", [0.3, 7.5, 30.0])
 def test_one_window_matches_transformers(n_mels, seconds):
+    from transformers import WhisperFeatureExtractor
+
     extractor = WhisperFeatureExtractor(feature_size=n_mels)
     audio = speechlike(seconds)
     want = extractor(audio, sampling_rate=16_000, return_tensors="np").input_features[0]
@@ -28,6 +29,8 @@ def test_one_window_matches_transformers(n_mels, seconds):
 
 
 def test_whole_recording_matches_transformers_long_form_features():
+    from transformers import WhisperFeatureExtractor
+
     extractor = WhisperFeatureExtractor()
     audio = speechlike(47.3)
     want = extractor(
@@ -38,6 +41,7 @@ def test_whole_recording_matches_transformers_long_form_features():
     np.testing.assert_allclose(got, want.input_features[0], atol=ATOL)
 
 
+@pytest.mark.runtime
 def test_long_audio_in_blocks_equals_one_piece(monkeypatch):
     """Blocks bound the memory of hour-long inputs without changing a single value."""
     from whisper_npu import features

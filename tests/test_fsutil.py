@@ -2,6 +2,8 @@ import pytest
 
 from whisper_npu.fsutil import atomic_dir, sha256_tree
 
+pytestmark = pytest.mark.runtime
+
 
 def test_atomic_dir_replaces_on_success(tmp_path):
     final = tmp_path / "out"

@@ -22,6 +22,8 @@ from whisper_npu.formats import Format, render
 from whisper_npu.result import build_result
 from whisper_npu.transcriber import Decoded
 
+pytestmark = pytest.mark.runtime
+
 VOCAB = 51864
 SPEC = DecodingSpec(
     prefix=(50257,),

@@ -22,6 +22,7 @@ Hardware IDs:               PCI\VEN_1022&DEV_{dev}&SUBSYS_00000000&REV_{rev}
 """
 
 
+@pytest.mark.runtime
 @pytest.mark.parametrize(
     ("dev", "rev", "chip"),
     [("17F0", "10", "stx"), ("17F0", "11", "stx"), ("17F0", "20", "krk"), ("1502", "00", "phx")],
@@ -32,6 +33,7 @@ def test_windows_reads_amds_pci_table(dev, rev, chip):
     assert found.pci == f"1022:{dev.lower()} rev {rev}"
 
 
+@pytest.mark.runtime
 def test_windows_without_an_npu_or_pnputil():
     assert (
         host.detect_npu("Windows", run=lambda _: "Instance ID: PCI\\VEN_8086&DEV_1234").chip is None
@@ -60,6 +62,7 @@ def sysfs(tmp_path: Path, device: str, revision: str, driver: str | None, accel:
     return root
 
 
+@pytest.mark.runtime
 def test_linux_finds_the_chip_and_whether_amdxdna_drives_it(tmp_path):
     ready = host.detect_npu("Linux", sysfs(tmp_path / "a", "0x17f0", "0x10", "amdxdna", True))
     assert (ready.chip, ready.ready) == ("stx", True) and "/dev/accel/accel0" in ready.how
@@ -73,6 +76,7 @@ def test_linux_finds_the_chip_and_whether_amdxdna_drives_it(tmp_path):
     assert host.detect_npu("Darwin").chip is None
 
 
+@pytest.mark.runtime
 @pytest.mark.parametrize(
     ("voe", "vitisai", "path", "release"),
     [
@@ -95,6 +99,7 @@ def test_the_release_comes_from_voe_then_onnxruntime_vitisai_then_the_folder(
     assert found.release == release and found.install_path == path
 
 
+# Not runtime-marked: AMD's environment's onnxruntime is onnxruntime-vitisai's (test_amd_env).
 def test_this_machines_onnxruntime_is_pypis_and_cpu_only():
     found = host.onnxruntime()
     assert found.distributions == ("onnxruntime",)

@@ -29,6 +29,7 @@ print(json.dumps({{"code": code, "heavy": heavy}}))
 """
 
 
+@pytest.mark.runtime
 @pytest.mark.parametrize(
     "command",
     [

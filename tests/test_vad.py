@@ -28,6 +28,7 @@ def segment(start: float, end: float, text: str) -> Segment:
     return Segment(0, 0, start, end, text, [], 0.0, -0.1, 1.0, 0.0)
 
 
+@pytest.mark.runtime
 def test_pack_fills_windows_in_order_and_cuts_overlong_regions():
     regions = seconds((2, 12), (30, 45), (70, 75), (80, 90), (100, 165))
     chunks = pack(regions)
@@ -42,6 +43,7 @@ def test_pack_fills_windows_in_order_and_cuts_overlong_regions():
     assert pack([]) == []
 
 
+@pytest.mark.runtime
 def test_chunk_times_map_back_across_the_cut_pauses():
     chunk = Chunk(tuple(seconds((2, 6), (26, 30.5), (50, 52))))
     # chunk time 0..4 is 2..6, 4..8.5 is 26..30.5, 8.5..10.5 is 50..52
@@ -57,6 +59,7 @@ def test_chunk_times_map_back_across_the_cut_pauses():
     assert chunk.original_time(30.0, is_end=True) == 52.0
 
 
+@pytest.mark.runtime
 def test_a_segment_ending_in_the_padding_past_a_seam_ends_at_the_seam():
     chunk = Chunk(tuple(seconds((2, 6), (26, 30))), padding=0.4)  # seam at chunk time 4.0
     assert chunk.original_span(0.0, 4.44) == (2.0, 6.0)  # measured: Whisper's end ~0.44 s past
@@ -66,6 +69,7 @@ def test_a_segment_ending_in_the_padding_past_a_seam_ends_at_the_seam():
     assert Chunk(chunk.regions).original_span(0.0, 4.44) == (2.0, 26.44)  # no padding known
 
 
+@pytest.mark.runtime
 def test_chunk_samples_are_its_regions_back_to_back():
     audio = np.arange(10 * SR, dtype=np.float32)
     chunk = Chunk(tuple(seconds((1, 2), (5, 5.5))))
@@ -73,6 +77,7 @@ def test_chunk_samples_are_its_regions_back_to_back():
     np.testing.assert_array_equal(chunk.samples(audio), expected)
 
 
+@pytest.mark.runtime
 def test_results_are_joined_on_the_original_time_line():
     audio = np.zeros(80 * SR, np.float32)
     chunks = pack(seconds((2, 6), (26, 30), (50, 75)))
@@ -102,6 +107,7 @@ def test_results_are_joined_on_the_original_time_line():
     assert transcribe_speech(audio, [], decode, silent) is silent
 
 
+@pytest.mark.runtime
 def test_vad_options_are_checked():
     with pytest.raises(UserError, match="threshold"):
         VadOptions(threshold=1.5)
