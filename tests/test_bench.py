@@ -446,7 +446,7 @@ def test_bench_on_the_real_fp32_bundle(
     # The exported bundle and transformers give identical transcripts: identical WER.
     assert metrics["peers"]["transformers"]["wer"] == fp32["wer"]
     run = json.loads((tmp_path / "plots" / "run.json").read_text())
-    assert run["engines"]["fp32"]["provider"] == "CPUExecutionProvider"
+    assert run["engines"]["fp32"]["execution"]["provider"] == "CPUExecutionProvider"
     for reused in ("fp32", "transformers"):
         assert run["engines"][reused]["transcripts"].startswith("the reference stage's")
     assert run["engines"]["a16w8"]["transcripts"] == "transcribed in this run"

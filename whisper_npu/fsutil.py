@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 import stat
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,19 +134,63 @@ def check_output_dir(out: Path, *inputs: Path) -> None:
             raise UserError(f"{out}: output overlaps input {source}; choose a separate directory")
 
 
+def _running(pid: int) -> bool:
+    """Whether process `pid` is running on this machine, whoever owns it."""
+    if sys.platform == "win32":
+        import _winapi
+
+        try:  # PROCESS_QUERY_LIMITED_INFORMATION; os.kill(pid, 0) would end the process here
+            handle = _winapi.OpenProcess(0x1000, False, pid)
+        except PermissionError:
+            return True
+        except OSError:
+            return False
+        try:
+            return _winapi.GetExitCodeProcess(handle) == _winapi.STILL_ACTIVE
+        finally:
+            _winapi.CloseHandle(handle)
+    try:
+        os.kill(pid, 0)  # no signal sent: only whether the process is there
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # there, and another user's
+        pass
+    return True
+
+
+def remove_stale_scratch(final: Path) -> None:
+    """Remove what a killed run writing `final` left beside it (SIGKILL, the OOM killer, a
+    power cut: no handler ran), named as `atomic_dir` names it: `.<name>.tmp-<pid>`, the
+    half-written output, and `.<name>.old-<pid>`, the previous output being swapped out. Only
+    those of a process no longer running are touched, never a concurrent run's. A previous
+    output whose swap was cut short, `final` already renamed away, goes back into place.
+    """
+    final = Path(final)
+    left = re.compile(rf"\.{re.escape(final.name)}\.(tmp|old)-([0-9]+)")
+    for entry in list(final.parent.iterdir()):
+        match = left.fullmatch(entry.name)
+        if not match or (int(match[2]) != os.getpid() and _running(int(match[2]))):
+            continue
+        if match[1] == "old" and not os.path.lexists(final):
+            entry.rename(final)
+        elif entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a scratch dir beside `final`; swap it into place only if the body succeeds.
 
     The previous contents of `final` survive any exception (including KeyboardInterrupt), and
-    `final` must be a directory or absent: a file there is refused, never renamed away.
+    `final` must be a directory or absent: a file there is refused, never renamed away. What
+    a killed run of the same output left behind is cleaned up first (`remove_stale_scratch`).
     """
     final = Path(final)
     check_output_dir(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_scratch(final)
     scratch = final.parent / f".{final.name}.tmp-{os.getpid()}"
     retired = final.parent / f".{final.name}.old-{os.getpid()}"
-    shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir()
     try:
         yield scratch

@@ -3,7 +3,7 @@
 Every engine (the fp32 CPU baseline, each variant, each peer) runs in a worker of its own, so one
 engine's thread pool, allocator or imports cannot slow or bloat another, and the worker's peak
 RSS (`peak_rss_mb`) is that engine's own footprint, runtime and imports included. The worker
-runs this module (`python -m`), whose top level imports only the standard library and two small
+runs this module (`python -m`), whose top level imports only the standard library and three small
 project modules: the coordinator's data loading stays out of the workers' memory figures.
 """
 
@@ -15,10 +15,12 @@ import pickle
 import sys
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.bench.records import EngineSpec
+from pipeline.workers import exit_with_parent
 from whisper_npu.providers import CPU_PROVIDER
 from whisper_npu.timing import Sample, TimingRunner, elapsed_ms
 
@@ -177,18 +179,21 @@ def serve() -> None:
     """Worker loop: open one engine, transcribe clips on request, report peak RSS at the end.
 
     Requests and replies are pickled over stdin and a private copy of stdout; file descriptor 1
-    is pointed at stderr first, so whatever a library prints cannot corrupt the replies.
+    is pointed at stderr first, so whatever a library prints cannot corrupt the replies. Stdin
+    is read on its own thread, which ends the worker as soon as the coordinator has ended.
     """
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    requests = sys.stdin.buffer
+    # A reader of its own on stdin: at exit the interpreter closes sys.stdin, and if the reading
+    # thread held its lock then, Python would abort with a fatal error.
+    requests = exit_with_parent(partial(pickle.load, os.fdopen(os.dup(0), "rb")))
 
     def reply(status: str, payload: Any) -> None:
         pickle.dump((status, payload), replies)
         replies.flush()
 
-    spec: EngineSpec = pickle.load(requests)
+    spec: EngineSpec = requests.get()
     try:
         for module in IMPORTS[spec.kind]:
             importlib.import_module(module)
@@ -198,7 +203,7 @@ def serve() -> None:
     except Exception as exc:
         reply("error", _one_line(exc))
         return
-    while (request := pickle.load(requests))[0] == "run":
+    while (request := requests.get())[0] == "run":
         try:
             reply("ok", run(request[1], request[2]))
         except Exception as exc:

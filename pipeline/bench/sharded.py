@@ -76,30 +76,30 @@ def _one_line(exc: BaseException) -> str:
     return f"Ray: {lines[-1] if lines else type(exc).__name__}"
 
 
-def _connect(address: str) -> bool:
-    """Join the cluster at `address` ("" is ray.init()'s own choice: RAY_ADDRESS, the last
-    local cluster, or a new one); True when this call started the connection."""
-    import logging
-
-    import ray
-
-    if ray.is_initialized():
-        return False
-    runtime_env = {"py_modules": list(PACKAGES), "excludes": ["__pycache__"]}
-    ray.init(address=address or None, runtime_env=runtime_env, logging_level=logging.WARNING)
-    return True
-
-
 @contextmanager
 def connected(address: str) -> Iterator[None]:
-    """Ray joined for the duration (and left again if this opened the connection)."""
+    """Ray joined at `address` for the duration ("" is ray.init()'s own choice: RAY_ADDRESS,
+    the last local cluster, or a new one), and left again if this opened the connection. A
+    local cluster started here ends with this process, however it ends: its processes are
+    reaped (`pipeline.workers.reaped`)."""
+    import logging
+
+    import psutil
     import ray
 
-    started = _connect(address)
-    try:
+    from pipeline.workers import reaped
+
+    if ray.is_initialized():
         yield
-    finally:
-        if started:
+        return
+    this = psutil.Process()
+    before = set(this.children(recursive=True))
+    runtime_env = {"py_modules": list(PACKAGES), "excludes": ["__pycache__"]}
+    ray.init(address=address or None, runtime_env=runtime_env, logging_level=logging.WARNING)
+    with reaped(set(this.children(recursive=True)) - before):
+        try:
+            yield
+        finally:
             ray.shutdown()
 
 

@@ -6,7 +6,6 @@ reported with the last line of its log.
 
 from __future__ import annotations
 
-import os
 import pickle
 import subprocess
 import sys
@@ -18,13 +17,12 @@ from typing import IO, TYPE_CHECKING, Any
 
 from pipeline.bench import engines
 from pipeline.bench.records import EngineSpec
+from pipeline.workers import child_env
 from whisper_npu.errors import UserError
 from whisper_npu.timing import Sample
 
 if TYPE_CHECKING:
     import numpy as np
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class Worker:
@@ -32,13 +30,13 @@ class Worker:
 
     def __init__(self, spec: EngineSpec, log: IO[bytes]) -> None:
         self.spec, self.log = spec, log
-        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        # Its stdin is its pipe from this process: when this process ends, the worker ends.
         self.process = subprocess.Popen(
             [sys.executable, "-m", engines.__name__],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,
-            env={**os.environ, "PYTHONPATH": path},
+            env=child_env(),
         )
         self.info: dict[str, Any] = self._ask(spec)
 

