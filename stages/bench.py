@@ -39,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the data_languages stage's output: a multilingual model's language-ID accuracy "
         "and per-language WER on it",
     )
+    parser.add_argument(
+        "--device-reports",
+        type=Path,
+        help="a directory of `whisper-npu device-report` JSONs sent back from Ryzen AI laptops: "
+        "those of a benched variant's bundle are shown as measured on device, never gated",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         if os.path.lexists(out) and not out.is_file():
             raise UserError(f"{out}: exists and is not a file; bench writes its results there")
     inputs = [args.compiled, args.data, args.baseline_bundle, args.model]
-    optional = [path for path in (args.reference, args.languages) if path]
+    optional = [path for path in (args.reference, args.languages, args.device_reports) if path]
     check_output_dir(args.plots, *inputs, *optional)
     from pipeline.bench.languages import format_languages
     from pipeline.bench.report import format_table
@@ -69,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         model_dir=args.model,
         reference_dir=args.reference,
         languages_dir=args.languages,
+        device_reports_dir=args.device_reports,
     )
     result = run_bench(params.compile.variants, params.bench, paths)
     print(format_table(result))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import pipeline.bench.worker
-from pipeline.bench.metrics import RunInfo
+from pipeline.bench.metrics import BenchMetrics, BenchResult, RunInfo
 from pipeline.bench.plots import write_plots
 from pipeline.bench.records import EngineSpec, EvalClips
 from pipeline.bench.results import read_table, table_wer
@@ -287,18 +287,19 @@ def test_a_worker_that_cannot_open_its_engine_is_one_line_of_bad_input(tmp_path)
 
 
 def test_plots_write_data_and_pngs(tmp_path):
-    figures = {
+    variants = {
         BASELINE: BenchRow(wer=0.026, e2e_ms_p50=400.0, speedup_vs_fp32=1.0, qoi=1.0),
         "a16w8": BenchRow(wer=0.031, e2e_ms_p50=120.0, speedup_vs_fp32=3.3, qoi=0.9512),
-        "transformers": BenchRow(wer=0.026, e2e_ms_p50=900.0, speedup_vs_fp32=0.44),
     }
+    peers = {"transformers": BenchRow(wer=0.026, e2e_ms_p50=900.0, speedup_vs_fp32=0.44)}
     positions = {BASELINE: {0: 5.0, 1: 4.0, 2: 4.5}, "a16w8": {0: 2.0, 1: 2.1}}
     split = {
         BASELINE: {"encoder": 200.0, "decoder": 180.0, "other": 20.0},
         "a16w8": {"encoder": 60.0, "decoder": 50.0, "other": 10.0},
     }
     run = RunInfo.read(Path(__file__).parent / "data" / "run.json")
-    write_plots(tmp_path, figures, positions, split, run)
+    metrics = BenchMetrics(variants=variants, peers=peers)
+    write_plots(tmp_path, BenchResult(metrics, run, positions, split))
     for name in ("wer_vs_latency", "qoi", "decoder_by_position", "time_split"):
         assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "qoi.csv").read_text().splitlines() == [
@@ -420,11 +421,13 @@ def test_bench_on_the_real_fp32_bundle(
         compiled, tmp_path / "data", out, tmp_path / "clips.jsonl", tmp_path / "plots",
         baseline_bundle=fp32_bundle, model_dir=tiny_en_dir,
         reference_dir=reference_outputs.directory,
+        device_reports_dir=REPO / "device_reports",  # no report: no `device` key
     )  # fmt: skip
     result = run_bench(["fp32", "a16w8"], params, paths)
 
     metrics = json.loads(out.read_text())
     assert metrics == result.metrics.to_json()
+    assert "device" not in metrics
     fp32, copy = metrics["fp32"], metrics["a16w8"]
     assert copy["wer"] == fp32["wer"] and copy["wer_long"] == fp32["wer_long"]
     assert copy["qoi"] == fp32["qoi"] == 1.0 and copy["rtfx"] == pytest.approx(

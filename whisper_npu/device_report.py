@@ -32,9 +32,10 @@ from whisper_npu.bundle import Artifact
 from whisper_npu.compiled import EpReport, Forecast, disagreements
 from whisper_npu.errors import UserError
 from whisper_npu.execution import Device, Execution, Host, npu_obstacle
+from whisper_npu.figures import DeviceFigures, Figure
 from whisper_npu.fsutil import read_text, sha256_file, write_json
 from whisper_npu.layout import CARD_FILE, EVAL_DIR, EVAL_METADATA_FILE
-from whisper_npu.record import Record, Sha256, Strict
+from whisper_npu.record import Record, Sha256
 from whisper_npu.timing import Sample, TimingRunner, elapsed_ms, latency_stats
 from whisper_npu.transcriber import Transcriber
 from whisper_npu.variants import Variant
@@ -43,21 +44,6 @@ from whisper_npu.whisper_io import GRAPHS, SAMPLE_RATE
 
 REPORTS_DIR = "device_reports"  # where a report sent back is committed (the bench reads it)
 MAX_CLIPS = 200  # an eval set for a laptop, not a corpus
-
-Figure = Annotated[float, Field(ge=0)]
-
-
-class DeviceFigures(Strict):
-    """One provider's pass over the clips, in the bench's definitions (whisper_npu.timing)."""
-
-    provider: str
-    wer: Figure
-    e2e_ms_p50: Figure
-    e2e_ms_p90: Figure
-    encoder_ms_p50: Figure | None
-    decoder_ms_per_token_p50: Figure | None
-    rtfx: Figure
-    tokens_per_s: Figure
 
 
 class DeviceMachine(Record):

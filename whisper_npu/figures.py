@@ -37,6 +37,7 @@ class Unit(Enum):
         return f"{value:.4g}"
 
 
+Figure = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0), Unit.FRACTION]
 Speedup = Annotated[float, Field(gt=0), Unit.RATIO]  # inverted by the gate: never 0
 
@@ -90,3 +91,17 @@ class BenchRow(Strict):
                 (unit,) = (item for item in field.metadata if isinstance(item, Unit))
                 found.append((name, value, unit))
         return found
+
+
+class DeviceFigures(Strict):
+    """One provider's pass over a device report's clips, in the bench's definitions
+    (whisper_npu.timing): here because bench.json quotes them too."""
+
+    provider: str
+    wer: Figure
+    e2e_ms_p50: Figure
+    e2e_ms_p90: Figure
+    encoder_ms_p50: Figure | None
+    decoder_ms_per_token_p50: Figure | None
+    rtfx: Figure
+    tokens_per_s: Figure

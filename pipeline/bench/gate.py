@@ -6,7 +6,8 @@ cancel is another instruction set: int8 kernels with and without VNNI, say, move
 variant's ratio on their own. When the two runs name different CPUs (bench.json's `machine`),
 the latency limit is the wider `max_latency_increase_other_cpu`. WER is compared in absolute
 points. QoI (the share of clips no worse than fp32's in the same run) must reach `min_qoi`: a
-variant worse on many clips but equal on average fails it. Peers are context, not gated.
+variant worse on many clips but equal on average fails it. Peers are context, not gated; nor
+are the device reports bench.json quotes (another machine's figures: see `compare`).
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ def compare(
             limit,
             gate.min_qoi,
         )
+        # `variants` alone: bench.json's `device` section is never gated. Its figures come from
+        # another machine (a laptop's NPU, in a report sent back), not from the run being
+        # checked, so a change there says nothing about this code on this machine.
         for name, row in baseline.variants.items()
     ]
 

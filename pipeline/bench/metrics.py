@@ -1,7 +1,7 @@
-"""bench.json (the DVC metrics: a row of figures per variant, the peers' rows, the machine) and
-run.json (what the run ran on) as typed records: the gate, the report, the plots and the
-release card read fields, and every figure declares its unit, so nothing is guessed from a key's
-name."""
+"""bench.json (the DVC metrics: a row of figures per variant, the peers' rows, the machine, the
+device reports sent back from Ryzen AI laptops) and run.json (what the run ran on) as typed
+records: the gate, the report, the plots and the release card read fields, and every figure
+declares its unit, so nothing is guessed from a key's name."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
 from pipeline.bench.records import EngineKind
 from whisper_npu.execution import Execution
-from whisper_npu.figures import BenchRow, Peer, Unit
-from whisper_npu.record import Strict
+from whisper_npu.figures import BenchRow, DeviceFigures, Figure, Peer, Unit
+from whisper_npu.record import Sha256, Strict
 
 PEERS_KEY = "peers"
 MACHINE_KEY = "machine"
 LANGUAGES_KEY = "languages"
+DEVICE_KEY = "device"
 ALL_LANGUAGES = "all"  # the row over every clip of the multilingual set
 
 
@@ -51,10 +52,31 @@ class Machine(Strict):
     cpu: str  # model name and kernel-relevant CPU flags (environment.cpu_model)
 
 
+class DeviceRow(Strict):
+    """A device report (`whisper-npu device-report`) of a benched variant's bundle, as bench.json
+    quotes it: that bundle on a Ryzen AI laptop's NPU and, on the same clips, on the laptop's
+    CPU. Another machine's figures: shown apart from the run's rows, never gated."""
+
+    report: str  # its file's name in the device reports' directory
+    artifact: str
+    bundle_sha256: Sha256
+    chip: str | None
+    ryzen_ai: str | None
+    created: str  # UTC, ISO 8601: a later report of the same variant and chip replaces it
+    clips: Annotated[int, Field(ge=1)]
+    audio_s: Figure
+    session_s: Figure  # creating the sessions: the NPU compile, when `compiled`
+    compiled: bool
+    npu: DeviceFigures
+    cpu: DeviceFigures  # the laptop's CPU, not this run's
+    speedup_vs_cpu: Annotated[float, Field(gt=0)]  # median of per-clip CPU ms / NPU ms
+
+
 class BenchMetrics(Strict):
     """bench.json: the variants' rows at the top level, beside `peers` (context, never gated),
-    `machine` (the gate widens its latency limit across CPUs) and, for a multilingual model,
-    `languages` (every engine on the multilingual set, never gated); files from before any of
+    `machine` (the gate widens its latency limit across CPUs), for a multilingual model
+    `languages` (every engine on the multilingual set, never gated) and, with at least one
+    report sent back, `device` (per `<variant>@<chip>`, never gated); files from before any of
     these was recorded lack it."""
 
     WHAT: ClassVar[str] = "metrics file"
@@ -65,11 +87,12 @@ class BenchMetrics(Strict):
     peers: dict[Peer, BenchRow] | None = None
     machine: Machine | None = None
     languages: LanguageReport | None = None
+    device: dict[str, DeviceRow] | None = None
 
     @classmethod
     def from_file(cls, raw: dict[str, Any]) -> dict[str, Any]:
         """The variants' rows gathered under `variants`."""
-        layout = (PEERS_KEY, MACHINE_KEY, LANGUAGES_KEY)
+        layout = (PEERS_KEY, MACHINE_KEY, LANGUAGES_KEY, DEVICE_KEY)
         return {
             "variants": {key: value for key, value in raw.items() if key not in layout},
             **{key: raw[key] for key in layout if key in raw},
@@ -138,3 +161,4 @@ class BenchResult:
     positions: dict[str, dict[int, float]]
     split: dict[str, dict[str, float]]
     languages_note: str = ""  # what the multilingual pass did, or why it did not run
+    device_note: str = ""  # which device reports are not shown, and why

@@ -3,7 +3,8 @@
 Four questions a reader brings: what does each variant cost in WER for what it gains in speed
 (`wer_vs_latency`), on how many clips is it as good as fp32 (`qoi`: an average can hide many
 worse clips), does a decoder call get slower as the cache fills (`decoder_by_position`), and
-where does a clip's time go (`time_split`).
+where does a clip's time go (`time_split`). The device reports sent back are points of their
+own in `wer_vs_latency`, never one of this run's engines.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
-from pipeline.bench.metrics import RunInfo
+from pipeline.bench.metrics import BenchResult, DeviceRow, RunInfo
 from whisper_npu.figures import PEERS, BenchRow
 from whisper_npu.variants import BASELINE
 
@@ -33,6 +34,9 @@ PART_LABELS = {
     "other": "log-mel, decode loop, detokenise",
 }
 DPI = 120
+# Where a wer_vs_latency point was measured: this bench run, or a Ryzen AI laptop's NPU (a
+# device report). A column of the CSV, so `dvc plots` shows it beside each point.
+MEASURED_HERE, MEASURED_ON_DEVICE = "bench", "device"
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -62,8 +66,31 @@ def _save(figure: Figure, path: Path) -> None:
     plt.close(figure)
 
 
+def _device_points(axes: Axes, device: Mapping[str, DeviceRow]) -> None:
+    """Stars in colours of their own: another machine's points, never one of this run's."""
+    palette = plt.get_cmap("Dark2")
+    for i, (key, row) in enumerate(device.items()):
+        variant, chip = key.split("@", 1)
+        axes.scatter(
+            row.npu.e2e_ms_p50,
+            100 * row.npu.wer,
+            s=220,
+            color=palette(i % palette.N),
+            marker="*",
+            edgecolor="black",
+            linewidth=0.6,
+            zorder=4,
+            label=f"{variant} on device ({chip}): {row.speedup_vs_cpu:.2f}x its laptop's CPU, "
+            f"WER {100 * row.npu.wer:.2f}%",
+        )
+
+
 def _wer_vs_latency(
-    out: Path, figures: Mapping[str, BenchRow], colours: dict[str, Any], run: RunInfo
+    out: Path,
+    figures: Mapping[str, BenchRow],
+    device: Mapping[str, DeviceRow],
+    colours: dict[str, Any],
+    run: RunInfo,
 ) -> None:
     # Every engine the bench timed has a median latency; a row without one has no place here.
     rows = [
@@ -71,8 +98,15 @@ def _wer_vs_latency(
         for name, m in figures.items()
         if m.e2e_ms_p50 is not None
     ]
+    # A device point has no speedup against this run's fp32: it was never timed beside it.
+    on_device = [
+        (key, round(row.npu.e2e_ms_p50, 1), round(100 * row.npu.wer, 3), "", MEASURED_ON_DEVICE)
+        for key, row in device.items()
+    ]
     _write_csv(
-        out / "wer_vs_latency.csv", ("engine", "e2e_ms_p50", "wer_pct", "speedup_vs_fp32"), rows
+        out / "wer_vs_latency.csv",
+        ("engine", "e2e_ms_p50", "wer_pct", "speedup_vs_fp32", "measured"),
+        [*((*row, MEASURED_HERE) for row in rows), *on_device],
     )
     figure, axes = plt.subplots(figsize=(9, 5.5))
     baseline = figures[BASELINE]
@@ -94,6 +128,7 @@ def _wer_vs_latency(
             label=f"{name}: {speedup:.2f}x fp32 speed, WER {wer:.2f}%"
             + (" (held-back WER budget missed)" if missed else ""),
         )
+    _device_points(axes, device)
     # Log scale: an NPU variant several times faster and a slow peer both stay readable.
     axes.set_xscale("log")
     axes.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0, 7.0)))
@@ -102,8 +137,9 @@ def _wer_vs_latency(
     axes.set_xlabel("end-to-end ms per clip, median (log scale)  ← faster")
     axes.set_ylabel("WER % on the eval set  ↓ better")
     axes.set_title(
-        f"WER vs latency (dashed: fp32 CPU baseline; squares: peers; X: budget missed)\n"
-        f"{_subtitle(run)}",
+        "WER vs latency (dashed: fp32 CPU baseline; squares: peers; X: budget missed)\n"
+        + ("stars: measured on device, in another machine's ms\n" if device else "")
+        + _subtitle(run),
         fontsize=10,
     )
     axes.margins(x=0.15, y=0.2)
@@ -180,16 +216,12 @@ def _qoi(out: Path, figures: Mapping[str, BenchRow], colours: dict[str, Any], ru
     _save(figure, out / "qoi.png")
 
 
-def write_plots(
-    out: Path,
-    figures: Mapping[str, BenchRow],
-    positions: dict[str, dict[int, float]],
-    split: dict[str, dict[str, float]],
-    run: RunInfo,
-) -> None:
-    """CSV plot data and a PNG per question, in `out`."""
+def write_plots(out: Path, result: BenchResult) -> None:
+    """CSV plot data and a PNG per question, in `out`; the device reports only in
+    wer_vs_latency, where a point can say where it was measured."""
+    figures, run = result.metrics.engines(), result.run
     colours = _colours(list(figures))
-    _wer_vs_latency(out, figures, colours, run)
+    _wer_vs_latency(out, figures, result.metrics.device or {}, colours, run)
     _qoi(out, figures, colours, run)
-    _decoder_by_position(out, positions, colours, run)
-    _time_split(out, split, run)
+    _decoder_by_position(out, result.positions, colours, run)
+    _time_split(out, result.split, run)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pipeline.bench.metrics import BenchResult
-from whisper_npu.figures import PEERS
+from pipeline.bench.metrics import BenchResult, DeviceRow
+from whisper_npu.figures import PEERS, DeviceFigures
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -24,9 +24,64 @@ def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{suffix}"
 
 
+def _device_cells(key: str, figures: DeviceFigures, speedup: str) -> list[str]:
+    return [
+        key,
+        figures.provider.replace("ExecutionProvider", ""),
+        _fmt(100 * figures.wer, ".2f"),
+        _fmt(figures.e2e_ms_p50, ".0f"),
+        _fmt(figures.e2e_ms_p90, ".0f"),
+        _fmt(figures.encoder_ms_p50, ".1f"),
+        _fmt(figures.decoder_ms_per_token_p50, ".2f"),
+        _fmt(figures.rtfx, ".2f"),
+        _fmt(figures.tokens_per_s, ".1f"),
+        speedup,
+    ]
+
+
+def _device_block(rows: dict[str, DeviceRow], note: str) -> list[str]:
+    """The reports sent back from laptops, in a block of their own: another machine's
+    milliseconds set beside this run's would read as a speedup neither machine measured."""
+    lines = []
+    if rows:
+        header = [
+            "variant@chip",
+            "provider",
+            "WER %",
+            "e2e ms p50",
+            "p90",
+            "enc ms p50",
+            "dec ms/token p50",
+            "RTFx",
+            "tokens/s",
+            "speed vs its CPU",
+        ]
+        cells = [
+            line
+            for key, row in rows.items()
+            for line in (
+                _device_cells(key, row.npu, f"{row.speedup_vs_cpu:.2f}x"),
+                _device_cells(key, row.cpu, "-"),
+            )
+        ]
+        lines += [
+            "measured on device (reports sent back from Ryzen AI laptops; never gated, not "
+            "comparable with the milliseconds above):",
+            *_table(header, cells),
+            *(
+                f"{key}: {row.report}, {row.artifact}, Ryzen AI {row.ryzen_ai or 'unknown'}, "
+                f"{row.clips} clips ({row.audio_s:.0f} s of audio), sessions {row.session_s:.1f} s "
+                + ("(compiled)" if row.compiled else "(from the EP cache)")
+                + f", {row.created}"
+                for key, row in rows.items()
+            ),
+        ]
+    return lines + ([note] if note else [])
+
+
 def format_table(result: BenchResult) -> str:
     """The scoreboard a person reads: time and WER against fp32 CPU and against each peer,
-    then where the time and memory go."""
+    then where the time and memory go, then apart, the device reports sent back."""
     rows = result.metrics.engines()
     engines, clips = result.run.engines, result.run.clips
     peers = [p for p in PEERS if p in rows]
@@ -115,4 +170,14 @@ def format_table(result: BenchResult) -> str:
         ),
         f"bench took {result.run.wall_s:.0f} s",
     ]
-    return "\n".join([*_table(header, ratios), "", *_table(cost_header, costs), "", *notes])
+    device = _device_block(result.metrics.device or {}, result.device_note)
+    return "\n".join(
+        [
+            *_table(header, ratios),
+            "",
+            *_table(cost_header, costs),
+            "",
+            *notes,
+            *(["", *device] if device else []),
+        ]
+    )

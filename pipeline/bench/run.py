@@ -56,6 +56,7 @@ class BenchPaths:
     model_dir: Path
     reference_dir: Path | None = None
     languages_dir: Path | None = None  # data_languages' output (multilingual bundles)
+    device_reports_dir: Path | None = None  # device reports sent back (pipeline.bench.device)
 
 
 def known_transcripts(
@@ -182,7 +183,9 @@ def measure(
 def run_bench(variants: Sequence[str], params: BenchParams, paths: BenchPaths) -> BenchResult:
     """Measure, then write `paths.plots_dir` (run.json, plot data, PNGs), the per-clip table
     and bench.json (metrics). A multilingual bundle adds the pass over `paths.languages_dir`
-    (`pipeline.bench.languages`), after the timed passes."""
+    (`pipeline.bench.languages`), after the timed passes. Device reports are read before
+    anything is measured, so a malformed one stops the bench at once."""
+    from pipeline.bench.device import DeviceReports, benched_bundles, read_device_reports
     from pipeline.bench.languages import language_pass
     from pipeline.bench.plots import write_plots
     from whisper_npu.fsutil import atomic_dir
@@ -196,6 +199,11 @@ def run_bench(variants: Sequence[str], params: BenchParams, paths: BenchPaths) -
         paths.model_dir,
         params,
     )
+    device = (
+        read_device_reports(paths.device_reports_dir, benched_bundles(specs))
+        if paths.device_reports_dir
+        else DeviceReports({}, {})
+    )
     known = known_transcripts(paths.reference_dir, Path(paths.baseline_bundle), clips.ids)
     measured = measure(specs, clips, params, known)
     languages = language_pass(specs, paths.languages_dir, Path(paths.baseline_bundle))
@@ -206,6 +214,7 @@ def run_bench(variants: Sequence[str], params: BenchParams, paths: BenchPaths) -
         peers={k: v for k, v in figures.items() if k in PEERS} or None,
         machine=Machine(cpu=cpu_model()),  # the gate compares latency on like CPUs
         languages=languages.report,
+        device=device.rows or None,  # absent without a report: bench.json as before
     )
     run = RunInfo.model_validate(
         {
@@ -222,11 +231,12 @@ def run_bench(variants: Sequence[str], params: BenchParams, paths: BenchPaths) -
         decoder_by_position(everything),
         time_split(measured.latency),
         languages.note,
+        device.note(),
     )
     with atomic_dir(Path(paths.plots_dir)) as scratch:
         run.write(scratch / RUN_FILE)
         languages.write(scratch)
-        write_plots(scratch, metrics.engines(), result.positions, result.split, run)
+        write_plots(scratch, result)
     Path(paths.out_file).parent.mkdir(parents=True, exist_ok=True)
     Path(paths.clips_file).parent.mkdir(parents=True, exist_ok=True)
     write_table(Path(paths.clips_file), tables)
