@@ -60,13 +60,14 @@ def clean_env() -> dict[str, str]:
 
 
 def run(
-    command: list[str | Path], cwd: Path | None = None, timeout: float = 900
+    command: list[str | Path], cwd: Path | None = None, timeout: float = 900, path: str = ""
 ) -> subprocess.CompletedProcess[str]:
-    """`command` run to its end in the clean environment, its output captured."""
+    """`command` run to its end in the clean environment (with `path` as its PATH, if given),
+    its output captured."""
     return subprocess.run(
         list(map(str, command)),
         cwd=cwd,
-        env=clean_env(),
+        env=clean_env() | ({"PATH": path} if path else {}),
         capture_output=True,
         text=True,
         check=False,

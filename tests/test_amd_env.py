@@ -30,6 +30,7 @@ from tests.amd_env import (
 )
 from tests.conftest import REPO, run_cli, up_to_date_output
 from whisper_npu.providers import CPU_PROVIDER, VITISAI_PROVIDER
+from whisper_npu.wer import corpus_wer
 from whisper_npu.whisper_io import SAMPLE_RATE
 
 pytestmark = pytest.mark.integration
@@ -38,6 +39,10 @@ RELEASE = "artifacts/release/bf16"
 CLIPS = 8
 # PyPI's CPU build lists it too: it sends requests to a remote endpoint and runs nothing here.
 AZURE_PROVIDER = "AzureExecutionProvider"
+# Between two onnxruntime builds' transcripts of the same clips (below): 0.23% on all 123 eval
+# clips (2 differ), 1.6% on these eight (5 words of the long clip); a runtime broken by numpy
+# 1.26 or Python 3.10 would give garbage, far above it.
+MAX_WER_BETWEEN_INSTALLS = 0.03
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -134,6 +139,11 @@ def full_install(release: Path, clips: list[Path]) -> subprocess.CompletedProces
     return done
 
 
+def transcripts(stdout: str) -> dict[str, str]:
+    """`transcribe`'s lines (path, tab, text) by path."""
+    return dict(line.split("\t", 1) for line in stdout.splitlines())
+
+
 def amd_cli(amd: RuntimeInstall, *args: str) -> subprocess.CompletedProcess[str]:
     """The venv's own `whisper-npu`, run where the full install's runs (the same paths shown)."""
     return run([amd.venv.script("whisper-npu"), *args], cwd=REPO, timeout=600)
@@ -146,12 +156,47 @@ def test_transcripts_equal_the_full_installs_and_the_cpu_is_said_once(
     clips: list[Path],
     full_install: subprocess.CompletedProcess[str],
 ) -> None:
+    """Not word for word: AMD's onnxruntime is an older build (1.23 here, 1.32 in the full
+    install) whose kernels round differently, and the bf16 variant's casts amplify that (the
+    encoder's outputs differ by up to 2.0 on the long clip's first window, 0.004 on average).
+    Measured on all 123 eval clips: 0.23% WER between the two installs' transcripts, and
+    against the references 2.55% here, 2.78% with the full install."""
     done = amd_cli(amd, *transcribe_args(release, *clips))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == full_install.stdout.splitlines()
+    ours, theirs = (transcripts(out.stdout) for out in (done, full_install))
+    assert list(ours) == list(theirs)  # every clip, in order, named as the full install names it
+    assert corpus_wer(list(theirs.values()), list(ours.values())) <= MAX_WER_BETWEEN_INSTALLS
     (line,) = done.stderr.splitlines()
     assert VITISAI_PROVIDER in line and re.search(r"\b(not|no|missing|unavailable)\b", line)
     assert "CPU" in line and VITISAI in line  # and whose onnxruntime it looked at
+
+
+@pytest.mark.parametrize("amd", ["3.12"], indirect=True)
+def test_phone_and_browser_audio_transcribe_without_torch_or_a_system_ffmpeg(
+    amd: RuntimeInstall, release: Path, clips: list[Path], tmp_path: Path
+) -> None:
+    """m4a, webm, mp3, ogg and flac of a real clip (PyAV's encoders at each format's usual
+    rate), transcribed with nothing but the venv on PATH: PyAV's own FFmpeg decodes them."""
+    from scipy.signal import resample_poly
+
+    from tests.test_audio_formats import FORMATS, encode
+
+    speech, rate = sf.read(clips[0], dtype="float32")
+    assert rate == SAMPLE_RATE
+    files = [tmp_path / name for name, *_ in FORMATS]
+    for path, (_, codec, out_rate, layout) in zip(files, FORMATS, strict=True):
+        encode(path, codec, out_rate, layout, mono=resample_poly(speech, out_rate, SAMPLE_RATE))
+    wav = amd_cli(amd, *transcribe_args(release, clips[0]))
+    done = run(
+        [amd.venv.script("whisper-npu"), *transcribe_args(release, *files)],
+        cwd=REPO,
+        path=str(amd.venv.bin),
+    )
+    assert done.returncode == 0, done.stderr
+    (expected,) = transcripts(wav.stdout).values()
+    for path, text in transcripts(done.stdout).items():
+        assert corpus_wer([expected], [text]) <= 0.1, (path, text, expected)
+    assert [Path(path).name for path in transcripts(done.stdout)] == [p.name for p in files]
 
 
 @ON_EACH_PYTHON

@@ -43,10 +43,12 @@ def encode(
     layout: str,
     seconds: float = SECONDS,
     title: str = "",
+    mono: np.ndarray | None = None,
     **muxer: str,
 ) -> np.ndarray:
-    """Write `speechlike` (the same in every channel) with PyAV's encoder; return it, mono."""
-    mono = speechlike(rate, seconds)
+    """Write `mono` (at `rate`; by default `speechlike`), the same in every channel, with
+    PyAV's encoder; return it."""
+    mono = speechlike(rate, seconds) if mono is None else mono.astype(np.float32)
     planes = np.tile(mono, (2 if layout == "stereo" else 1, 1))
     with av.open(str(path), "w", options=muxer) as out:
         if title:
