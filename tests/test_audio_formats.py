@@ -10,7 +10,6 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from scipy.signal import resample_poly
 
 from whisper_npu import audio
 from whisper_npu.audio import load_audio
@@ -68,8 +67,8 @@ def encode(
 def test_compressed_audio_reads_as_its_source(
     tmp_path: Path, name: str, codec: str, rate: int, layout: str
 ) -> None:
-    source = encode(tmp_path / name, codec, rate, layout)
-    want = resample_poly(source, 16_000, rate).astype(np.float32)
+    encode(tmp_path / name, codec, rate, layout)
+    want = speechlike(16_000, SECONDS)  # two tones well below 8 kHz: the same at any rate
     got = load_audio(tmp_path / name)
     assert got.dtype == np.float32 and got.ndim == 1
     # an AAC or MP3 stream ends on a whole frame (1024 or 1152 samples): at most 26 ms more

@@ -3,7 +3,9 @@
 Only regular files are opened (a FIFO would block), and a file's rate and length are checked
 from its header before its samples are decoded, so a hostile header cannot exhaust memory.
 libsndfile reads the formats it knows (WAV, FLAC, OGG, MP3); the rest (m4a/aac from phones,
-webm/opus from browsers, mp4) goes through PyAV, whose wheels carry FFmpeg on every platform.
+webm/opus from browsers, mp4) goes through PyAV, whose wheels carry FFmpeg on every platform,
+and FFmpeg's resampler brings every rate to 16 kHz: the runtime needs no scipy (140 MB of a
+Ryzen AI environment, and scipy 1.18 would replace AMD's numpy 1.26.4).
 """
 
 from __future__ import annotations
@@ -13,13 +15,11 @@ import io
 import itertools
 import os
 from collections.abc import Iterator
-from math import gcd
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 from whisper_npu.errors import UserError
 from whisper_npu.fsutil import open_regular
@@ -163,6 +163,23 @@ def load_audio(path: Path) -> np.ndarray:
     if not np.isfinite(mono).all():
         raise UserError(f"{path}: audio holds NaN or infinite samples")
     if rate != SAMPLE_RATE:
-        divisor = gcd(SAMPLE_RATE, rate)
-        mono = resample_poly(mono, SAMPLE_RATE // divisor, rate // divisor)
+        mono = _resample(mono, rate)
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _resample(mono: np.ndarray, rate: int) -> np.ndarray:
+    """`mono` at `rate` brought to 16 kHz by FFmpeg's resampler, as PyAV's decodes are."""
+    from av.audio.frame import AudioFrame
+    from av.audio.resampler import AudioResampler
+
+    resampler = AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    mono = np.ascontiguousarray(mono, dtype=np.float32)
+    out: list[np.ndarray] = []
+    for start in [*range(0, mono.size, GROUP_SAMPLES), None]:  # None flushes
+        frame = None
+        if start is not None:
+            chunk = mono[None, start : start + GROUP_SAMPLES]
+            frame = AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
+            frame.sample_rate = rate
+        out.extend(resampled.to_ndarray()[0] for resampled in resampler.resample(frame))
+    return np.concatenate(out) if out else np.zeros(0, np.float32)

@@ -1,7 +1,7 @@
 """The Python API: `load(artifact)` → `Model.transcribe(audio or path, options) -> Result`.
 
 It needs only the runtime's dependencies (numpy, whichever onnxruntime the environment has,
-tokenizers, soundfile, scipy, av): no torch, Quark or datasets, so it runs on a release
+tokenizers, soundfile, av): no torch, Quark or datasets, so it runs on a release
 directory on a laptop, in AMD's Ryzen AI environment. VAD
 (`vad=VadOptions()`) also needs faster-whisper, imported only then.
 """
