@@ -1,7 +1,10 @@
 """Read any audio file as 16 kHz mono float32; anything that is not audio is a one-line error.
 
 Only regular files are opened (a FIFO would block), and a file's rate and length are checked
-from its header before its samples are decoded, so a hostile header cannot exhaust memory.
+from its header before its samples are decoded, so a hostile header cannot exhaust memory; the
+length is counted again while decoding, which stops past the caller's limit, so a small
+compressed file that decodes to hours (a header without a length, or one that lies) cannot
+either.
 libsndfile reads the formats it knows (WAV, FLAC, OGG, MP3); the rest (m4a/aac from phones,
 webm/opus from browsers, mp4) goes through PyAV, whose wheels carry FFmpeg on every platform,
 and FFmpeg's resampler brings every rate to 16 kHz: the runtime needs no scipy (140 MB of a
@@ -13,6 +16,7 @@ from __future__ import annotations
 import gc
 import io
 import itertools
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,42 +35,70 @@ if TYPE_CHECKING:  # PyAV is imported when a file needs it: WAV alone never load
     from av.container import InputContainer
 
 MIN_RATE, MAX_RATE = 1_000, 384_000  # Hz: below is not speech audio, above no real device
-MAX_SECONDS = 4 * 3600  # longer audio is refused before decoding (at 16 kHz: ~0.9 GB of samples)
-BLOCK_FRAMES = 1 << 20  # decoded and mixed to mono a block at a time: channels never multiply
+# The longest file a call decodes unless told otherwise (at 16 kHz: ~0.9 GB of samples); the
+# server passes its own, shorter limit.
+DEFAULT_MAX_SECONDS = 4 * 3600
+BLOCK_SAMPLES = 1 << 20  # of all channels, decoded and mixed to mono a block at a time
 MAX_CHANNELS = 64  # through FFmpeg; more is no recording, and each decoded frame holds them all
 NO_NESTED_OPENS = {"protocol_whitelist": "none"}  # FFmpeg opens no file or URL a header names
 AV_TIME_BASE = 1_000_000  # FFmpeg's unit of a container's duration
 GROUP_SAMPLES = 1 << 16  # per channel, resampled at once: at most 32 MB at MAX_CHANNELS
 
 
-def _check_header(path: Path, rate: float | None, seconds: float | None) -> None:
+def _span(seconds: float) -> str:
+    """A length as people say it: 3 s, 13.7 min, 3.83 h."""
+    if seconds < 120:
+        return f"{round(seconds, 1):g} s"
+    if seconds < 2 * 3600:
+        return f"{round(seconds / 60, 1):g} min"
+    return f"{round(seconds / 3600, 2):g} h"
+
+
+def _check_header(path: Path, rate: float | None, seconds: float | None, limit: float) -> None:
     """Refuse a rate or length out of bounds; either may be None where a format omits it."""
     if rate is not None and not MIN_RATE <= rate <= MAX_RATE:
         raise UserError(f"{path}: sample rate {rate:g} Hz is outside {MIN_RATE}..{MAX_RATE} Hz")
-    if seconds is not None and seconds > MAX_SECONDS:
+    if seconds is not None and seconds > limit:
         raise UserError(
-            f"{path}: {seconds / 3600:.2f} h of audio, more than the {MAX_SECONDS // 3600} h "
-            "one call transcribes"
+            f"{path}: {_span(seconds)} of audio, more than the {_span(limit)} one call transcribes"
         )
 
 
-def _read_with_libsndfile(path: Path, handle: IO[bytes]) -> tuple[np.ndarray, int] | None:
-    """Mono samples and rate, or None when libsndfile does not know the format."""
+def _check_decoded(path: Path, frames: int, rate: int, limit: float) -> None:
+    """Refuse audio whose decoding stopped past the limit: its whole length is not known."""
+    if frames > limit * rate:
+        raise UserError(
+            f"{path}: more than {_span(limit)} of audio once decoded, the most one call transcribes"
+        )
+
+
+def _read_with_libsndfile(
+    path: Path, handle: IO[bytes], limit: float
+) -> tuple[np.ndarray, int] | None:
+    """Mono samples and rate, or None when libsndfile does not know the format. Reading stops
+    one block past the limit whatever the header said."""
     try:
         audio = sf.SoundFile(handle)
     except sf.LibsndfileError:
         return None
     with audio:
-        _check_header(path, audio.samplerate, audio.frames / max(audio.samplerate, 1))
+        rate = int(audio.samplerate)
+        _check_header(path, rate, audio.frames / max(rate, 1), limit)
+        step = max(BLOCK_SAMPLES // audio.channels, 1)  # an Ogg may hold 255 channels
+        blocks: list[np.ndarray] = []
+        frames = 0
         try:
-            blocks = [
-                block.mean(axis=1)
-                for block in audio.blocks(BLOCK_FRAMES, dtype="float32", always_2d=True)
-            ]
+            while frames <= limit * rate:
+                block = audio.read(step, dtype="float32", always_2d=True)
+                if not len(block):
+                    break
+                blocks.append(block.mean(axis=1))
+                frames += len(block)
         except sf.LibsndfileError as exc:
             raise UserError(f"{path}: not readable audio ({exc})") from None
+    _check_decoded(path, frames, rate, limit)
     mono = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
-    return mono, int(audio.samplerate)
+    return mono, rate
 
 
 def _reason(exc: Exception) -> str:
@@ -75,7 +107,7 @@ def _reason(exc: Exception) -> str:
     return str(reason).splitlines()[-1][:200]
 
 
-def _check_stream(path: Path, container: InputContainer, stream: AudioStream) -> None:
+def _check_stream(path: Path, container: InputContainer, stream: AudioStream, limit: float) -> None:
     """Refuse, before decoding, a header whose channels, rate or length is out of bounds."""
     channels = stream.codec_context.channels
     if channels > MAX_CHANNELS:
@@ -86,17 +118,19 @@ def _check_stream(path: Path, container: InputContainer, stream: AudioStream) ->
         seconds = container.duration / AV_TIME_BASE
     else:
         seconds = None
-    _check_header(path, stream.codec_context.sample_rate or None, seconds)
+    _check_header(path, stream.codec_context.sample_rate or None, seconds, limit)
 
 
-def _groups(path: Path, container: InputContainer, stream: AudioStream) -> Iterator[AudioFrame]:
+def _groups(
+    path: Path, container: InputContainer, stream: AudioStream, limit: float
+) -> Iterator[AudioFrame]:
     """Decoded frames joined GROUP_SAMPLES at a time (the resampler costs per call, and 20 ms
     Opus frames are many), each checked first: a stream may change its rate after its header."""
     from av.audio.fifo import AudioFifo
 
     fifo = AudioFifo()
     for frame in container.decode(stream):
-        _check_header(path, frame.sample_rate, None)
+        _check_header(path, frame.sample_rate, None, limit)
         frame.pts = None  # the FIFO refuses a gap in timestamps; only the samples matter here
         fifo.write(frame)
         if fifo.samples >= GROUP_SAMPLES and (group := fifo.read()) is not None:
@@ -105,29 +139,30 @@ def _groups(path: Path, container: InputContainer, stream: AudioStream) -> Itera
         yield rest
 
 
-def _decode_stream(path: Path, container: InputContainer) -> np.ndarray:
+def _decode_stream(path: Path, container: InputContainer, limit: float) -> np.ndarray:
     if not container.streams.audio:
         raise UserError(f"{path}: not readable audio (no audio stream)")
     stream = container.streams.audio[0]
-    _check_stream(path, container, stream)
+    _check_stream(path, container, stream, limit)
     from av.audio.resampler import AudioResampler
 
     resampler = AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
     # One growing buffer of 16 kHz samples, and decoding stops past the limit: a header
     # without a duration (a browser's webm), or one that lies, cannot make it hold more.
-    limit = (MAX_SECONDS + 1) * SAMPLE_RATE * np.dtype(np.float32).itemsize
+    most = limit * SAMPLE_RATE * np.dtype(np.float32).itemsize
     buffer = io.BytesIO()
-    for group in itertools.chain(_groups(path, container, stream), [None]):  # None flushes
+    groups = itertools.chain(_groups(path, container, stream, limit), [None])  # None flushes
+    for group in groups:
         for resampled in resampler.resample(group):
             buffer.write(resampled.to_ndarray().tobytes())
-        if buffer.tell() > limit:
+        if buffer.tell() > most:
             break
     mono = np.frombuffer(buffer.getbuffer(), np.float32)
-    _check_header(path, SAMPLE_RATE, mono.size / SAMPLE_RATE)  # the header had no duration
+    _check_decoded(path, mono.size, SAMPLE_RATE, limit)
     return mono
 
 
-def _decode_with_pyav(path: Path, handle: IO[bytes]) -> tuple[np.ndarray, int]:
+def _decode_with_pyav(path: Path, handle: IO[bytes], limit: float) -> tuple[np.ndarray, int]:
     """Formats libsndfile cannot read (m4a, aac, webm, mp4, …) through the FFmpeg inside PyAV's
     wheel, resampled to 16 kHz mono by FFmpeg as faster-whisper's decode_audio does."""
     import av
@@ -141,7 +176,7 @@ def _decode_with_pyav(path: Path, handle: IO[bytes]) -> tuple[np.ndarray, int]:
     try:
         # The options stop a concat list (or a playlist) from making FFmpeg open other files.
         with av.open(handle, "r", options=NO_NESTED_OPENS, **lenient) as container:
-            return _decode_stream(path, container), SAMPLE_RATE
+            return _decode_stream(path, container, limit), SAMPLE_RATE
     except (av.FFmpegError, ValueError) as exc:  # ValueError: a frame the resampler refuses
         raise UserError(f"{path}: not readable audio ({_reason(exc)})") from None
     finally:
@@ -151,12 +186,19 @@ def _decode_with_pyav(path: Path, handle: IO[bytes]) -> tuple[np.ndarray, int]:
         gc.collect()
 
 
-def load_audio(path: Path) -> np.ndarray:
+def load_audio(path: Path, max_seconds: float = DEFAULT_MAX_SECONDS) -> np.ndarray:
+    """16 kHz mono float32 samples of a file; a file longer than `max_seconds` is refused, from
+    its header or, where the header does not say, once decoding passes the limit (so memory
+    stays bounded by the limit, not by what the file decodes to)."""
+    if not (math.isfinite(max_seconds) and max_seconds > 0):
+        raise UserError(f"max_seconds must be a finite number > 0, got {max_seconds}")
     path = Path(path)
     with open_regular(path) as handle:
         if os.fstat(handle.fileno()).st_size == 0:
             raise UserError(f"{path}: empty file")
-        decoded = _read_with_libsndfile(path, handle) or _decode_with_pyav(path, handle)
+        decoded = _read_with_libsndfile(path, handle, max_seconds) or _decode_with_pyav(
+            path, handle, max_seconds
+        )
     mono, rate = decoded
     if mono.size == 0:
         raise UserError(f"{path}: audio has no samples")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -53,6 +54,14 @@ def non_negative(text: str) -> float:
     value = float(text)
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def positive(text: str) -> float:
+    """A finite number > 0."""
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
 
 
@@ -241,6 +250,8 @@ def _transcribe(args: argparse.Namespace) -> int:
 
 
 def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    from whisper_npu.access import API_KEY_ENV, MAX_AUDIO_SECONDS
+
     parser.add_argument(
         "--artifact", type=Path, default=Path("artifacts/bundles/fp32"), help=ARTIFACT_HELP
     )
@@ -251,6 +262,35 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-upload-mb", type=non_negative, default=25.0, help="largest upload (OpenAI: 25)"
     )
+    parser.add_argument(
+        "--max-audio-minutes",
+        type=positive,
+        default=MAX_AUDIO_SECONDS / 60,
+        help="longest audio an upload may decode to; decoding stops past it (default "
+        f"{MAX_AUDIO_SECONDS / 60:.2f}: what 25 MB holds as 16 kHz 16-bit PCM)",
+    )
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests naming this host, any port (repeatable; always: "
+        "localhost, 127.0.0.1, ::1 and the --host address)",
+    )
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let pages of this origin (scheme://host[:port], or *) read answers (repeatable; "
+        "default: no CORS)",
+    )
+    parser.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help=f"require Authorization: Bearer KEY on every request but /health (default: "
+        f"${API_KEY_ENV} when set; the variable keeps the key out of the process list)",
+    )
     parser.add_argument("--model-name", help="the id /v1/models lists (default: artifact name)")
     parser.add_argument("--threads", type=positive_int, default=None, help="intra-op threads")
     add_device_argument(parser)
@@ -258,6 +298,8 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     """Needs the `serve` extra (FastAPI, uvicorn, python-multipart)."""
+    from whisper_npu.access import API_KEY_ENV, LOCAL_HOSTS, Access
+
     try:
         from whisper_npu.server import ServeSettings, serve
     except ImportError as exc:
@@ -266,13 +308,21 @@ def _serve(args: argparse.Namespace) -> int:
         ) from None
     from whisper_npu.model import load
 
+    key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV)
+    access = Access.from_flags(args.host, args.allow_host, args.cors_origin, key)
     model = load(args.artifact, threads=args.threads, device=args.device)
     say_execution("serve", model.execution)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        say("serve", f"listening on {args.host}: reachable from other machines", kind="warning")
+    if args.host not in LOCAL_HOSTS:
+        keyless = "" if key else " with no API key (--api-key)"
+        say(
+            "serve",
+            f"listening on {args.host}: reachable from other machines{keyless}",
+            kind="warning",
+        )
     name = args.model_name or args.artifact.resolve().name
     limit = int(args.max_upload_mb * 1024 * 1024)
-    serve(model, ServeSettings(name, limit), args.host, args.port)
+    settings = ServeSettings(name, limit, args.max_audio_minutes * 60, access)
+    serve(model, settings, args.host, args.port)
     return 0
 
 

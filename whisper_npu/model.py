@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from whisper_npu.audio import load_audio
+from whisper_npu.audio import DEFAULT_MAX_SECONDS, load_audio
 from whisper_npu.decoding import TranscribeOptions
 from whisper_npu.errors import UserError
 from whisper_npu.execution import Device, Execution
@@ -24,11 +24,11 @@ from whisper_npu.vad import VadOptions, pack, speech_regions, transcribe_speech
 from whisper_npu.whisper_io import SAMPLE_RATE
 
 
-def _samples(audio: np.ndarray | str | Path) -> np.ndarray:
-    """16 kHz mono float32 from a path or an array; NaN/Inf is refused (Whisper would decode
-    it as a line of "!!!!")."""
+def _samples(audio: np.ndarray | str | Path, max_seconds: float) -> np.ndarray:
+    """16 kHz mono float32 from a path (at most `max_seconds` of it decoded) or an array;
+    NaN/Inf is refused (Whisper would decode it as a line of "!!!!")."""
     if isinstance(audio, str | Path):
-        return load_audio(Path(audio))
+        return load_audio(Path(audio), max_seconds)
     samples = np.asarray(audio, dtype=np.float32)
     if samples.ndim != 1 or samples.size == 0:
         raise UserError(f"audio must be 1-D 16 kHz mono samples, got shape {samples.shape}")
@@ -49,11 +49,15 @@ class Model:
         audio: np.ndarray | str | Path,
         options: TranscribeOptions | None = None,
         vad: VadOptions | None = None,
+        *,
+        max_seconds: float = DEFAULT_MAX_SECONDS,
     ) -> Result:
         """Text and segments of a file or of 16 kHz mono float32 samples; with `vad`, only its
-        speech is decoded (needs faster-whisper) and times stay the audio's. The result says
-        what ran the model (`execution`)."""
-        samples = _samples(audio)
+        speech is decoded (needs faster-whisper) and times stay the audio's. A file that
+        decodes to more than `max_seconds` is refused, its decoding stopped there (a server
+        passes its own limit: a small upload can decode to hours). The result says what ran
+        the model (`execution`)."""
+        samples = _samples(audio, max_seconds)
         result = self._transcribe(samples, options or TranscribeOptions(), vad)
         return replace(result, execution=self.execution)
 

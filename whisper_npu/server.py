@@ -6,24 +6,30 @@ One model serves every request, one request at a time (a lock; the others wait i
 NPU context and the ORT sessions' bound buffers (the self-attention cache the decoder reads and
 writes) belong to the one decode in progress, and a second copy of the model would compete for
 the same NPU and cores rather than add throughput. Bad input is answered with OpenAI's error
-JSON and a 4xx, and the server keeps serving.
+JSON and a 4xx, and the server keeps serving: an upload is bounded in bytes and in the audio it
+decodes to, and who may call is checked first (`whisper_npu.access`).
 """
 
 from __future__ import annotations
 
 import tempfile
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import BaseModel
 from pydantic import Field as PydanticField
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from whisper_npu.access import MAX_AUDIO_SECONDS, MAX_UPLOAD_BYTES, Access
 from whisper_npu.decoding import TRANSLATE, TranscribeOptions
 from whisper_npu.errors import UserError
 from whisper_npu.formats import TIMED, Format, render
@@ -36,12 +42,24 @@ MEDIA_TYPES = {"json": "application/json", "verbose_json": "application/json"}
 FORMATS = {"json": Format.JSON, "text": Format.TXT, "srt": Format.SRT, "vtt": Format.VTT}
 FORMATS["verbose_json"] = Format.VERBOSE_JSON
 MULTIPART_OVERHEAD = 64 * 1024  # form fields and boundaries around the file
+OPEN_PATHS = frozenset({"/health"})  # answered without the key (it then says nothing else)
 
 
 @dataclass(frozen=True)
 class ServeSettings:
     model_name: str  # the id /v1/models lists; any `model` a request names is served by it
-    max_upload_bytes: int = 25 * 1024 * 1024  # OpenAI's limit
+    max_upload_bytes: int = MAX_UPLOAD_BYTES
+    max_audio_seconds: float = MAX_AUDIO_SECONDS  # decoding an upload stops past it (400)
+    access: Access = field(default_factory=Access)  # localhost only, no key, no CORS
+
+
+def _error(
+    status: int, message: str, param: str | None = None, code: str | None = None
+) -> JSONResponse:
+    """A refusal as OpenAI's API shapes it, which its clients parse into their exceptions."""
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status)
 
 
 class ApiError(Exception):
@@ -50,12 +68,6 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.param = status, message, param
-
-
-def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    body = {"error": {"message": message, "type": kind, "param": param, "code": None}}
-    return JSONResponse(body, status_code=status)
 
 
 class AudioForm(BaseModel):
@@ -154,13 +166,72 @@ def _install_error_handlers(app: FastAPI, settings: ServeSettings) -> None:
         return response
 
 
-def create_app(model: Model, settings: ServeSettings) -> FastAPI:
-    app = FastAPI(title="whisper-npu", docs_url=None, redoc_url=None)
-    lock = threading.Lock()
-    _install_error_handlers(app, settings)
+class HostGuard:
+    """Refuses, before the body is read, a request naming a foreign host (400: DNS
+    rebinding) or sent by a foreign page (403). Starlette's TrustedHostMiddleware answers
+    plain text and reads no Origin."""
+
+    def __init__(self, app: ASGIApp, access: Access) -> None:
+        self.app, self.access = app, access
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refusal = None
+        if scope["type"] == "http":
+            headers = Headers(scope=scope)
+            origin = headers.get("origin")
+            if not self.access.host_allowed(headers.get("host", "")):
+                message = "the Host header names no host this server answers (serve --allow-host)"
+                refusal = _error(400, message)
+            elif origin is not None and not self.access.origin_allowed(origin):
+                refusal = _error(403, "requests from this origin are refused (serve --cors-origin)")
+        await (refusal or self.app)(scope, receive, send)
+
+
+class KeyGuard:
+    """Refuses (401, as OpenAI) a request without the key, before its body is read."""
+
+    def __init__(self, app: ASGIApp, access: Access) -> None:
+        self.app, self.access = app, access
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refusal = None
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+            header = Headers(scope=scope).get("authorization")
+            scheme, given = get_authorization_scheme_param(header)
+            if scheme.lower() != "bearer" or not given:
+                message = "You didn't provide an API key: send Authorization: Bearer KEY"
+                refusal = _error(401, message)
+            elif not self.access.key_matches(given):
+                refusal = _error(401, "Incorrect API key provided", code="invalid_api_key")
+            if refusal is not None:
+                refusal.headers["WWW-Authenticate"] = "Bearer"
+        await (refusal or self.app)(scope, receive, send)
+
+
+def _install_guards(app: FastAPI, access: Access) -> None:
+    """The guards around the app, outermost first: host and origin, CORS (a preflight carries
+    no key, and a browser reads a 401 only with CORS headers), the key. Starlette runs the
+    middleware added last first."""
+    if access.api_key is not None:
+        app.add_middleware(KeyGuard, access=access)
+    if access.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=access.cors_origins,
+            allow_methods=("GET", "POST"),
+            allow_headers=("*",),  # OpenAI's JS client adds its own x-stainless-* headers
+        )
+    app.add_middleware(HostGuard, access=access)
+
+
+def _install_listings(app: FastAPI, model: Model, settings: ServeSettings) -> None:
+    """/health and /v1/models."""
 
     @app.get("/health")
     def health() -> dict[str, Any]:
+        """Open even with a key, so then it says nothing but that the server is up."""
+        if settings.access.api_key is not None:
+            return {"status": "ok"}
         return {"status": "ok", "model": settings.model_name, **model.execution.to_json()}
 
     @app.get("/v1/models")
@@ -172,6 +243,14 @@ def create_app(model: Model, settings: ServeSettings) -> FastAPI:
             "owned_by": "whisper-npu",
         }
         return {"object": "list", "data": [entry]}
+
+
+def create_app(model: Model, settings: ServeSettings) -> FastAPI:
+    app = FastAPI(title="whisper-npu", docs_url=None, redoc_url=None)
+    lock = threading.Lock()
+    _install_error_handlers(app, settings)
+    _install_guards(app, settings.access)
+    _install_listings(app, model, settings)
 
     def checked(form: AudioForm) -> TranscribeOptions:
         """The request's options, its prompt refused (400) when too long or not text the
@@ -189,8 +268,10 @@ def create_app(model: Model, settings: ServeSettings) -> FastAPI:
         with tempfile.TemporaryDirectory(prefix="whisper-npu-") as folder:
             path = _saved_upload(file, Path(folder), settings.max_upload_bytes)
             try:
-                with lock:
-                    result = model.transcribe(path, options, vad)
+                with lock:  # decoding too: one upload's samples in memory at a time
+                    result = model.transcribe(
+                        path, options, vad, max_seconds=settings.max_audio_seconds
+                    )
             except UserError as exc:
                 message = str(exc).replace(str(path), file.filename or "file")
                 raise ApiError(400, message, "file") from None
