@@ -10,6 +10,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import soundfile as sf
 
 from whisper_npu import audio
 from whisper_npu.audio import load_audio
@@ -82,9 +83,9 @@ def test_compressed_audio_reads_as_its_source(
     assert correlation > 0.999, correlation  # lossy codecs at their default bitrates
 
 
-def refusal(path: Path) -> str:
+def refusal(path: Path, max_seconds: float = audio.DEFAULT_MAX_SECONDS) -> str:
     with pytest.raises(UserError) as refused:
-        load_audio(path)
+        load_audio(path, max_seconds)
     message = str(refused.value)
     assert message.startswith(f"{path}: ") and "\n" not in message
     return message
@@ -136,14 +137,15 @@ def test_hostile_headers_are_refused_before_decoding(
         raise AssertionError("decoded a refused file")
 
     monkeypatch.setattr(audio, "_groups", no_decoding)
-    monkeypatch.setattr(audio, "MAX_SECONDS", 1)
     write_pcm_mka(tmp_path / "channels.mka", 16_000)
     patch_header(tmp_path / "channels.mka", b"\x9f\x81\x02", b"\x9f\x81\xc8")  # 200
     write_pcm_mka(tmp_path / "fast.mka", 1_000_000, "mono")
     encode(tmp_path / "long.m4a", "aac", 16_000, "mono", seconds=3)
     assert "200 channels, more than the 64" in refusal(tmp_path / "channels.mka")
     assert "sample rate 1e+06 Hz is outside 1000..384000 Hz" in refusal(tmp_path / "fast.mka")
-    assert "h of audio, more than the" in refusal(tmp_path / "long.m4a")
+    assert refusal(tmp_path / "long.m4a", 1).endswith(
+        "3 s of audio, more than the 1 s one call transcribes"
+    )
 
 
 def test_a_stream_without_duration_stops_decoding_past_the_limit(
@@ -163,11 +165,18 @@ def test_a_stream_without_duration_stops_decoding_past_the_limit(
             yield group
 
     monkeypatch.setattr(audio, "_groups", counted)
-    monkeypatch.setattr(audio, "MAX_SECONDS", 1)
-    assert "h of audio, more than the" in refusal(tmp_path / "live.webm")
-    assert sum(decoded) < 4  # of 12 s: stopped past MAX_SECONDS + 1
-    monkeypatch.setattr(audio, "MAX_SECONDS", 20)
-    assert load_audio(tmp_path / "live.webm").size == pytest.approx(12 * 16_000, abs=400)
+    assert "more than 1 s of audio once decoded" in refusal(tmp_path / "live.webm", 1)
+    assert sum(decoded) < 4  # of 12 s: stopped one group (~4 s at 16 kHz) past the limit
+    assert load_audio(tmp_path / "live.webm", 20).size == pytest.approx(12 * 16_000, abs=400)
+
+
+def test_the_callers_limit_holds_for_libsndfiles_formats(tmp_path: Path) -> None:
+    """Refused from the header past the limit, read whole within it; no number is no limit."""
+    sf.write(tmp_path / "long.flac", speechlike(16_000, 12.0), 16_000)
+    assert "12 s of audio, more than the 5 s" in refusal(tmp_path / "long.flac", 5)
+    assert load_audio(tmp_path / "long.flac", 12.5).size == 12 * 16_000
+    with pytest.raises(UserError, match="finite number > 0"):
+        load_audio(tmp_path / "long.flac", float("nan"))
 
 
 def test_a_tag_that_is_not_utf8_does_not_refuse_the_audio(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -143,8 +144,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(bundle: Path) -> Iterator[str]:
-    """`whisper-npu serve` on `bundle` in a child process, until the block ends."""
+def serving(bundle: Path, *flags: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`whisper-npu serve` on `bundle` (with `flags`, `env` added to its environment) in a
+    child process, until the block ends."""
     port = free_port()
     command = [
         sys.executable,
@@ -157,8 +159,11 @@ def serving(bundle: Path) -> Iterator[str]:
         str(port),
         "--max-upload-mb",
         str(UPLOAD_LIMIT_MB),
+        *flags,
     ]
-    process = subprocess.Popen(command, env=_cli_env(), stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, env=_cli_env() | (env or {}), stderr=subprocess.PIPE, text=True
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
@@ -395,3 +400,72 @@ def test_vad_settings_reach_silero(bundle, clip, monkeypatch, capsys):
     assert main(["transcribe", "--artifact", str(bundle), "--vad", *flags, str(clip)]) == 0
     assert seen == [VadOptions(threshold=0.3, min_silence_duration_ms=500, speech_pad_ms=0)]
     assert capsys.readouterr().out == "\n"  # no speech: an empty transcript
+
+
+KEY = "sk-local-test"
+APP_ORIGIN = "http://localhost:3000"
+
+
+@pytest.fixture(scope="module")
+def guarded(bundle) -> Iterator[str]:
+    """A server with a key (from the environment, as the README advises), a second host name,
+    CORS opened to one origin, and 6 s of audio per request."""
+    flags = ("--allow-host", "whisper.lan", "--cors-origin", APP_ORIGIN)
+    flags += ("--max-audio-minutes", "0.1", "--max-upload-mb", "1")
+    with serving(bundle, *flags, env={"WHISPER_NPU_API_KEY": KEY}) as url:
+        yield url
+
+
+def ask(url: str, path: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+    """GET `path` with `headers`: status, headers and body, an error status included."""
+    request = urllib.request.Request(f"{url}{path}", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, dict(answer.headers), answer.read()
+    except urllib.error.HTTPError as refused:
+        return refused.code, dict(refused.headers), refused.read()
+
+
+def test_a_foreign_host_or_page_is_refused_and_the_server_keeps_serving(guarded):
+    """DNS rebinding names a foreign host; a foreign page sends its Origin: both refused
+    before anything runs, as OpenAI's error JSON."""
+    bearer = {"Authorization": f"Bearer {KEY}"}
+    status, _, body = ask(guarded, "/v1/models", Host="evil.example", **bearer)
+    assert status == 400 and b"Host header" in body
+    status, _, body = ask(guarded, "/v1/models", Origin="https://evil.example", **bearer)
+    assert status == 403 and json.loads(body)["error"]["type"] == "invalid_request_error"
+    for host in ("whisper.lan:8000", "localhost"):
+        assert ask(guarded, "/v1/models", Host=host, **bearer)[0] == 200
+    status, headers, _ = ask(guarded, "/v1/models", Origin=APP_ORIGIN, **bearer)
+    assert status == 200 and headers["access-control-allow-origin"] == APP_ORIGIN
+
+
+def test_the_key_is_openais_bearer_and_health_says_only_up(guarded, clip):
+    with pytest.raises(openai.AuthenticationError), clip.open("rb") as audio:
+        client(guarded).audio.transcriptions.create(model="whisper-1", file=audio)
+    keyed = openai.OpenAI(base_url=f"{guarded}/v1", api_key=KEY, max_retries=0)
+    with clip.open("rb") as audio:
+        assert keyed.audio.transcriptions.create(model="whisper-1", file=audio).text
+    assert ask(guarded, "/v1/models")[0] == 401
+    status, _, body = ask(guarded, "/health")
+    assert status == 200 and json.loads(body) == {"status": "ok"}
+
+
+def test_an_upload_that_decodes_past_the_limit_is_refused_in_time(guarded, clip, tmp_path):
+    """20 s of Opus without a duration in its header (a browser's recording): decoding stops
+    past the server's 6 s, and the server goes on."""
+    from tests.test_audio_formats import encode
+
+    upload = tmp_path / "live.webm"
+    encode(upload, "libopus", 48_000, "mono", seconds=20, live="1")
+    keyed = openai.OpenAI(base_url=f"{guarded}/v1", api_key=KEY, max_retries=0)
+    with pytest.raises(openai.BadRequestError) as refused, upload.open("rb") as audio:
+        keyed.audio.transcriptions.create(model="whisper-1", file=audio)
+    error = refused.value.body
+    assert isinstance(error, dict) and error["param"] == "file"
+    assert (
+        error["message"]
+        == "live.webm: more than 6 s of audio once decoded, the most one call transcribes"
+    )
+    with clip.open("rb") as audio:
+        assert keyed.audio.transcriptions.create(model="whisper-1", file=audio).text
