@@ -139,6 +139,7 @@ TOOLS = (
         _evaluate_arguments,
         _evaluate,
         params=DEFAULT_PARAMS,
+        writes={"clips": "file"},
     ),
     Command(
         "check",

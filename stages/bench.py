@@ -4,7 +4,6 @@ the peers, in one run, as DVC metrics and plots."""
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from pipeline.config import DEFAULT_PARAMS, load_params
@@ -48,19 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Output paths are checked first: a refusal after the measurements would waste the run."""
+    """Its outputs are checked before it starts (the entry point: `writes`): a refusal after
+    the measurements would waste the run."""
     from pipeline.bench.sharded import ray_missing
-    from whisper_npu.fsutil import check_output_dir
 
     params = load_params(args.params)
     if params.bench.ray is not None and (missing := ray_missing("bench.ray")):
         raise UserError(missing)
-    for out in (args.out, args.clips):
-        if os.path.lexists(out) and not out.is_file():
-            raise UserError(f"{out}: exists and is not a file; bench writes its results there")
-    inputs = [args.compiled, args.data, args.baseline_bundle, args.model]
-    optional = [path for path in (args.reference, args.languages, args.device_reports) if path]
-    check_output_dir(args.plots, *inputs, *optional)
     from pipeline.bench.languages import format_languages
     from pipeline.bench.report import format_table
     from pipeline.bench.run import BenchPaths, run_bench
@@ -89,6 +82,7 @@ COMMAND = Command(
     add_arguments,
     run,
     params=DEFAULT_PARAMS,
+    writes={"out": "file", "clips": "file", "plots": "directory"},
 )
 
 # Guarded: worker processes (spawn) import this module again under another name.

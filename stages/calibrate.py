@@ -30,6 +30,7 @@ COMMAND = Command(
     add_arguments,
     run,
     params=DEFAULT_PARAMS,
+    writes={"out": "directory"},
 )
 
 # Guarded: worker processes (spawn) import this module again under another name.

@@ -32,6 +32,7 @@ COMMAND = Command(
     add_arguments,
     run,
     params=DEFAULT_PARAMS,
+    writes={"out": "directory", "metrics": "file"},
 )
 
 # Guarded: worker processes (spawn) import this module again under another name.

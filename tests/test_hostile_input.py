@@ -3,6 +3,7 @@ traceback, a hang, a read outside the artifact or a lost previous output."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -15,7 +16,8 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import REPO, TINY_DIMS, TINY_SPEC, run_cli, start_cli, write_tiny_bundle
-from whisper_npu.cli import main
+from whisper_npu.cli import RUNTIME_COMMANDS, main
+from whisper_npu.entry import Command
 
 PARAMS = ["--params", str(REPO / "params.yaml")]
 SPEC, DIMS = TINY_SPEC, TINY_DIMS
@@ -268,7 +270,7 @@ def test_compile_out_overlapping_the_bundle_is_refused(release_inputs, capsys, r
     before = sorted(p.name for p in bundle.iterdir())
     out = {"same": bundle, "inside": bundle / "npu", "containing": bundle.parent}[relation]
     assert compile_(capsys, bundle, out) == 2
-    one_line_error(capsys, "compile", "output overlaps input")
+    one_line_error(capsys, "compile", "output overlaps")
     assert sorted(p.name for p in bundle.iterdir()) == before
 
 
@@ -287,8 +289,56 @@ def test_release_out_equal_to_an_input_is_refused(release_inputs, capsys):
     compiled = release_inputs[1]
     before = sorted(p.name for p in compiled.iterdir())
     assert release(capsys, release_inputs, compiled) == 2
-    one_line_error(capsys, "release", "output overlaps input")
+    one_line_error(capsys, "release", "output overlaps")
     assert sorted(p.name for p in compiled.iterdir()) == before
+
+
+def _writers() -> list[tuple[Command, str]]:
+    from pipeline.cli import COMMANDS
+
+    return [
+        (command, dest) for command in (*RUNTIME_COMMANDS, *COMMANDS) for dest in command.writes
+    ]
+
+
+def _path_actions(command: Command) -> list[argparse.Action]:
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    return [action for action in parser._actions if action.type is Path]
+
+
+@pytest.mark.parametrize("relation", ["same", "inside", "containing"])
+@pytest.mark.parametrize(
+    ("command", "dest"), _writers(), ids=lambda value: getattr(value, "name", value)
+)
+def test_no_output_of_any_command_can_replace_another_of_its_paths(
+    command: Command, dest: str, relation: str, tmp_path: Path, capsys
+) -> None:
+    """The one guard (`Command.writes`, checked by the entry point before any work): every
+    stage and command, every output, against another path it was given (an input, or
+    --params where it has no other), equal, inside or holding it: one line, exit 2, nothing
+    touched. (`amd_form`, `data_languages` and `reference` used to replace their input.)"""
+    actions = _path_actions(command)
+    out_action = next(action for action in actions if action.dest == dest)
+    others = [action for action in actions if action.dest != dest]
+    (tmp_path / "victim").mkdir()
+    params = tmp_path / "victim" / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params)
+    victim = tmp_path / "victim" if others else params
+    out = {"same": victim, "inside": victim / "sub", "containing": victim.parent}[relation]
+    argv = [command.name, *(["--params", str(params)] if command.params else [])]
+    for index, action in enumerate(others):
+        if index == 0 or action.required or not action.option_strings:
+            path = victim if index == 0 else tmp_path / f"input{index}"
+            argv += [*action.option_strings[:1], str(path)]
+    argv += ["--variant", "bf16"] if command.name == "quantize" else []
+    argv += [*out_action.option_strings[:1], str(out)]
+    capsys.readouterr()
+    assert main(argv) == 2, argv
+    line = one_line_error(capsys, command.name, str(out))
+    assert "overlaps" in line or "exists and is not" in line, line
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["params.yaml", "victim"]
+    assert params.read_bytes() == (REPO / "params.yaml").read_bytes()
 
 
 def test_sigterm_inside_the_swap_leaves_an_output(tmp_path, monkeypatch):
@@ -461,7 +511,7 @@ def write_audio_cases(root: Path) -> dict[str, str]:
     root.mkdir()
     sf.write(root / "low-rate.wav", np.zeros(500, np.float32), 500)
     sf.write(root / "high-rate.wav", np.zeros(4000, np.float32), 400_000)
-    sf.write(root / "long.wav", np.zeros(4 * 1000, np.int16), 1000)  # 4 s: MAX_SECONDS is 3
+    sf.write(root / "long.wav", np.zeros(4 * 1000, np.int16), 1000)  # 4 s: DEFAULT_MAX_SECONDS is 3
     nan = np.array([0.0, np.nan, 0.1] * 100, np.float32)
     sf.write(root / "nan.wav", nan, 16000, subtype="FLOAT")
     sf.write(root / "inf.wav", np.nan_to_num(nan, nan=np.inf), 16000, subtype="FLOAT")
@@ -475,7 +525,7 @@ def write_audio_cases(root: Path) -> dict[str, str]:
     return {
         "low-rate.wav": "sample rate 500 Hz is outside 1000..384000 Hz",
         "high-rate.wav": "sample rate 400000 Hz is outside",
-        "long.wav": "h of audio, more than the",
+        "long.wav": "4 s of audio, more than the 3 s one call transcribes",
         "nan.wav": "NaN or infinite samples",
         "inf.wav": "NaN or infinite samples",
         "empty.wav": "empty file",
@@ -493,7 +543,7 @@ def test_bad_audio_is_one_line_each_and_the_rest_is_transcribed(
 ):
     import whisper_npu.audio
 
-    monkeypatch.setattr(whisper_npu.audio, "MAX_SECONDS", 3)
+    monkeypatch.setattr(whisper_npu.audio, "DEFAULT_MAX_SECONDS", 3)
     cases = write_audio_cases(tmp_path / "audio")
     good = tmp_path / "audio" / "eight-channels.wav"
     sf.write(good, np.zeros((16000, 8), np.float32), 16000)

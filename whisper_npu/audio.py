@@ -186,18 +186,20 @@ def _decode_with_pyav(path: Path, handle: IO[bytes], limit: float) -> tuple[np.n
         gc.collect()
 
 
-def load_audio(path: Path, max_seconds: float = DEFAULT_MAX_SECONDS) -> np.ndarray:
-    """16 kHz mono float32 samples of a file; a file longer than `max_seconds` is refused, from
-    its header or, where the header does not say, once decoding passes the limit (so memory
-    stays bounded by the limit, not by what the file decodes to)."""
-    if not (math.isfinite(max_seconds) and max_seconds > 0):
-        raise UserError(f"max_seconds must be a finite number > 0, got {max_seconds}")
+def load_audio(path: Path, max_seconds: float | None = None) -> np.ndarray:
+    """16 kHz mono float32 samples of a file; a file longer than `max_seconds` (default
+    DEFAULT_MAX_SECONDS) is refused, from its header or, where the header does not say, once
+    decoding passes the limit (so memory stays bounded by the limit, not by what the file
+    decodes to)."""
+    limit = DEFAULT_MAX_SECONDS if max_seconds is None else max_seconds
+    if not (math.isfinite(limit) and limit > 0):
+        raise UserError(f"max_seconds must be a finite number > 0, got {limit}")
     path = Path(path)
     with open_regular(path) as handle:
         if os.fstat(handle.fileno()).st_size == 0:
             raise UserError(f"{path}: empty file")
-        decoded = _read_with_libsndfile(path, handle, max_seconds) or _decode_with_pyav(
-            path, handle, max_seconds
+        decoded = _read_with_libsndfile(path, handle, limit) or _decode_with_pyav(
+            path, handle, limit
         )
     mono, rate = decoded
     if mono.size == 0:

@@ -423,6 +423,7 @@ RUNTIME_COMMANDS = (
         "(exit 1 if the partition disagrees with the forecast)",
         _device_report_arguments,
         _device_report,
+        writes={"out": "file"},
     ),
     Command(
         "compare",

@@ -14,14 +14,17 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Literal, NoReturn
 
 from whisper_npu.errors import UserError, say
+from whisper_npu.fsutil import check_output
 
 INTERRUPTED = 130  # exit code of a run stopped by SIGINT/SIGTERM (128 + SIGINT, as shells do)
+
+Written = Literal["directory", "file"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,9 @@ class Command:
     # The params file a pipeline command reads (its --params default); None: the command reads
     # none (the runtime's commands run where a release is deployed, with no params.yaml).
     params: Path | None = None
+    # What it writes, by argument (dest), a directory or a file: each is checked against every
+    # other path argument before the run (`guard_outputs`), so no output can replace an input.
+    writes: Mapping[str, Written] = field(default_factory=dict)
 
 
 def build_parser(
@@ -52,7 +58,7 @@ def build_parser(
                 help="params file (default: params.yaml)",
             )
         command.add_arguments(sub)
-        sub.set_defaults(run=command.run)
+        sub.set_defaults(run=command.run, writes=command.writes)
     return parser
 
 
@@ -86,7 +92,30 @@ def os_error(exc: OSError) -> str:
     return f"{' -> '.join(names)}: {reason}" if names else reason
 
 
+def _paths(value: object) -> Iterator[Path]:
+    """The paths an argument holds: one, a list of them (nargs), or none."""
+    values = value if isinstance(value, list) else [value]
+    yield from (item for item in values if isinstance(item, Path))
+
+
+def guard_outputs(args: argparse.Namespace) -> None:
+    """One guard for every command: an output equal to, inside or holding any other path
+    argument (an input, --params, another output) is refused before any work, in one line;
+    the stage would otherwise swap its output over its own input (a model directory left
+    holding only the stage's files)."""
+    writes: Mapping[str, Written] = getattr(args, "writes", {})
+    for dest, kind in writes.items():
+        out = getattr(args, dest)
+        if out is None:
+            continue
+        others = [
+            path for name, value in vars(args).items() if name != dest for path in _paths(value)
+        ]
+        check_output(out, kind == "directory", *others)
+
+
 def _run(args: argparse.Namespace) -> int:
+    guard_outputs(args)
     outcome = args.run(args)
     if isinstance(outcome, int):
         return outcome

@@ -121,17 +121,19 @@ def _swap(scratch: Path, final: Path, retired: Path) -> None:
         raise
 
 
-def check_output_dir(out: Path, *inputs: Path) -> None:
-    """Refuse an output directory whose swap into place would destroy something: a file at
-    its path, or an input it equals, holds or lies inside. Call it before any work is done."""
+def check_output(out: Path, directory: bool, *others: Path) -> None:
+    """Refuse an output whose writing would destroy something: a file where a directory goes
+    (or the reverse), or another path of the command (an input, another output) that it
+    equals, holds or lies inside, links resolved. Call it before any work is done."""
     out = Path(out)
-    if os.path.lexists(out) and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a directory; refusing to replace it")
+    if os.path.lexists(out) and out.is_dir() != directory:
+        kind = "a directory" if directory else "a file"
+        raise UserError(f"{out}: exists and is not {kind}; refusing to replace it")
     target = Path(os.path.realpath(out))
-    for source in inputs:
-        resolved = Path(os.path.realpath(source))
+    for other in others:
+        resolved = Path(os.path.realpath(other))
         if target == resolved or resolved in target.parents or target in resolved.parents:
-            raise UserError(f"{out}: output overlaps input {source}; choose a separate directory")
+            raise UserError(f"{out}: output overlaps {other}; choose a separate path")
 
 
 def _running(pid: int) -> bool:
@@ -186,7 +188,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     a killed run of the same output left behind is cleaned up first (`remove_stale_scratch`).
     """
     final = Path(final)
-    check_output_dir(final)
+    check_output(final, directory=True)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_scratch(final)
     scratch = final.parent / f".{final.name}.tmp-{os.getpid()}"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from whisper_npu.audio import DEFAULT_MAX_SECONDS, load_audio
+from whisper_npu.audio import load_audio
 from whisper_npu.decoding import TranscribeOptions
 from whisper_npu.errors import UserError
 from whisper_npu.execution import Device, Execution
@@ -24,7 +24,7 @@ from whisper_npu.vad import VadOptions, pack, speech_regions, transcribe_speech
 from whisper_npu.whisper_io import SAMPLE_RATE
 
 
-def _samples(audio: np.ndarray | str | Path, max_seconds: float) -> np.ndarray:
+def _samples(audio: np.ndarray | str | Path, max_seconds: float | None) -> np.ndarray:
     """16 kHz mono float32 from a path (at most `max_seconds` of it decoded) or an array;
     NaN/Inf is refused (Whisper would decode it as a line of "!!!!")."""
     if isinstance(audio, str | Path):
@@ -50,7 +50,7 @@ class Model:
         options: TranscribeOptions | None = None,
         vad: VadOptions | None = None,
         *,
-        max_seconds: float = DEFAULT_MAX_SECONDS,
+        max_seconds: float | None = None,
     ) -> Result:
         """Text and segments of a file or of 16 kHz mono float32 samples; with `vad`, only its
         speech is decoded (needs faster-whisper) and times stay the audio's. A file that

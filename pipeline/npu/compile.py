@@ -38,7 +38,7 @@ from whisper_npu.compiled import (
     disagreements,
 )
 from whisper_npu.errors import GateFailure, UserError, say
-from whisper_npu.fsutil import atomic_dir, check_output_dir, read_json_object, write_json
+from whisper_npu.fsutil import atomic_dir, read_json_object, write_json
 from whisper_npu.layout import AMD_FORM_FILE, graph_file, vaip_config_file
 from whisper_npu.providers import CPU_PROVIDER, VITISAI_PROVIDER
 from whisper_npu.transcriber import session_options
@@ -152,7 +152,6 @@ def compile_bundle(
 ) -> CompileReport:
     """Forecast, gate (unless `allow_split`) and write the compiled directory; `amd_form` is the
     amd_form stage's output, whose forecast the report puts beside the bundle's."""
-    check_output_dir(Path(out_dir), Path(bundle_dir))
     bundle = Bundle.load(Path(bundle_dir))
     variant, target = bundle.record.variant, params.target
     if VARIANTS[variant].cpu_only:

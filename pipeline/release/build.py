@@ -38,12 +38,7 @@ from whisper_npu.compiled import CompileRecord, CompileReport, Forecast
 from whisper_npu.errors import UserError
 from whisper_npu.execution import FIRST_COMPILE
 from whisper_npu.figures import BenchRow
-from whisper_npu.fsutil import (
-    artifact_files,
-    atomic_dir,
-    check_output_dir,
-    sha256_tree,
-)
+from whisper_npu.fsutil import artifact_files, atomic_dir, sha256_tree
 from whisper_npu.layout import (
     BUNDLE_FILE,
     CACHE_SUBDIR,
@@ -287,8 +282,6 @@ def build_release(
     eval_set: EvalSet | None = None,
 ) -> dict[str, Any]:
     """Assemble the release in a scratch dir and swap it into `out_dir` only when complete."""
-    inputs = [Path(bundle_dir), Path(compiled_dir), *([eval_set.data_dir] if eval_set else [])]
-    check_output_dir(Path(out_dir), *inputs)
     for source in (Path(bundle_dir), Path(compiled_dir)):
         if source.is_dir():  # a link or special file is refused before any record is read
             artifact_files(source)
