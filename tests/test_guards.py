@@ -133,7 +133,7 @@ def two_windows() -> list[Window]:
 
 
 def test_segment_times_are_absolute_across_windows_and_within_the_duration() -> None:
-    result = build_result(Decoded(two_windows(), SPEC, None, None), words, duration=44.5)
+    result = build_result(Decoded(two_windows(), SPEC, None, None), words, 44.5, drop_textless=True)
     assert [(s.start, s.end, s.text) for s in result.segments] == [
         (0.0, 5.0, "w10 w11"),
         (5.0, 24.0, "w12"),
@@ -145,8 +145,29 @@ def test_segment_times_are_absolute_across_windows_and_within_the_duration() -> 
     assert result.segments[2].seek == 2400
 
 
+def dotted(tokens: list[int]) -> str:
+    """Token 12 reads ". . ." (quiet noise), 13 a music note, the others words."""
+    shown = {12: ". . .", 13: "\u266a"}
+    return " ".join(shown.get(t, f"w{t}") for t in tokens if t < SPEC.eot).strip()
+
+
+@pytest.mark.parametrize("drop", [True, False])
+def test_a_segment_of_punctuation_alone_is_no_text_under_the_guards(drop: bool) -> None:
+    """ ". . ." is dropped with its tokens, from the segments and the text; a symbol is text;
+    without the guard (`plain()`, the pipeline's transcript) nothing is dropped."""
+    assert TranscribeOptions().drop_textless and not TranscribeOptions.plain().drop_textless
+    result = build_result(Decoded(two_windows(), SPEC, None, None), dotted, 44.5, drop)
+    texts = [segment.text for segment in result.segments]
+    if drop:
+        assert texts == ["w10 w11", "\u266a", "w14 w15"]
+        assert result.text == "w10 w11 \u266a w14 w15"
+    else:
+        assert texts == ["w10 w11", ". . .", "\u266a", "w14 w15"]
+        assert result.text == "w10 w11 . . . \u266a w14 w15"
+
+
 def test_srt_and_vtt_are_valid_for_their_own_parsers() -> None:
-    result = build_result(Decoded(two_windows(), SPEC, None, None), words, duration=44.5)
+    result = build_result(Decoded(two_windows(), SPEC, None, None), words, 44.5, drop_textless=True)
     cues = list(srt.parse(render(result, Format.SRT)))
     assert [cue.content for cue in cues] == [s.text for s in result.segments]
     assert [cue.end.total_seconds() for cue in cues] == [5.0, 24.0, 34.0, 44.0]

@@ -183,6 +183,9 @@ class TranscribeOptions:
     # not decoded. On digital silence Whisper is sure of both <|nospeech|> and "you", so
     # OpenAI's rule keeps the "you".
     silence_db: float | None = -60.0
+    # Not OpenAI's: a segment of punctuation and spaces alone (". . . . ." on quiet noise) is
+    # no text: it is dropped, with its tokens, from the segments and the text.
+    drop_textless: bool = True
     seed: int = 0  # the sampler's generator: fallback decodes are reproducible
     # Multilingual bundles: "auto" (detected from the first window), a code such as "fr", or
     # None for the bundle's default; English-only bundles take None or "en" only.
@@ -231,6 +234,7 @@ class TranscribeOptions:
             no_speech_threshold=None,
             repetition_limit=None,
             silence_db=None,
+            drop_textless=False,
         )
 
 

@@ -89,7 +89,8 @@ class Model:
 
     def _decode(self, samples: np.ndarray, options: TranscribeOptions) -> Result:
         decoded = self.transcriber.decode(samples, options)
-        return build_result(decoded, self.transcriber.text, _seconds(samples))
+        text = self.transcriber.text
+        return build_result(decoded, text, _seconds(samples), options.drop_textless)
 
     def _language(self, options: TranscribeOptions) -> str:
         """The language a Result reports when nothing was decoded to detect one."""

@@ -7,6 +7,7 @@ absolute across windows; a window decoded without timestamps is one segment.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -75,14 +76,27 @@ def _spans(window: Window, timestamp_begin: int, text_end: int) -> list[_Span]:
     return spans
 
 
-def build_result(decoded: Decoded, text: Callable[[list[int]], str], duration: float) -> Result:
+def textless(text: str) -> bool:
+    """Punctuation and spaces alone (Unicode categories P* and Z*), or nothing: no words. A
+    symbol such as Whisper's "♪" is text."""
+    return all(unicodedata.category(char)[0] in "PZ" or char.isspace() for char in text)
+
+
+def build_result(
+    decoded: Decoded, text: Callable[[list[int]], str], duration: float, drop_textless: bool
+) -> Result:
     """The Result of a clip's windows. The text is the decode of every kept token at once, so
-    it is the transcript the pipeline measures, not segments joined back together."""
+    it is the transcript the pipeline measures, not segments joined back together; with
+    `drop_textless`, the tokens of a textless segment are not kept."""
     segments: list[Segment] = []
+    tokens: list[int] = []
     windows, spec = decoded.windows, decoded.spec
     for window in windows:
         found = window.decoded
-        for span in _spans(window, spec.timestamp_begin, spec.eot):
+        spans = _spans(window, spec.timestamp_begin, spec.eot)
+        kept = [span for span in spans if not (drop_textless and textless(text(span.tokens)))]
+        tokens += window.kept if len(kept) == len(spans) else [t for s in kept for t in s.tokens]
+        for span in kept:
             start, end = min(span.start, duration), min(span.end, duration)
             segments.append(
                 Segment(
@@ -98,6 +112,5 @@ def build_result(decoded: Decoded, text: Callable[[list[int]], str], duration: f
                     no_speech_prob=found.no_speech_prob,
                 )
             )
-    tokens = [token for window in windows for token in window.kept]
     language = decoded.language or "en"
     return Result(text(tokens), segments, language, decoded.language_probability, duration)
