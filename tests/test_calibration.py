@@ -90,3 +90,33 @@ def test_reader_rewinds_and_bad_sizes_fail(
             CalibrateParams(clips=150, holdout=10), fp32_bundle, default_data_dir, tmp_path / "c"
         )
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize(
+    ("mels", "steps", "expected"),
+    [
+        (b"", "[]", "encoder_inputs.npy: not a numpy array file"),
+        (None, "[", "decoder_steps.json: not valid JSON"),
+        (None, "{}", "malformed calibration set"),
+    ],
+)
+def test_damaged_calibration_inputs_are_one_line(tmp_path, mels, steps, expected):
+    """A 0-byte array (a disk that filled up), steps that are not JSON or not a list."""
+    from whisper_npu.bundle import CalibrationManifest
+
+    CalibrationManifest(
+        bundle_sha256="0" * 64,
+        calibration_clips=["a"],
+        holdout_clips=[],
+        holdout_fp32_texts=[],
+        decoder_steps=1,
+        bytes={},
+    ).save(tmp_path)
+    if mels is None:
+        np.save(tmp_path / "encoder_inputs.npy", np.zeros((1, 80, 3000), np.float32))
+    else:
+        (tmp_path / "encoder_inputs.npy").write_bytes(mels)
+    (tmp_path / "decoder_steps.json").write_text(steps)
+    with pytest.raises(UserError) as refused:
+        CalibrationSet(tmp_path)
+    assert expected in str(refused.value) and "\n" not in str(refused.value)

@@ -107,6 +107,10 @@ def test_corrupt_bundle_files_are_one_line(bundle, wav, capsys, name, payload, e
         ({"dims": {**DIMS.to_json(), "n_mels": "80"}}, "dims: Value error, dims must be positive"),
         ({"dims": [80]}, "bundle.json: dims: Input should be a dictionary"),
         ({"decoding": {**SPEC.to_json(), "prefix": 7}}, "decoding.prefix: Input should be a valid"),
+        (
+            {"decoding": {**SPEC.to_json(), "suppress_tokens": [1, DIMS.vocab_size + 5]}},
+            f"token ids outside the {DIMS.vocab_size}-token vocabulary: {DIMS.vocab_size + 5}",
+        ),
         ({"files": {"../outside.txt": "0" * 64}}, "a path outside its directory"),
         ({"variant": "int4"}, "bundle.json: variant: Input should be 'fp32'"),
         ({"graphs": {"encoder": {"opset": 17}}}, "bundle.json: graphs.encoder.op_counts: Field"),

@@ -72,6 +72,16 @@ def test_audiofolder_is_resampled_to_16k_mono(tmp_path):
         (lambda root: (root / "metadata.csv").unlink(), "no metadata.csv"),
         (lambda root: (root / "b.wav").write_bytes(b"not audio at all"), "cannot decode audio"),
         (lambda root: shutil.rmtree(root), "audiofolder not found"),
+        (
+            lambda root: (root / "metadata.csv").write_bytes(
+                b"file_name,sentence\nb.wav,caf\xe9\n"
+            ),
+            "metadata.csv: not UTF-8 text",
+        ),
+        (
+            lambda root: (root / "metadata.csv").write_text("file_name,sentence\n../a/a.wav,x\n"),
+            "file_name '../a/a.wav' is not a file in",
+        ),
     ],
 )
 def test_broken_audiofolder_fails_in_one_line_and_keeps_previous_output(
@@ -179,3 +189,13 @@ def test_builtin_limit_and_voice_cycle(tmp_path):
         "One short calibration line.",
         "A second calibration line.",
     ]
+
+
+def test_a_sentence_list_that_is_not_utf8_is_one_line(tmp_path):
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_bytes(b"The storm is coming.\nCaf\xe9 au lait.\n")
+    spec = BuiltinSet(kind="builtin", sentences=sentences)
+    params = DataParams(calibration=spec, eval=spec, voices=[PIPER])
+    with pytest.raises(UserError, match=r"sentences.txt: not UTF-8 text \(byte 24\)"):
+        build_speech_sets(params, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, JsonValue, field_validator
+from pydantic import Field, JsonValue, field_validator, model_validator
 
 from whisper_npu.compiled import CompileRecord
 from whisper_npu.decoding import DecodingSpec
@@ -155,6 +155,18 @@ class BundleRecord(Record):
             if not all(_count(value, 0) for value in numbers):
                 raise ValueError("token ids and lengths must be non-negative integers")
         return decoding
+
+    @model_validator(mode="after")
+    def _ids_in_vocabulary(self) -> BundleRecord:
+        """Every token id the decoder is given or has masked must be a logit it returns: an
+        id past the vocabulary would fail mid-decode, as an index error."""
+        spec, vocab = self.decoding, self.dims.vocab_size
+        ids = [*spec.prefix, spec.eot, spec.no_timestamps, *spec.suppress_tokens]
+        ids += [*spec.begin_suppress_tokens, *spec.languages.values(), *spec.tasks.values()]
+        if outside := sorted({token for token in ids if token >= vocab}):
+            shown = ", ".join(map(str, outside[:5]))
+            raise ValueError(f"decoding token ids outside the {vocab}-token vocabulary: {shown}")
+        return self
 
     @property
     def budget_met(self) -> bool:

@@ -65,6 +65,14 @@ def positive(text: str) -> float:
     return value
 
 
+def port(text: str) -> int:
+    """A TCP port (0: any free one), refused before the model loads."""
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port in 0..65535, got {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -258,7 +266,7 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: this machine only)"
     )
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=port, default=8000)
     parser.add_argument(
         "--max-upload-mb", type=non_negative, default=25.0, help="largest upload (OpenAI: 25)"
     )

@@ -60,7 +60,7 @@ def read_text(path: Path, limit: int = MAX_RECORD_BYTES, what: str = "file") -> 
     with open_regular(path, what) as handle:
         data = handle.read(limit + 1)
     if len(data) > limit:
-        raise UserError(f"{path}: larger than {limit} bytes, not a record this tool writes")
+        raise UserError(f"{path}: larger than {limit} bytes; refusing to read it")
     if not data.strip():
         raise UserError(f"{path}: empty file")
     try:

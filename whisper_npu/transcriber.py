@@ -212,7 +212,7 @@ class Transcription:
     language_probability: float | None = None  # when detected (`language="auto"`)
 
 
-def _read_npy(path: Path, mmap: bool = False) -> np.ndarray:
+def read_npy(path: Path, mmap: bool = False) -> np.ndarray:
     """A .npy file (never pickled objects); memory-mapped, its pages are read when used."""
     try:
         array: np.ndarray = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
@@ -224,7 +224,7 @@ def _read_npy(path: Path, mmap: bool = False) -> np.ndarray:
 def _embedding_table(path: Path, shape: list[int]) -> np.ndarray:
     """One of the decoder's host-side tables, memory-mapped, refused unless it is float32 of
     the contract's shape (the decoder would otherwise take the wrong rows or none)."""
-    table = _read_npy(path, mmap=True)
+    table = read_npy(path, mmap=True)
     if table.shape != tuple(shape) or table.dtype != np.float32:
         raise UserError(
             f"{path}: expected float32 of shape {tuple(shape)}, "
@@ -236,7 +236,7 @@ def _embedding_table(path: Path, shape: list[int]) -> np.ndarray:
 def _mel_filters(bundle: Bundle) -> np.ndarray:
     """mel_filters.npy, refused unless it is the [n_fft/2+1, n_mels] float bank log_mel needs."""
     path = bundle.root / MEL_FILTERS_FILE
-    filters = _read_npy(path)
+    filters = read_npy(path)
     shape = (N_FFT // 2 + 1, bundle.record.dims.n_mels)
     if filters.shape != shape or filters.dtype.kind != "f" or not np.isfinite(filters).all():
         raise UserError(f"{path}: expected finite floats of shape {shape}, got {filters.shape}")

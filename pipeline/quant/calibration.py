@@ -26,9 +26,9 @@ from whisper_npu.bundle import Bundle, CalibrationManifest
 from whisper_npu.decoding import greedy_decode
 from whisper_npu.errors import UserError
 from whisper_npu.features import log_mel
-from whisper_npu.fsutil import atomic_dir, write_json
+from whisper_npu.fsutil import atomic_dir, read_text, write_json
 from whisper_npu.layout import BUNDLE_FILE, MANIFEST_FILE, MELS_FILE, STEPS_FILE
-from whisper_npu.transcriber import OrtRunner, Transcriber
+from whisper_npu.transcriber import OrtRunner, Transcriber, read_npy
 from whisper_npu.whisper_io import ENCODER_INPUT, N_FRAMES
 
 
@@ -95,8 +95,13 @@ class CalibrationSet:
             raise UserError(f"{root}: no calibration set here (run `whisper-npu calibrate` first)")
         self.root = root
         self.manifest = CalibrationManifest.load(root)
-        self.mels = np.load(root / MELS_FILE, mmap_mode="r")
-        self.paths = json.loads((root / STEPS_FILE).read_text(encoding="utf-8"))
+        self.mels = read_npy(root / MELS_FILE, mmap=True)
+        try:
+            self.paths = json.loads(read_text(root / STEPS_FILE, 1 << 30, "decoder steps"))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{root / STEPS_FILE}: not valid JSON ({exc.msg})") from None
+        if self.mels.ndim != 3 or not isinstance(self.paths, list):
+            raise UserError(f"{root}: malformed calibration set (run `whisper-npu calibrate`)")
         if len(self.mels) == 0 or len(self.paths) != len(self.mels):
             raise UserError(f"{root}: empty or inconsistent calibration set")
         self.holdout_ids = self.manifest.holdout_clips

@@ -8,6 +8,7 @@ as WAV bytes inside the Arrow files, so the set is self-contained), `text`, `dur
 from __future__ import annotations
 
 import csv
+import io
 import shutil
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from pipeline.config import (
 )
 from pipeline.sources.synthesis import describe, synthesize_all
 from whisper_npu.errors import UserError
-from whisper_npu.fsutil import atomic_dir, sha256_tree, write_json
+from whisper_npu.fsutil import atomic_dir, read_text, sha256_tree, write_json
 from whisper_npu.layout import MANIFEST_FILE
 from whisper_npu.whisper_io import CHUNK_SECONDS, SAMPLE_RATE
 
@@ -42,11 +43,12 @@ FEATURES = datasets.Features(
 )
 
 
+METADATA_LIMIT = 256 << 20  # an audiofolder's metadata.csv: ~1M rows of text
+
+
 def read_lines(path: Path) -> list[str]:
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UserError(f"{path}: sentence list not found") from None
+    """A sentence list's non-blank lines (a missing, empty or non-UTF-8 file is one line)."""
+    lines = read_text(Path(path), what="sentence list").splitlines()
     return [line.strip() for line in lines if line.strip()]
 
 
@@ -81,16 +83,21 @@ def _check_audiofolder(folder: Path, text_column: str) -> None:
         raise UserError(f"{folder}: audiofolder not found")
     if not metadata.is_file():
         raise UserError(f"{folder}: audiofolder has no metadata.csv (needs file_name and text)")
-    with metadata.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = list(
+        csv.DictReader(io.StringIO(read_text(metadata, METADATA_LIMIT, "metadata"), newline=""))
+    )
     if not rows:
         raise UserError(f"{metadata}: empty dataset (no rows)")
     for column in ("file_name", text_column):
         if column not in rows[0]:
             raise UserError(f"{metadata}: no '{column}' column (has {', '.join(rows[0])})")
+    inside = folder.resolve()
     for row in rows:
-        if not (folder / row["file_name"]).is_file():
-            raise UserError(f"{metadata}: listed audio file missing: {row['file_name']}")
+        name = row["file_name"] or ""
+        if inside not in (folder / name).resolve().parents:  # "../x", "/etc/x", a link out
+            raise UserError(f"{metadata}: file_name {name[:80]!r} is not a file in {folder}")
+        if not (folder / name).is_file():
+            raise UserError(f"{metadata}: listed audio file missing: {name}")
 
 
 def load_audiofolder(folder: Path, text_column: str) -> datasets.Dataset:
