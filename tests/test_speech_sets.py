@@ -12,6 +12,7 @@ from pipeline.config import AudioFolderSet, BuiltinSet, DataParams, EspeakVoice,
 from pipeline.sources.speech_sets import build_speech_sets, load_saved_set
 from pipeline.sources.synthesis import synthesize, synthesize_all
 from whisper_npu.errors import UserError
+from whisper_npu.host import cpu_model
 from whisper_npu.whisper_io import SAMPLE_RATE
 
 PIPER = PiperVoice(engine="piper")
@@ -185,6 +186,7 @@ def test_builtin_limit_and_voice_cycle(tmp_path):
     )
     manifest = build_speech_sets(params, tmp_path / "out")
     assert manifest["sets"]["calibration"]["clips"] == 2
+    assert manifest["cpu"] == cpu_model()  # its samples depend on the instruction set
     assert load_saved_set(tmp_path / "out", "calibration")["text"] == [
         "One short calibration line.",
         "A second calibration line.",

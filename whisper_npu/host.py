@@ -69,6 +69,26 @@ class OnnxRuntime:
         return f"onnxruntime {self.version} from {self.distribution}"
 
 
+# CPU features that change which ONNX Runtime kernels run: a variant's time against fp32, and
+# the samples of the built-in speech (piper's VITS runs in ONNX Runtime).
+KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+
+
+def cpu_model() -> str:
+    """The CPU's name and its kernel-relevant features: two runs compare only if these match."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return platform.processor() or platform.machine()
+    name, flags = platform.machine(), set()
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            name = value.strip()
+        elif key.strip() == "flags":
+            flags = set(value.split())
+    return " ".join([name, *(flag for flag in KERNEL_FLAGS if flag in flags)])
+
+
 def _distribution_version(name: str) -> str | None:
     try:
         return version(name)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 import platform
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.bench.records import EngineSpec, EvalClips, Measurement
 from pipeline.provenance import package_versions
+from whisper_npu.host import cpu_model
 from whisper_npu.variants import BASELINE
 
 if TYPE_CHECKING:
@@ -25,27 +25,10 @@ VERSIONED = (
     "faster-whisper",
     "ctranslate2",
 )
-# CPU features that change which ONNX Runtime kernels run, and so a variant's time against fp32.
-KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
 
 
 def _versions() -> dict[str, str | None]:
     return {"python": platform.python_version(), **package_versions(VERSIONED)}
-
-
-def cpu_model() -> str:
-    """The CPU's name and its kernel-relevant features: two runs compare only if these match."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return platform.processor() or platform.machine()
-    name, flags = platform.machine(), set()
-    for line in cpuinfo.read_text(errors="replace").splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name":
-            name = value.strip()
-        elif key.strip() == "flags":
-            flags = set(value.split())
-    return " ".join([name, *(flag for flag in KERNEL_FLAGS if flag in flags)])
 
 
 def run_info(

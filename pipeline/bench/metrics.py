@@ -49,7 +49,7 @@ LanguageReport = dict[str, dict[str, LanguageRow]]
 
 
 class Machine(Strict):
-    cpu: str  # model name and kernel-relevant CPU flags (environment.cpu_model)
+    cpu: str  # model name and kernel-relevant CPU flags (whisper_npu.host.cpu_model)
 
 
 class DeviceRow(Strict):

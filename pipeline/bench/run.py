@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.bench import worker
-from pipeline.bench.environment import cpu_model, run_info
+from pipeline.bench.environment import run_info
 from pipeline.bench.evaluate import load_eval_clips
 from pipeline.bench.metrics import BenchMetrics, BenchResult, Machine, RunInfo
 from pipeline.bench.records import EngineSpec, EvalClips, Measurement, Samples
@@ -34,6 +34,7 @@ from pipeline.bench.selection import bench_specs
 from pipeline.bench.stats import decoder_by_position, engine_metrics, time_split
 from whisper_npu.errors import UserError
 from whisper_npu.figures import PEERS
+from whisper_npu.host import cpu_model
 from whisper_npu.layout import RUN_FILE
 from whisper_npu.variants import BASELINE
 

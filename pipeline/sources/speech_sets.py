@@ -29,6 +29,7 @@ from pipeline.config import (
 from pipeline.sources.synthesis import describe, synthesize_all
 from whisper_npu.errors import UserError
 from whisper_npu.fsutil import atomic_dir, read_text, sha256_tree, write_json
+from whisper_npu.host import cpu_model
 from whisper_npu.layout import MANIFEST_FILE
 from whisper_npu.whisper_io import CHUNK_SECONDS, SAMPLE_RATE
 
@@ -205,7 +206,9 @@ def summarise(speech: datasets.Dataset) -> dict[str, float | int]:
 def build_speech_sets(params: DataParams, out_dir: Path) -> dict[str, Any]:
     """Write `out_dir/{calibration,eval}` (datasets save_to_disk) and `out_dir/manifest.json`."""
     _check_disjoint(params)
-    manifest: dict[str, Any] = {"sample_rate": SAMPLE_RATE, "sets": {}}
+    # Synthesised samples differ between instruction sets (piper's VITS runs in ONNX Runtime,
+    # whose kernels are chosen per CPU): the manifest names the one that made them.
+    manifest: dict[str, Any] = {"sample_rate": SAMPLE_RATE, "cpu": cpu_model(), "sets": {}}
     with atomic_dir(Path(out_dir)) as scratch:
         for name, spec in zip(SET_NAMES, (params.calibration, params.eval), strict=True):
             workdir = scratch / f".{name}-source"
