@@ -42,14 +42,20 @@ def test_whole_recording_matches_transformers_long_form_features():
 
 
 @pytest.mark.runtime
-def test_long_audio_in_blocks_equals_one_piece(monkeypatch):
-    """Blocks bound the memory of hour-long inputs without changing a single value."""
+@pytest.mark.parametrize("stream", [64, 77, 699, 700])  # 700 frames = 7 s: one block
+@pytest.mark.parametrize("samples", [16000 * 7, 16000 * 7 - 1, 16000 * 7 + 159])
+def test_long_audio_in_blocks_equals_one_piece(monkeypatch, stream, samples):
+    """Blocks, each padded on its own and normalised against the loudest frame of all, bound
+    the memory of hour-long inputs without changing a single value."""
     from whisper_npu import features
 
     rng = np.random.default_rng(1)
-    audio = (rng.standard_normal(16000 * 7) * 0.1).astype(np.float32)
+    audio = (rng.standard_normal(samples) * 0.1).astype(np.float32)
+    audio[-3:] = 0.9  # the reflection at the end is in the last block
     filters = rng.random((201, 80)).astype(np.float32)
     whole = features.log_mel(audio, filters, pad_to_window=False)
     monkeypatch.setattr(features, "BLOCK_FRAMES", 64)
+    monkeypatch.setattr(features, "STREAM_FRAMES", stream)
     blocked = features.log_mel(audio, filters, pad_to_window=False)
+    assert blocked.dtype == np.float32 and blocked.shape == (80, samples // 160)
     np.testing.assert_array_equal(blocked, whole)

@@ -85,20 +85,26 @@ def _read_with_libsndfile(
         rate = int(audio.samplerate)
         _check_header(path, rate, audio.frames / max(rate, 1), limit)
         step = max(BLOCK_SAMPLES // audio.channels, 1)  # an Ogg may hold 255 channels
-        blocks: list[np.ndarray] = []
+        # Filled in place where the header says the length (blocks and their concatenation
+        # would hold the recording twice); what a header leaves out goes on in blocks.
+        mono = np.empty(min(max(audio.frames, 0), int(limit * rate) + step), np.float32)
+        more: list[np.ndarray] = []
         frames = 0
         try:
             while frames <= limit * rate:
                 block = audio.read(step, dtype="float32", always_2d=True)
                 if not len(block):
                     break
-                blocks.append(block.mean(axis=1))
+                if frames + len(block) <= mono.size:
+                    mono[frames : frames + len(block)] = block.mean(axis=1)
+                else:
+                    more.append(block.mean(axis=1))
                 frames += len(block)
         except sf.LibsndfileError as exc:
             raise UserError(f"{path}: not readable audio ({exc})") from None
     _check_decoded(path, frames, rate, limit)
-    mono = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
-    return mono, rate
+    filled = frames - sum(len(block) for block in more)
+    return (np.concatenate([mono[:filled], *more]) if more else mono[:filled]), rate
 
 
 def _reason(exc: Exception) -> str:
@@ -186,6 +192,15 @@ def _decode_with_pyav(path: Path, handle: IO[bytes], limit: float) -> tuple[np.n
         gc.collect()
 
 
+def finite(samples: np.ndarray) -> bool:
+    """No NaN or infinity (Whisper would decode them as a line of "!!!!"), checked a block at
+    a time: a whole-recording mask would be a quarter of the samples again."""
+    return all(
+        np.isfinite(samples[start : start + BLOCK_SAMPLES]).all()
+        for start in range(0, samples.size, BLOCK_SAMPLES)
+    )
+
+
 def load_audio(path: Path, max_seconds: float | None = None) -> np.ndarray:
     """16 kHz mono float32 samples of a file; a file longer than `max_seconds` (default
     DEFAULT_MAX_SECONDS) is refused, from its header or, where the header does not say, once
@@ -204,7 +219,7 @@ def load_audio(path: Path, max_seconds: float | None = None) -> np.ndarray:
     mono, rate = decoded
     if mono.size == 0:
         raise UserError(f"{path}: audio has no samples")
-    if not np.isfinite(mono).all():
+    if not finite(mono):
         raise UserError(f"{path}: audio holds NaN or infinite samples")
     if rate != SAMPLE_RATE:
         mono = _resample(mono, rate)

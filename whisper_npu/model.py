@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from whisper_npu.audio import load_audio
+from whisper_npu.audio import finite, load_audio
 from whisper_npu.decoding import TranscribeOptions
 from whisper_npu.errors import UserError
 from whisper_npu.execution import Device, Execution
@@ -32,7 +32,7 @@ def _samples(audio: np.ndarray | str | Path, max_seconds: float | None) -> np.nd
     samples = np.asarray(audio, dtype=np.float32)
     if samples.ndim != 1 or samples.size == 0:
         raise UserError(f"audio must be 1-D 16 kHz mono samples, got shape {samples.shape}")
-    if not np.isfinite(samples).all():
+    if not finite(samples):
         raise UserError("audio holds NaN or infinite samples")
     return samples
 
