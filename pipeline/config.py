@@ -303,6 +303,25 @@ class _PlainLoader(yaml.SafeLoader):  # type: ignore[misc]
             )
         return super().compose_node(parent, index)
 
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+        """A key given twice is refused: YAML keeps the last silently, so an edit to the first
+        copy would do nothing."""
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool):
+                continue  # an unhashable key: SafeLoader's own error names it
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (line {key_node.start_mark.line + 1})",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        mapping: dict[object, object] = super().construct_mapping(node, deep)
+        return mapping
+
 
 def load_params(path: Path = DEFAULT_PARAMS) -> Params:
     """Read and validate params.yaml; any problem becomes a one-line UserError."""

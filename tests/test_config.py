@@ -69,3 +69,20 @@ def test_missing_and_malformed_files(tmp_path):
     listed.write_text("- 1\n- 2\n")
     with pytest.raises(UserError, match="mapping"):
         load_params(listed)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("bench:\n  warmup: 1\n  repeats: 2\n  warmup: 3\n", "'warmup' (line 4)"),
+        ("gate: {min_qoi: 0.5}\ngate: {min_qoi: 0.9}\n", "'gate' (line 2)"),
+        ("data:\n  voices:\n    - {engine: piper, engine: espeak-ng}\n", "'engine' (line 3)"),
+    ],
+)
+def test_a_key_given_twice_is_refused_in_one_line(tmp_path, text, key):
+    """YAML keeps the last copy silently: an edit to the first would change nothing."""
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError) as caught:
+        load_params(path)
+    assert f"duplicate key {key}" in str(caught.value) and "\n" not in str(caught.value)
