@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import REPO, TINY_DIMS, TINY_SPEC, run_cli, start_cli, write_tiny_bundle
+from tests.test_bench_results import needs_ray
 from whisper_npu.cli import main
 
 PARAMS = ["--params", str(REPO / "params.yaml")]
@@ -570,3 +571,53 @@ def test_sigterm_during_imports_is_the_interrupted_line(runnable_bundle, wav, de
     assert child.returncode == 130, err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].endswith("interrupted; previous outputs left untouched")
+
+
+# --- Ray addresses: refused when malformed, given up on when nobody answers --------------------
+
+
+@pytest.mark.parametrize("address", ["head", "ray://", "http://head:10001", "head:0", "h:70000"])
+def test_evaluate_refuses_a_malformed_ray_address(capsys, address):
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", "--ray", address])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --ray" in err and "not a Ray address" in err and "Traceback" not in err
+
+
+def one_clip_eval_set(data: Path) -> Path:
+    """An `artifacts/data` with a one-clip eval set, as `whisper-npu data` saves it."""
+    import datasets
+
+    from pipeline.sources.speech_sets import FEATURES
+
+    columns = {
+        "id": ["c0"],
+        "audio": [{"array": np.zeros(16000, np.float32), "sampling_rate": 16000}],
+        "text": ["nothing"],
+        "duration_s": [1.0],
+    }
+    datasets.Dataset.from_dict(columns, features=FEATURES).save_to_disk(str(data / "eval"))
+    return data
+
+
+@needs_ray
+def test_evaluate_gives_up_on_a_ray_address_nobody_answers(runnable_bundle, tmp_path):
+    """Ray 2.60 alone retries an unreachable GCS address for about 12 minutes."""
+    import socket
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nobody listens there
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    data = one_clip_eval_set(tmp_path / "data")
+    start = time.monotonic()
+    done = run_cli(
+        "evaluate", "--artifact", str(runnable_bundle), "--data", str(data),
+        "--ray", address, "--ray-timeout", "1", timeout=120,
+    )  # fmt: skip
+    assert time.monotonic() - start < 100  # imports on a busy machine; Ray's own retries: 700 s
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == [
+        f"whisper-npu evaluate: error: Ray: no cluster answered at {address} within 1 s"
+    ]
