@@ -9,7 +9,12 @@ import argparse
 import json
 from pathlib import Path
 
-from pipeline.config import DEFAULT_PARAMS
+from pipeline.config import (
+    DEFAULT_PARAMS,
+    DEFAULT_RAY_TIMEOUT_S,
+    checked_ray_address,
+    init_address,
+)
 from stages import (
     amd_form,
     bench,
@@ -42,6 +47,24 @@ def _share(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> float:
+    value = non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text}")
+    return value
+
+
+def _ray_address(text: str) -> str:
+    """A checked address, "" (ray.init()'s own choice) for `--ray` alone: argparse passes its
+    const through here too."""
+    if not text:
+        return ""
+    try:
+        return init_address(checked_ray_address(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text[:80]!r} is {exc}") from None
+
+
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--artifact", type=Path, default=Path("artifacts/bundles/fp32"), help=ARTIFACT_HELP
@@ -51,9 +74,17 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
         "--ray",
         nargs="?",
         const="",
+        type=_ray_address,
         metavar="ADDRESS",
         help="shard the clips over Ray actors: alone, ray.init()'s default (a local cluster); "
         "'auto' or ray://host:10001 for a running cluster (needs pip install '.[ray]')",
+    )
+    parser.add_argument(
+        "--ray-timeout",
+        type=_seconds,
+        default=DEFAULT_RAY_TIMEOUT_S,
+        metavar="S",
+        help="seconds to wait for the Ray cluster to answer (default: %(default)g)",
     )
     parser.add_argument(
         "--workers", type=positive_int, help="Ray actors (default: one per CPU of the cluster)"
@@ -68,7 +99,7 @@ def _evaluate(args: argparse.Namespace) -> object:
 
     if args.workers is not None and args.ray is None:
         raise UserError("--workers needs --ray")
-    options = EvaluateOptions(args.ray, args.workers, args.clips, args.device)
+    options = EvaluateOptions(args.ray, args.workers, args.clips, args.device, args.ray_timeout)
     result = evaluate_bundle(args.artifact, args.data, options)
     say_execution("evaluate", Execution.model_validate(result["execution"]))
     return result

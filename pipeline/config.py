@@ -6,6 +6,7 @@ start-up with the key's dotted path instead of deep inside a stage.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -222,7 +223,25 @@ class CompileParams(Section):
 
 
 # Where the bench's WER pass may run: Ray on this machine, a running cluster, or host:port.
-RAY_ADDRESS = r"^(local|auto|(ray://)?[A-Za-z0-9][A-Za-z0-9.-]*:[0-9]{1,5})$"
+RAY_ADDRESS = re.compile(r"(local|auto|(ray://)?[A-Za-z0-9][A-Za-z0-9.-]*:(?P<port>[0-9]{1,5}))")
+DEFAULT_RAY_TIMEOUT_S = 60.0  # to join a cluster; Ray itself retries an unreachable one ~12 min
+
+
+def checked_ray_address(text: str) -> str:
+    """`text` if it is a Ray address (`--ray`, `bench.ray`): refused here, in one line, rather
+    than after the run's set-up, or by a Ray that retries a mistyped host for minutes."""
+    match = RAY_ADDRESS.fullmatch(text)
+    if match is None or not 0 < int(match["port"] or 1) < 65536:
+        raise ValueError(
+            "not a Ray address (expected local, auto, host:port or ray://host:port, port 1-65535)"
+        )
+    return text
+
+
+def init_address(setting: str) -> str:
+    """A checked address as pipeline.bench.sharded takes it: "" (ray.init()'s own choice) for
+    local."""
+    return "" if setting == "local" else setting
 
 
 class BenchParams(Section):
@@ -238,16 +257,19 @@ class BenchParams(Section):
         "the CPU as the baseline whatever this says",
     )
     peers: bool = Field(True, description="also time transformers and faster-whisper if installed")
-    ray: Annotated[str, Field(pattern=RAY_ADDRESS)] | None = Field(
+    ray: Annotated[str, AfterValidator(checked_ray_address)] | None = Field(
         None,
         description="the WER pass on Ray actors (extra .[ray]): local (ray.init() here), auto "
         "or ray://host:10001 (a running cluster); null: in this process. Latency is local.",
+    )
+    ray_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        DEFAULT_RAY_TIMEOUT_S, description="seconds to wait for `ray` to answer before giving up"
     )
 
     @property
     def ray_address(self) -> str | None:
         """`ray` as pipeline.bench.sharded takes it: "" for ray.init()'s own choice."""
-        return "" if self.ray == "local" else self.ray
+        return None if self.ray is None else init_address(self.ray)
 
 
 class GateParams(Section):
@@ -302,6 +324,25 @@ class _PlainLoader(yaml.SafeLoader):  # type: ignore[misc]
                 event.start_mark,
             )
         return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+        """A key given twice is refused: YAML keeps the last silently, so an edit to the first
+        copy would do nothing."""
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool):
+                continue  # an unhashable key: SafeLoader's own error names it
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (line {key_node.start_mark.line + 1})",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        mapping: dict[object, object] = super().construct_mapping(node, deep)
+        return mapping
 
 
 def load_params(path: Path = DEFAULT_PARAMS) -> Params:

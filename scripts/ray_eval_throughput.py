@@ -26,7 +26,7 @@ def main() -> None:
 
     import ray
 
-    from pipeline.bench.evaluate import load_eval_clips
+    from pipeline.bench.evaluate import EvaluateOptions, load_eval_clips
     from pipeline.bench.records import EvalClips
     from pipeline.bench.sharded import PACKAGES, transcribe_on_ray
 
@@ -40,7 +40,9 @@ def main() -> None:
     try:
         for workers in (int(n) for n in args.workers.split(",")):
             start = time.perf_counter()
-            transcripts, _, _, sharding = transcribe_on_ray(args.artifact, clips, "", workers)
+            transcripts, _, _, sharding = transcribe_on_ray(
+                args.artifact, clips, EvaluateOptions("", workers)
+            )
             seconds = time.perf_counter() - start
             texts = [text for text, _ in transcripts]
             if first is not None and texts != first:

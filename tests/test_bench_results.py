@@ -157,14 +157,16 @@ def test_ray_actors_open_the_engine_and_return_clips_in_order(tmp_path, monkeypa
     clip comes back once, in order, with the execution record of the engine the actors opened.
     (The random model says the same thing of every clip: identity is the next test's job.)"""
     from pipeline.bench import sharded
-    from pipeline.bench.evaluate import transcribe_here
+    from pipeline.bench.evaluate import EvaluateOptions, transcribe_here
     from tests.conftest import write_tiny_bundle
     from whisper_npu.execution import Device
 
     monkeypatch.setattr(sharded, "SHARD_CLIPS", 2)
     bundle = write_tiny_bundle(tmp_path / "bundle")
     here, variant, execution = transcribe_here(bundle, clips(5), Device.AUTO)
-    there, on_ray_variant, on_ray, sharding = sharded.transcribe_on_ray(bundle, clips(5), "", 2)
+    there, on_ray_variant, on_ray, sharding = sharded.transcribe_on_ray(
+        bundle, clips(5), EvaluateOptions("", 2)
+    )
     assert [text for text, _ in there] == [text for text, _ in here]
     assert (on_ray_variant, on_ray) == (variant, execution) and all(ms > 0 for _, ms in there)
     assert sharding["workers"] == 2 and sharding["shards"] == 3

@@ -48,6 +48,10 @@ def test_the_x2_int_form_is_chosen_per_integer_variant(tmp_path: Path) -> None:
         (lambda p: p["export"]["parity"].update(logits_atol=-1), "export.parity.logits_atol"),
         (lambda p: p["quantize"].update(npu_form=["bf16"]), "not an integer variant"),
         (lambda p: p["quantize"].update(npu_form=["fp32"]), "quantize.npu_form.0"),
+        (lambda p: p["bench"].update(ray="head"), "bench.ray: Value error, not a Ray address"),
+        (lambda p: p["bench"].update(ray="ray://head:99999"), "not a Ray address"),
+        (lambda p: p["bench"].update(ray="http://head:10001"), "not a Ray address"),
+        (lambda p: p["bench"].update(ray_timeout_s=0), "bench.ray_timeout_s: Input should be gr"),
     ],
 )
 def test_bad_values_name_the_key_in_one_line(tmp_path, mutate, expected):
@@ -69,3 +73,26 @@ def test_missing_and_malformed_files(tmp_path):
     listed.write_text("- 1\n- 2\n")
     with pytest.raises(UserError, match="mapping"):
         load_params(listed)
+
+
+@pytest.mark.parametrize("address", ["local", "auto", "ray://head:10001", "10.0.0.1:6379"])
+def test_well_formed_ray_addresses_are_taken(tmp_path, address):
+    bench = load_params(write_params(tmp_path, lambda p: p["bench"].update(ray=address))).bench
+    assert bench.ray == address and bench.ray_address == ("" if address == "local" else address)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("bench:\n  warmup: 1\n  repeats: 2\n  warmup: 3\n", "'warmup' (line 4)"),
+        ("gate: {min_qoi: 0.5}\ngate: {min_qoi: 0.9}\n", "'gate' (line 2)"),
+        ("data:\n  voices:\n    - {engine: piper, engine: espeak-ng}\n", "'engine' (line 3)"),
+    ],
+)
+def test_a_key_given_twice_is_refused_in_one_line(tmp_path, text, key):
+    """YAML keeps the last copy silently: an edit to the first would change nothing."""
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError) as caught:
+        load_params(path)
+    assert f"duplicate key {key}" in str(caught.value) and "\n" not in str(caught.value)

@@ -12,10 +12,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import soundfile as sf
 
 from tests.conftest import REPO, TINY_DIMS, TINY_SPEC, run_cli, start_cli, write_tiny_bundle
+from tests.test_bench_results import needs_ray
 from whisper_npu.cli import RUNTIME_COMMANDS, main
 from whisper_npu.entry import Command
 
@@ -624,3 +626,148 @@ def test_sigterm_during_imports_is_the_interrupted_line(runnable_bundle, wav, de
     assert child.returncode == 130, err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].endswith("interrupted; previous outputs left untouched")
+
+
+# --- Ray addresses: refused when malformed, given up on when nobody answers --------------------
+
+
+@pytest.mark.parametrize("address", ["head", "ray://", "http://head:10001", "head:0", "h:70000"])
+def test_evaluate_refuses_a_malformed_ray_address(capsys, address):
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", "--ray", address])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --ray" in err and "not a Ray address" in err and "Traceback" not in err
+
+
+def one_clip_eval_set(data: Path) -> Path:
+    """An `artifacts/data` with a one-clip eval set, as `whisper-npu data` saves it."""
+    import datasets
+
+    from pipeline.sources.speech_sets import FEATURES
+
+    columns = {
+        "id": ["c0"],
+        "audio": [{"array": np.zeros(16000, np.float32), "sampling_rate": 16000}],
+        "text": ["nothing"],
+        "duration_s": [1.0],
+    }
+    datasets.Dataset.from_dict(columns, features=FEATURES).save_to_disk(str(data / "eval"))
+    return data
+
+
+@needs_ray
+def test_evaluate_gives_up_on_a_ray_address_nobody_answers(runnable_bundle, tmp_path):
+    """Ray 2.60 alone retries an unreachable GCS address for about 12 minutes."""
+    import socket
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nobody listens there
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    data = one_clip_eval_set(tmp_path / "data")
+    start = time.monotonic()
+    done = run_cli(
+        "evaluate", "--artifact", str(runnable_bundle), "--data", str(data),
+        "--ray", address, "--ray-timeout", "1", timeout=120,
+    )  # fmt: skip
+    assert time.monotonic() - start < 100  # imports on a busy machine; Ray's own retries: 700 s
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == [
+        f"whisper-npu evaluate: error: Ray: no cluster answered at {address} within 1 s"
+    ]
+
+
+# --- graphs handed to the forecast ------------------------------------------------------------
+
+
+def add_graph(weight: onnx.TensorProto, rows: int = 1) -> onnx.ModelProto:
+    """y = x + weight, x of shape [1, 4] broadcast over the weight's rows."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, 4])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g", [x], [y], [weight])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def ones(rows: int = 1) -> onnx.TensorProto:
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(np.ones((rows, 4), np.float32), "w")
+
+
+def with_external_data(folder: Path, location: str, keep: bool = True) -> Path:
+    """The graph with its weight in a file beside it, then pointed at `location`, that file
+    renamed `w.bin` (or removed)."""
+    path = folder / "graph.onnx"
+    onnx.save(add_graph(ones()), str(path), save_as_external_data=True, size_threshold=0)
+    model = onnx.load(str(path), load_external_data=False)
+    (entry,) = [e for e in model.graph.initializer[0].external_data if e.key == "location"]
+    saved = folder / entry.value
+    if keep:
+        saved.replace(folder / "w.bin")
+    else:
+        saved.unlink()
+    entry.value = location
+    onnx.save(model, str(path))
+    return path
+
+
+def hostile_graph(folder: Path, kind: str) -> Path:
+    from onnx import TensorProto
+
+    path = folder / f"{kind}.onnx"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "not a model":  # a valid protobuf, of a graph alone
+        path.write_bytes(add_graph(ones()).graph.SerializeToString())
+    elif kind == "data missing":
+        return with_external_data(folder, "w.bin", keep=False)
+    elif kind == "data outside":
+        (folder.parent / "secret.bin").write_bytes(np.ones(4, np.float32).tobytes())
+        return with_external_data(folder, "../secret.bin")
+    elif kind == "data short":
+        path = with_external_data(folder, "w.bin")
+        (folder / "w.bin").write_bytes(b"1")
+    elif kind == "huge, no data":
+        weight = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[1 << 40, 4])
+        onnx.save(add_graph(weight, 1 << 40), str(path))
+    elif kind == "future opset":
+        model = add_graph(ones())
+        model.opset_import[0].version = 99
+        onnx.save(model, str(path))
+    return path
+
+
+GRAPH_CASES = {
+    "empty": "empty file, not an ONNX model",
+    "not a model": "not an ONNX model (no graph, opset or IR version)",
+    "data missing": "not loadable: tensor 'w': its external data 'w.bin' is missing",
+    "data outside": "its external data '../secret.bin' is outside the graph's folder",
+    "data short": "its external data 'w.bin' holds no 16 bytes at offset 0",
+    "huge, no data": "4398046511104 elements declared, and its data does not match",
+    "future opset": "not loadable by ONNX Runtime",
+}
+
+
+@pytest.mark.parametrize("kind", GRAPH_CASES)
+def test_forecast_refuses_a_graph_onnx_runtime_cannot_load(tmp_path, capsys, kind):
+    """Never forecast as clean (exit 0) what the EP could not even load."""
+    folder = tmp_path / "graph"
+    folder.mkdir()
+    path = hostile_graph(folder, kind)
+    capsys.readouterr()
+    assert main(["forecast", str(path)]) == 2
+    one_line_error(capsys, "forecast", GRAPH_CASES[kind])
+
+
+def test_forecast_reads_external_data_beside_the_graph(tmp_path, capsys):
+    sub = tmp_path / "weights"
+    sub.mkdir()
+    path = with_external_data(tmp_path, "w.bin")
+    assert main(["forecast", str(path)]) == 0
+    (sub / "w.bin").write_bytes((tmp_path / "w.bin").read_bytes())
+    with_external_data(tmp_path, "weights/w.bin")
+    assert main(["forecast", str(path)]) == 0
+    assert "1 NPU subgraph(s)" in capsys.readouterr().out

@@ -11,6 +11,7 @@ from typing import Any
 
 from pipeline.bench.records import EvalClips
 from pipeline.bench.results import ClipResult, score_clip, wer_figures, write_table
+from pipeline.config import DEFAULT_RAY_TIMEOUT_S
 from whisper_npu.errors import UserError
 from whisper_npu.execution import Device, Execution
 from whisper_npu.fsutil import read_text
@@ -75,12 +76,13 @@ def scored(engine: str, clips: EvalClips, transcripts: list[Transcript]) -> list
 class EvaluateOptions:
     """Where the clips run (None: this process; else a Ray address, "" for ray.init()'s own
     choice), on how many Ray actors (None: one per CPU of the cluster), and where the per-clip
-    results go (None: nowhere)."""
+    results go (None: nowhere); how long Ray may take to answer."""
 
     ray_address: str | None = None
     workers: int | None = None
     table: Path | None = None
     device: Device = Device.AUTO
+    ray_timeout_s: float = DEFAULT_RAY_TIMEOUT_S
 
 
 def evaluate_bundle(
@@ -97,9 +99,7 @@ def evaluate_bundle(
         transcripts, variant, execution = transcribe_here(artifact, clips, options.device)
         sharding = None
     else:
-        transcripts, variant, execution, sharding = transcribe_on_ray(
-            artifact, clips, options.ray_address, options.workers, options.device
-        )
+        transcripts, variant, execution, sharding = transcribe_on_ray(artifact, clips, options)
     wall_s = time.perf_counter() - start
     rows = scored(variant, clips, transcripts)
     if options.table is not None:

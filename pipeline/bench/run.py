@@ -86,7 +86,11 @@ def known_transcripts(
 
 
 def wer_pass_on_ray(
-    specs: Sequence[EngineSpec], others: Sequence[int], clips: EvalClips, address: str
+    specs: Sequence[EngineSpec],
+    others: Sequence[int],
+    clips: EvalClips,
+    address: str,
+    timeout_s: float,
 ) -> tuple[Samples, str]:
     """The WER pass (`others`, the untimed clips) of each engine on Ray actors, sharded as
     `whisper-npu evaluate --ray` shards; and where it ran, in words. The actors' encoder and
@@ -95,7 +99,7 @@ def wer_pass_on_ray(
 
     out: Samples = {}
     split: dict[str, Any] = {}
-    with connected(address):
+    with connected(address, timeout_s):
         for spec in specs:
             samples, _, split = run_sharded(spec, clips.samples, others, None)
             out[spec.name] = [replace(s, encoder_ms=(), decoder_ms=()) for s in samples]
@@ -165,7 +169,9 @@ def measure(
     if params.ray is not None:
         # Once the local workers have stopped: on one machine, the actors have its cores.
         specs_left = [w.spec for w in unsettled]
-        accuracy, where = wer_pass_on_ray(specs_left, others, clips, params.ray_address or "")
+        accuracy, where = wer_pass_on_ray(
+            specs_left, others, clips, params.ray_address or "", params.ray_timeout_s
+        )
         ran_here += f"; the untimed clips on Ray ({where})"
     texts, source = {}, {}
     for name in latency_pass:

@@ -14,6 +14,10 @@ cluster says nothing about the target device.
 from __future__ import annotations
 
 import importlib.util
+import logging
+import os
+import re
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -22,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 import whisper_npu
 from pipeline.bench.records import EngineSpec
+from pipeline.config import DEFAULT_RAY_TIMEOUT_S
 from whisper_npu.errors import UserError
 from whisper_npu.timing import Sample
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from pipeline.bench.evaluate import Transcript
+    from pipeline.bench.evaluate import EvaluateOptions, Transcript
     from pipeline.bench.records import EvalClips
     from whisper_npu.execution import Execution
 
@@ -76,14 +81,34 @@ def _one_line(exc: BaseException) -> str:
     return f"Ray: {lines[-1] if lines else type(exc).__name__}"
 
 
-@contextmanager
-def connected(address: str) -> Iterator[None]:
-    """Ray joined at `address` for the duration ("" is ray.init()'s own choice: RAY_ADDRESS,
-    the last local cluster, or a new one), and left again if this opened the connection. A
-    local cluster started here ends with this process, however it ends: its processes are
-    reaped (`pipeline.workers.reaped`)."""
-    import logging
+def _answers(address: str, timeout_s: float) -> bool:
+    """Whether a gRPC server (Ray's GCS and client server are) answers at the host:port of
+    `address` within `timeout_s`; True for local and auto, found on this machine. Ray 2.60
+    itself retries an address nobody answers on for about 12 minutes (a ray:// one for 30 s),
+    in C++ calls nothing interrupts, and `ray.init` in another thread cannot start a local
+    cluster: so the address is tried here first, with a deadline."""
+    import grpc
 
+    match = re.fullmatch(r"(?:ray://)?(.+:[0-9]+)", address)
+    if match is None:
+        return True
+    channel = grpc.insecure_channel(match[1])
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout_s)
+    except grpc.FutureTimeoutError:
+        return False
+    finally:
+        channel.close()
+    return True
+
+
+@contextmanager
+def connected(address: str, timeout_s: float = DEFAULT_RAY_TIMEOUT_S) -> Iterator[None]:
+    """Ray joined at `address` for the duration ("" is ray.init()'s own choice: RAY_ADDRESS,
+    the last local cluster, or a new one), and left again if this opened the connection; an
+    address that does not answer within `timeout_s` is a UserError. A local cluster started
+    here ends with this process, however it ends: its processes are reaped
+    (`pipeline.workers.reaped`)."""
     import psutil
     import ray
 
@@ -92,10 +117,19 @@ def connected(address: str) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    where = address or os.environ.get("RAY_ADDRESS", "")
+    no_answer = f"Ray: no cluster answered at {where} within {timeout_s:g} s"
+    if not _answers(where, timeout_s):
+        raise UserError(no_answer)
     this = psutil.Process()
     before = set(this.children(recursive=True))
     runtime_env = {"py_modules": list(PACKAGES), "excludes": ["__pycache__"]}
-    ray.init(address=address or None, runtime_env=runtime_env, logging_level=logging.WARNING)
+    # We say it in one line: the Ray client's own warning would be a second.
+    warnings.filterwarnings("ignore", "Ray Client connection timed out", UserWarning)
+    try:
+        ray.init(address=address or None, runtime_env=runtime_env, logging_level=logging.WARNING)
+    except ConnectionError:  # it answered, then no Ray came: the client's 30 s
+        raise UserError(no_answer) from None
     with reaped(set(this.children(recursive=True)) - before):
         try:
             yield
@@ -136,17 +170,19 @@ def run_sharded(
 
 
 def transcribe_on_ray(
-    artifact: Path, clips: EvalClips, address: str, workers: int | None, device: str = "auto"
+    artifact: Path, clips: EvalClips, options: EvaluateOptions
 ) -> tuple[list[Transcript], str, Execution, dict[str, Any]]:
     """Every clip's transcript in clip order, the actors' execution record, and how the work
-    was split (`whisper-npu evaluate --ray`): the artifact run as `from_artifact` runs it."""
+    was split (`whisper-npu evaluate --ray`, its address, actors, device and Ray's time to
+    answer in `options`): the artifact run as `from_artifact` runs it."""
     from whisper_npu.bundle import Artifact
 
+    address = options.ray_address or ""
     variant = Artifact.open(Path(artifact)).bundle.record.variant
-    spec = EngineSpec(str(variant), "ours", Path(artifact).resolve(), 1, device=device)
-    with connected(address):
+    spec = EngineSpec(str(variant), "ours", Path(artifact).resolve(), 1, device=options.device)
+    with connected(address, options.ray_timeout_s):
         samples, execution, sharding = run_sharded(
-            spec, clips.samples, range(len(clips.samples)), workers
+            spec, clips.samples, range(len(clips.samples)), options.workers
         )
     transcripts = [(sample.text, sample.e2e_ms) for sample in samples]
     where = {"address": address or "ray.init() default", **sharding}

@@ -32,6 +32,7 @@ from pipeline.npu.graph_check import (
     QUANTIZE,
     infer_shapes,
     load_graph,
+    loadable_graph,
     non_static,
     opset_of,
     table_op,
@@ -56,9 +57,12 @@ OPTIMIZED_WEIGHTS = "weights.bin"
 
 def optimized(path: Path, custom_ops: str | None = None) -> tuple[onnx.ModelProto, bool]:
     """The graph after ONNX Runtime's basic optimizations, as providers receive it; the graph as
-    stored (and False) when ONNX Runtime cannot load it, e.g. a custom op without its library."""
+    stored (and False) when ONNX Runtime cannot load it for an operator of a domain its library
+    was not given for. Any other load failure is a UserError: the EP could not load it either,
+    and a forecast of it would read as clean."""
     import onnxruntime as ort
 
+    stored = loadable_graph(path)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     if custom_ops:
@@ -74,9 +78,18 @@ def optimized(path: Path, custom_ops: str | None = None) -> tuple[onnx.ModelProt
         )
         try:
             ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception:
-            return load_graph(path), False
+        except Exception as exc:
+            if foreign_domains(stored):
+                return stored, False
+            lines = str(exc).strip().splitlines() or [type(exc).__name__]
+            raise UserError(f"{path}: not loadable by ONNX Runtime ({lines[0][:200]})") from None
         return load_graph(target), True
+
+
+def foreign_domains(model: onnx.ModelProto) -> list[str]:
+    """Operator domains ONNX Runtime knows only from a custom-op library (Quark's, say)."""
+    known = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
+    return sorted({node.domain for node in model.graph.node} - known)
 
 
 def _types(inferred: onnx.ModelProto) -> dict[str, int]:

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
+from math import prod
 from pathlib import Path
 from typing import Any
 
 import onnx
 
+from whisper_npu.errors import UserError
 from whisper_npu.layout import graph_file
 from whisper_npu.whisper_io import GRAPHS
 
@@ -45,6 +48,8 @@ INTEGER_TYPES = frozenset(
 )
 # com.microsoft ops that keep their input's shape and type, for shape inference.
 ELEMENTWISE_CONTRIB = frozenset({"Gelu"})
+# Packed two to a byte in raw and external data.
+FOUR_BIT = frozenset({onnx.TensorProto.INT4, onnx.TensorProto.UINT4, onnx.TensorProto.FLOAT4E2M1})
 QDQ_NAMES = {
     QUANTIZE: QUANTIZE,
     DEQUANTIZE: DEQUANTIZE,
@@ -155,6 +160,75 @@ def _qdq_as_cast(model: onnx.ModelProto) -> onnx.ModelProto:
 def load_graph(path: Path) -> onnx.ModelProto:
     """The graph with external data left on disk: only structure and shapes are read."""
     return onnx.load(str(path), load_external_data=False)
+
+
+def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor a graph stores, in its subgraphs too: initializers and attribute values."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            yield from [attribute.t] if attribute.HasField("t") else attribute.tensors
+            for subgraph in [attribute.g] if attribute.HasField("g") else attribute.graphs:
+                yield from _tensors(subgraph)
+
+
+def _data_bytes(data_type: int, count: int) -> int | None:
+    """Bytes of `count` elements in raw or external data (None: strings, of any length)."""
+    if data_type == onnx.TensorProto.STRING:
+        return None
+    if data_type in FOUR_BIT:
+        return (count + 1) // 2
+    return count * int(onnx.helper.tensor_dtype_to_np_dtype(data_type).itemsize)
+
+
+def _external_data_problem(tensor: onnx.TensorProto, folder: Path, size: int | None) -> str | None:
+    """Why ONNX Runtime could not read the tensor's external data, or None; only the file's
+    size is looked at, and only inside the model's folder."""
+    entries = {entry.key: entry.value for entry in tensor.external_data}
+    location = entries.get("location", "")
+    file = (folder / location).resolve()
+    if not location or Path(location).is_absolute() or not file.is_relative_to(folder):
+        return f"its external data {location!r} is outside the graph's folder"
+    if not file.is_file():
+        return f"its external data {location!r} is missing"
+    if not all(entries.get(key, "0").isdigit() for key in ("offset", "length")):
+        return f"its external data {location!r} has a malformed offset or length"
+    offset = int(entries.get("offset") or 0)
+    length = int(entries.get("length") or file.stat().st_size - offset)
+    if length != (size or length) or offset + length > file.stat().st_size:
+        return f"its external data {location!r} holds no {size or length} bytes at offset {offset}"
+    return None
+
+
+def _tensor_problem(tensor: onnx.TensorProto, folder: Path) -> str | None:
+    if any(dim < 0 for dim in tensor.dims):
+        return f"a negative dimension {list(tensor.dims)}"
+    count = prod(tensor.dims)
+    try:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            return _external_data_problem(tensor, folder, _data_bytes(tensor.data_type, count))
+        onnx.numpy_helper.to_array(tensor)  # ONNX's own reader checks the data against the shape
+    except KeyError:
+        return f"an unknown element type {tensor.data_type}"
+    except (ValueError, TypeError) as exc:
+        return f"{count} elements declared, and its data does not match ({exc})"
+    return None
+
+
+def loadable_graph(path: Path) -> onnx.ModelProto:
+    """The stored graph (as `load_graph`), refused in one line where ONNX Runtime could not
+    load it: no model, or a tensor whose data is absent, short, or outside the graph's folder
+    (never read from there; external data is only measured)."""
+    if Path(path).stat().st_size == 0:
+        raise UserError(f"{path}: empty file, not an ONNX model")
+    model = load_graph(path)
+    if not model.HasField("graph") or not model.opset_import or not model.ir_version:
+        raise UserError(f"{path}: not an ONNX model (no graph, opset or IR version)")
+    folder = Path(path).resolve().parent
+    for tensor in _tensors(model.graph):
+        if (problem := _tensor_problem(tensor, folder)) is not None:
+            raise UserError(f"{path}: not loadable: tensor {tensor.name!r}: {problem}")
+    return model
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
