@@ -38,8 +38,7 @@ class Transcript:
     duration_s: float
 
 
-def require_model(model_dir: Path) -> None:
-    """A model stage output is there: otherwise transformers takes the path for a hub id."""
+def _require_model(model_dir: Path) -> None:
     if not (Path(model_dir) / "model.safetensors").is_file():
         raise UserError(f"{model_dir}: no model here (run `whisper-npu model` first)")
 
@@ -61,7 +60,7 @@ def _transformers_errors_only() -> Iterator[None]:
 
 @_transformers_errors_only()
 def load_model(model_dir: Path) -> tuple[WhisperForConditionalGeneration, WhisperProcessor]:
-    require_model(model_dir)
+    _require_model(model_dir)
     model = WhisperForConditionalGeneration.from_pretrained(model_dir, use_safetensors=True)
     return model.eval(), WhisperProcessor.from_pretrained(model_dir)
 
@@ -158,7 +157,7 @@ def run_reference(
 ) -> dict[str, Any]:
     """Transcribe the eval set with the float transformers model (one single-threaded worker
     per core), a multilingual one in `language`; write transcripts and WER."""
-    require_model(model_dir)  # before any worker starts
+    _require_model(model_dir)  # before any worker starts
     eval_set = load_saved_set(data_dir, "eval")
     outputs = map_in_workers(
         partial(_transcribe_in_worker, language=language),

@@ -34,9 +34,8 @@ AMD_GRAPHS = {"encoder": "encoder_model.onnx", "decoder": "decoder_model.onnx"}
 def export_amd_form(model_dir: Path, out_dir: Path) -> dict[str, Path]:
     """optimum's opset-17 export (what `optimum-cli export onnx --opset 17` runs), shapes fixed
     as AMD's params.json fixes them; returns the two static graphs."""
-    from pipeline.export.reference import require_model
-
-    require_model(model_dir)
+    if not (Path(model_dir) / "model.safetensors").is_file():  # else optimum takes a hub id
+        raise UserError(f"{model_dir}: no model here (run `whisper-npu model` first)")
     try:
         from optimum.exporters.onnx import main_export
     except ImportError:
