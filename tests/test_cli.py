@@ -52,8 +52,31 @@ def test_offline_hub_id(tmp_path):
         env={"HF_HUB_OFFLINE": "1"},
     )
     assert_failed_cleanly(
-        result, out, "cannot reach the Hugging Face hub for 'openai/whisper-base.en'"
+        result, out, "cannot reach the Hugging Face hub for model 'openai/whisper-base.en'"
     )
+
+
+def test_an_unreachable_hub_data_set_is_one_line_at_once(tmp_path):
+    """Before: 12 lines of retry reprs over ~25 s, then the error. The hub is pointed at a
+    closed local port, so the test means the same with or without a network."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["data"]["calibration"] = {
+        "kind": "hub",
+        "dataset": "openslr/librispeech_asr",
+        "split": "test",
+    }
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "artifacts" / "data"
+    out.mkdir(parents=True)
+    (out / "keep.txt").write_text("from the last good run")
+    env = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0"}
+    result = run_cli("data", "--params", str(params), "--out", str(out), env=env)
+    assert result.returncode == 2, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "cannot reach the Hugging Face hub for dataset 'openslr/librispeech_asr'" in line
+    assert "HF_HUB_OFFLINE=1" in line
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
 def test_corrupt_ct2_model(tmp_path):

@@ -19,6 +19,7 @@ from pipeline.config import ModelParams
 from pipeline.provenance import package_versions
 from pipeline.sources.builtin import builtin_dir, source_hashes
 from pipeline.sources.ct2 import convert_ct2_whisper
+from pipeline.sources.hub import repo_info
 from whisper_npu.errors import UserError
 from whisper_npu.fsutil import atomic_dir, sha256_file, write_json
 from whisper_npu.layout import SOURCE_FILE
@@ -70,20 +71,9 @@ def _refuse_remote_code(config: dict[str, Any], where: str) -> None:
 
 
 def _check_hub(repo_id: str, revision: str) -> None:
-    """One metadata request before any download: fails fast offline (no retry storm) and
-    refuses repos that only ship pickled weights."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError
-
-    try:
-        info = HfApi().model_info(repo_id, revision=revision, timeout=15)
-    except RepositoryNotFoundError:
-        raise UserError(f"hub model {repo_id!r} not found (or private)") from None
-    except (OfflineModeIsEnabled, HfHubHTTPError, OSError) as exc:
-        reason = type(exc).__name__
-        raise UserError(
-            f"cannot reach the Hugging Face hub for {repo_id!r} (offline? {reason})"
-        ) from None
+    """Reach the hub once first (`pipeline.sources.hub`), and refuse repos that only ship
+    pickled weights."""
+    info = repo_info(repo_id, revision, "model")
     _refuse_remote_code(info.config or {}, f"hub model {repo_id!r}")
     files = {sibling.rfilename for sibling in info.siblings or []}
     if not any(name.endswith(".safetensors") for name in files):

@@ -26,6 +26,7 @@ from pipeline.config import (
     SpeechSetParams,
     VoiceParams,
 )
+from pipeline.sources.hub import hub_offline, repo_info
 from pipeline.sources.synthesis import describe, synthesize_all
 from whisper_npu.errors import UserError
 from whisper_npu.fsutil import atomic_dir, read_text, sha256_tree, write_json
@@ -113,6 +114,8 @@ def load_audiofolder(folder: Path, text_column: str) -> datasets.Dataset:
 
 
 def _load_hub(spec: HubSet) -> datasets.Dataset:
+    if not hub_offline():  # offline by the user's word, datasets reads its cache alone
+        repo_info(spec.dataset, spec.revision, "dataset")
     try:
         loaded = datasets.load_dataset(
             spec.dataset, spec.config, split=spec.split, revision=spec.revision
