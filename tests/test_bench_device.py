@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 import yaml
 
 from pipeline.bench.device import benched_bundles, read_device_reports
@@ -24,6 +22,7 @@ from pipeline.npu.compile import compile_bundle
 from tests.conftest import write_tiny_bundle
 from tests.fake_ep import FakeVitisAi, machine, report_like
 from tests.test_bench import metrics_file, run_check
+from tests.test_device_report import write_eval_clips
 from whisper_npu import device_report
 from whisper_npu import transcriber as transcriber_module
 from whisper_npu.bundle import Artifact
@@ -43,14 +42,7 @@ def measured(tmp_path_factory) -> tuple[Path, DeviceReport]:
     bundle = write_tiny_bundle(root / "bundles" / "fp32", "fp32")
     compiled = root / "compiled" / "fp32"
     compile_bundle(CompileParams(), bundle, compiled, allow_split=True)
-    clips = root / "eval"
-    clips.mkdir()
-    rng = np.random.default_rng(1)
-    rows = ["file_name,text"]
-    for n in range(3):
-        sf.write(clips / f"c{n}.wav", rng.standard_normal(8000 + 4000 * n) * 0.1, 16000)
-        rows.append(f"c{n}.wav,hello world {n}")
-    (clips / "metadata.csv").write_text("\n".join(rows) + "\n")
+    clips = write_eval_clips(root / "eval")
     forecast = Artifact.open(compiled).record.report.forecast  # type: ignore[union-attr]
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("WHISPER_NPU_CACHE", str(root / "cache"))

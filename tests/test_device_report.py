@@ -33,10 +33,8 @@ def compiled(tmp_path_factory) -> Path:
     return root / "compiled" / "fp32"
 
 
-@pytest.fixture
-def clips(tmp_path) -> Path:
-    """Three clips as an audiofolder, the layout a release's eval/ has."""
-    folder = tmp_path / "eval"
+def write_eval_clips(folder: Path) -> Path:
+    """Three clips of noise as an audiofolder, the layout a release's eval/ has."""
     folder.mkdir()
     rng = np.random.default_rng(1)
     rows = ["file_name,text"]
@@ -45,6 +43,11 @@ def clips(tmp_path) -> Path:
         rows.append(f"c{n}.wav,hello world {n}")
     (folder / "metadata.csv").write_text("\n".join(rows) + "\n")
     return folder
+
+
+@pytest.fixture
+def clips(tmp_path) -> Path:
+    return write_eval_clips(tmp_path / "eval")
 
 
 @pytest.fixture
