@@ -18,7 +18,7 @@ import io
 import itertools
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -145,22 +145,26 @@ def _groups(
         yield rest
 
 
+def _at_16k(frames: Iterable[AudioFrame]) -> Iterator[np.ndarray]:
+    """`frames` through one FFmpeg resampler to 16 kHz mono float32, flushed at the end."""
+    from av.audio.resampler import AudioResampler
+
+    resampler = AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    for frame in itertools.chain(frames, [None]):  # None flushes
+        yield from (resampled.to_ndarray()[0] for resampled in resampler.resample(frame))
+
+
 def _decode_stream(path: Path, container: InputContainer, limit: float) -> np.ndarray:
     if not container.streams.audio:
         raise UserError(f"{path}: not readable audio (no audio stream)")
     stream = container.streams.audio[0]
     _check_stream(path, container, stream, limit)
-    from av.audio.resampler import AudioResampler
-
-    resampler = AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
     # One growing buffer of 16 kHz samples, and decoding stops past the limit: a header
     # without a duration (a browser's webm), or one that lies, cannot make it hold more.
     most = limit * SAMPLE_RATE * np.dtype(np.float32).itemsize
     buffer = io.BytesIO()
-    groups = itertools.chain(_groups(path, container, stream, limit), [None])  # None flushes
-    for group in groups:
-        for resampled in resampler.resample(group):
-            buffer.write(resampled.to_ndarray().tobytes())
+    for samples in _at_16k(_groups(path, container, stream, limit)):
+        buffer.write(samples.tobytes())
         if buffer.tell() > most:
             break
     mono = np.frombuffer(buffer.getbuffer(), np.float32)
@@ -229,16 +233,14 @@ def load_audio(path: Path, max_seconds: float | None = None) -> np.ndarray:
 def _resample(mono: np.ndarray, rate: int) -> np.ndarray:
     """`mono` at `rate` brought to 16 kHz by FFmpeg's resampler, as PyAV's decodes are."""
     from av.audio.frame import AudioFrame
-    from av.audio.resampler import AudioResampler
 
-    resampler = AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-    mono = np.ascontiguousarray(mono, dtype=np.float32)
-    out: list[np.ndarray] = []
-    for start in [*range(0, mono.size, GROUP_SAMPLES), None]:  # None flushes
-        frame = None
-        if start is not None:
-            chunk = mono[None, start : start + GROUP_SAMPLES]
+    def frames() -> Iterator[AudioFrame]:
+        samples = np.ascontiguousarray(mono, dtype=np.float32)
+        for start in range(0, samples.size, GROUP_SAMPLES):
+            chunk = samples[None, start : start + GROUP_SAMPLES]
             frame = AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
             frame.sample_rate = rate
-        out.extend(resampled.to_ndarray()[0] for resampled in resampler.resample(frame))
+            yield frame
+
+    out = list(_at_16k(frames()))
     return np.concatenate(out) if out else np.zeros(0, np.float32)
