@@ -69,18 +69,23 @@ def read_text(path: Path, limit: int = MAX_RECORD_BYTES, what: str = "file") -> 
         raise UserError(f"{path}: not UTF-8 text (byte {exc.start})") from None
 
 
+def read_json(path: Path, limit: int = MAX_RECORD_BYTES, what: str = "file") -> Any:
+    """JSON from `path` (`read_text`'s checks first); bad or too deeply nested JSON is one line."""
+    text = read_text(path, limit, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    except RecursionError:
+        raise UserError(f"{path}: not valid JSON (nested too deeply)") from None
+
+
 def read_json_object(
     path: Path, limit: int = MAX_RECORD_BYTES, what: str = "file", expected: str = "a JSON object"
 ) -> dict[str, Any]:
     """A JSON object from `path`; anything else (bad JSON, a list, too deep) is one line that
     says what was `expected`."""
-    text = read_text(path, limit, what)
-    try:
-        loaded = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    except RecursionError:
-        raise UserError(f"{path}: not valid JSON (nested too deeply)") from None
+    loaded = read_json(path, limit, what)
     if not isinstance(loaded, dict):
         raise UserError(f"{path}: expected {expected}, got {type(loaded).__name__}")
     return loaded

@@ -11,7 +11,6 @@ transcripts of those are made here, once, rather than once per quantized variant
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from whisper_npu.bundle import Bundle, CalibrationManifest
 from whisper_npu.decoding import greedy_decode
 from whisper_npu.errors import UserError
 from whisper_npu.features import log_mel
-from whisper_npu.fsutil import atomic_dir, read_text, write_json
+from whisper_npu.fsutil import atomic_dir, read_json, write_json
 from whisper_npu.layout import BUNDLE_FILE, MANIFEST_FILE, MELS_FILE, STEPS_FILE
 from whisper_npu.transcriber import OrtRunner, Transcriber, read_npy
 from whisper_npu.whisper_io import ENCODER_INPUT, N_FRAMES
@@ -96,10 +95,7 @@ class CalibrationSet:
         self.root = root
         self.manifest = CalibrationManifest.load(root)
         self.mels = read_npy(root / MELS_FILE, mmap=True)
-        try:
-            self.paths = json.loads(read_text(root / STEPS_FILE, 1 << 30, "decoder steps"))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{root / STEPS_FILE}: not valid JSON ({exc.msg})") from None
+        self.paths = read_json(root / STEPS_FILE, 1 << 30, "decoder steps")
         if self.mels.ndim != 3 or not isinstance(self.paths, list):
             raise UserError(f"{root}: malformed calibration set (run `whisper-npu calibrate`)")
         if len(self.mels) == 0 or len(self.paths) != len(self.mels):
