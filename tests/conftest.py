@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parent.parent
 # The tiny random Whisper's bundle shapes: 8 cache slots keep its graphs small.
 TINY_SPEC = DecodingSpec((50257,), 50256, 50362, (), (), None, 8)
-TINY_DIMS = WhisperDims(80, 1500, 64, 2, 4, 51864, 8)
+TINY_DIMS = WhisperDims(80, 1500, 64, 2, 4, 51864, 8, alignment_heads=4)  # layer 1's heads
 
 
 # `whisper-npu` of this checkout (not whatever is installed), as a child process.
@@ -240,3 +240,26 @@ def write_tiny_bundle(root: Path, variant: str = "a16w8") -> Path:
     Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]")).save(str(root / "tokenizer.json"))
     np.save(root / "mel_filters.npy", np.zeros((201, 80)))
     return root
+
+
+def write_wordy_bundle(root: Path) -> Path:
+    """The tiny bundle with a word for every id and its special tokens suppressed, so its
+    (random) transcripts are not empty."""
+    from tokenizers import Tokenizer, models
+
+    write_tiny_bundle(root)
+    spec = DecodingSpec((50257,), 50256, 50362, tuple(range(50257, 50363)), (), None, 8)
+    (root / "bundle.json").write_text(json.dumps(bundle_record("a16w8", spec=spec)))
+    vocab = {f"w{i}": i for i in range(TINY_DIMS.vocab_size)}
+    Tokenizer(models.WordLevel(vocab, unk_token="w0")).save(str(root / "tokenizer.json"))
+    return root
+
+
+def write_noise_clip(path: Path) -> Path:
+    """1 s of seeded white noise as 16-bit WAV: what the tiny bundles transcribe."""
+    import numpy as np
+    import soundfile as sf
+
+    noise = np.random.default_rng(0).normal(0, 0.1, 16_000).astype(np.float32)
+    sf.write(path, noise, 16_000, subtype="PCM_16")
+    return path

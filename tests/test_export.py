@@ -10,6 +10,7 @@ import torch
 from onnx import TensorProto, helper
 
 from pipeline.export.onnx_bundle import _check_graphs, export_graphs
+from pipeline.export.torch_modules import alignment_heads
 from pipeline.npu.graph_check import check_graph, npu_ops
 from tests.conftest import bundle_record, tiny_whisper
 from whisper_npu.bundle import Bundle, BundleRecord
@@ -31,7 +32,7 @@ def exported(request, tmp_path_factory):
     n_mels, vocab = FAMILIES[request.param]
     model = tiny_whisper(num_mel_bins=n_mels, vocab_size=vocab)
     model.config._attn_implementation = "eager"
-    dims = WhisperDims.from_config(model.config, max_decode_len=16)
+    dims = WhisperDims.from_config(model.config, 16, len(alignment_heads(model)))
     out = tmp_path_factory.mktemp(request.param)
     export_graphs(model, dims, out)
     return model, dims, out
@@ -97,6 +98,47 @@ def test_decoder_steps_match_the_pytorch_model(exported):
             .numpy()
         )
     np.testing.assert_allclose(steps, want, atol=1e-4, rtol=0)  # random weights: logits ~1
+
+
+def test_alignment_output_is_the_alignment_heads_cross_attention(exported):
+    """Its softmax is transformers' cross-attention of each (layer, head) the checkpoint
+    aligns words with, step by step (here the default: every head of the second half)."""
+    model, dims, out = exported
+    heads = alignment_heads(model)
+    assert dims.alignment_heads == len(heads) == 4 and {layer for layer, _ in heads} == {1}
+    runner = OrtRunner(Bundle(out, BundleRecord.model_validate(bundle_record("fp32", dims, SPEC))))
+    features = torch.randn(1, dims.n_mels, 3000)
+    tokens = [50257, 50362, 400, 9000, 123]
+    runner.encode(features.numpy())
+    rows = []
+    for position, token in enumerate(tokens):
+        runner.decode_step(token, position)
+        rows.append(runner.alignment().copy())
+    scores = np.stack(rows)  # [steps, heads, 1500]
+    got = np.exp(scores - scores.max(-1, keepdims=True))
+    got /= got.sum(-1, keepdims=True)
+    with torch.no_grad():
+        attentions = model(
+            input_features=features,
+            decoder_input_ids=torch.tensor([tokens]),
+            output_attentions=True,
+        ).cross_attentions
+    want = np.stack([attentions[layer][0, head].numpy() for layer, head in heads], axis=1)
+    np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)  # weights: each row sums to 1
+
+
+def test_a_bundle_without_the_alignment_output_still_runs(tmp_path):
+    model = tiny_whisper()
+    model.config._attn_implementation = "eager"
+    dims = WhisperDims.from_config(model.config, max_decode_len=16)  # no alignment heads
+    export_graphs(model, dims, tmp_path)
+    outputs = [o.name for o in onnx.load(str(tmp_path / "decoder.onnx")).graph.output]
+    assert outputs == ["logits", "new_k", "new_v"]
+    record = BundleRecord.model_validate(bundle_record("fp32", dims, SPEC))
+    runner = OrtRunner(Bundle(tmp_path, record))
+    runner.encode(np.zeros((1, 80, 3000), np.float32))
+    assert runner.decode_step(50257, 0).shape == (dims.vocab_size,)
+    assert runner.alignment() is None
 
 
 def test_decoder_file_holds_the_vocabulary_matrix_once(exported):

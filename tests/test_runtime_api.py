@@ -26,11 +26,16 @@ import webvtt
 from tokenizers import Tokenizer, models
 
 from pipeline.export.onnx_bundle import export_graphs
-from tests.conftest import TINY_DIMS, _cli_env, bundle_record, tiny_whisper, write_tiny_bundle
+from tests.conftest import (
+    _cli_env,
+    bundle_record,
+    tiny_whisper,
+    write_noise_clip,
+    write_wordy_bundle,
+)
 from tests.test_language import MULTILINGUAL
 from whisper_npu import TranscribeOptions, VadOptions, load
 from whisper_npu.cli import main
-from whisper_npu.decoding import DecodingSpec
 from whisper_npu.errors import UserError
 from whisper_npu.whisper_io import WhisperDims
 
@@ -39,22 +44,12 @@ UPLOAD_LIMIT_MB = 0.05  # a 1 s 16-bit clip passes, 3 s do not
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny bundle with a word for every id and its special tokens suppressed, so its
-    (random) transcripts are not empty."""
-    root = write_tiny_bundle(tmp_path_factory.mktemp("api") / "bundle")
-    spec = DecodingSpec((50257,), 50256, 50362, tuple(range(50257, 50363)), (), None, 8)
-    (root / "bundle.json").write_text(json.dumps(bundle_record("a16w8", spec=spec)))
-    vocab = {f"w{i}": i for i in range(TINY_DIMS.vocab_size)}
-    Tokenizer(models.WordLevel(vocab, unk_token="w0")).save(str(root / "tokenizer.json"))
-    return root
+    return write_wordy_bundle(tmp_path_factory.mktemp("api") / "bundle")
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("clips") / "noise.wav"
-    noise = np.random.default_rng(0).normal(0, 0.1, 16_000).astype(np.float32)
-    sf.write(path, noise, 16_000, subtype="PCM_16")
-    return path
+    return write_noise_clip(tmp_path_factory.mktemp("clips") / "noise.wav")
 
 
 def test_api_plain_text_is_the_pipeline_transcript_and_guards_pass_it_or_say_why(bundle, clip):

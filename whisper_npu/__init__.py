@@ -6,6 +6,9 @@ model = load("artifacts/release/bf16")            # the NPU where it can run, el
 result = model.transcribe("meeting.wav", TranscribeOptions(timestamps=True))
 for segment in result.segments:
     print(f"{segment.start:.2f} {segment.end:.2f} {segment.text}")
+worded = model.transcribe("meeting.wav", TranscribeOptions(word_timestamps=True))
+for word in worded.segments[0].words:                 # Word(word, start, end, probability)
+    print(f"{word.start:.2f} {word.end:.2f} {word.word}")
 quiet = model.transcribe("meeting.wav", vad=VadOptions())  # speech only (faster-whisper)
 model = load("artifacts/release/bf16", device="npu")  # the NPU or a UserError saying why not
 
@@ -19,6 +22,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from whisper_npu.alignment import Word
     from whisper_npu.decoding import TranscribeOptions
     from whisper_npu.errors import UserError
     from whisper_npu.execution import Device, Execution
@@ -35,6 +39,7 @@ _HOMES = {
     "TranscribeOptions": "whisper_npu.decoding",
     "UserError": "whisper_npu.errors",
     "VadOptions": "whisper_npu.vad",
+    "Word": "whisper_npu.alignment",
     "load": "whisper_npu.model",
 }
 __all__ = [
@@ -46,6 +51,7 @@ __all__ = [
     "TranscribeOptions",
     "UserError",
     "VadOptions",
+    "Word",
     "load",
 ]
 

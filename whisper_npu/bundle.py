@@ -141,8 +141,10 @@ class BundleRecord(Record):
     @field_validator("dims", mode="before")
     @classmethod
     def _positive_dims(cls, dims: object) -> object:
-        if isinstance(dims, dict) and not all(_count(value, 1) for value in dims.values()):
-            raise ValueError("dims must be positive integers")
+        if isinstance(dims, dict) and not all(
+            _count(value, 0 if name == "alignment_heads" else 1) for name, value in dims.items()
+        ):
+            raise ValueError("dims must be positive integers (alignment_heads: 0 or more)")
         return dims
 
     @field_validator("decoding", mode="before")

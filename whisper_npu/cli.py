@@ -169,6 +169,7 @@ def _transcribe_arguments(parser: argparse.ArgumentParser) -> None:
     for flag, (field, _, what) in VAD_FLAGS.items():
         default = getattr(VadOptions(), field)
         parser.add_argument(flag, metavar="N", help=f"with --vad: {what} (default {default})")
+    _word_arguments(parser)
     parser.add_argument(
         "--threads",
         type=positive_int,
@@ -176,7 +177,92 @@ def _transcribe_arguments(parser: argparse.ArgumentParser) -> None:
         help="intra-op threads (default: ORT's choice)",
     )
     add_device_argument(parser)
-    parser.add_argument("audio", nargs="+", type=Path)
+    _live_arguments(parser)
+    parser.add_argument("audio", nargs="*", type=Path)
+
+
+MICROPHONE = "mic"
+
+
+def _live_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--live",
+        nargs="?",
+        const=MICROPHONE,
+        metavar="-",
+        help="transcribe as the audio comes, one line per utterance when it ends: from the "
+        "microphone (needs pip install 'whisper-npu[live]'), or with `-` raw s16le mono 16 kHz "
+        "PCM on stdin (e.g. ffmpeg -i talk.mp3 -f s16le -ac 1 -ar 16000 - | whisper-npu "
+        "transcribe --live -)",
+    )
+    parser.add_argument(
+        "--partials",
+        action="store_true",
+        help="with --live: also print each utterance's words to stderr once they are stable",
+    )
+
+
+def _transcribe_live(args: argparse.Namespace) -> int:
+    """`--live`: the Realtime endpoint's engine on the microphone or stdin, its turn detection
+    at OpenAI's server_vad defaults (`whisper_npu.live`)."""
+    from whisper_npu import live
+    from whisper_npu.decoding import TranscribeOptions
+    from whisper_npu.model import load
+
+    if args.live not in (MICROPHONE, "-"):
+        raise UserError(f"--live takes - (stdin) or nothing (the microphone), got {args.live!r}")
+    if args.audio or args.output_dir or args.json or args.vad or args.word_timestamps:
+        raise UserError(
+            "--live reads no files and takes no --output-dir, --json, --vad or --word-timestamps"
+        )
+    options = TranscribeOptions(
+        language=args.language, task=args.task, initial_prompt=args.initial_prompt, seed=args.seed
+    )
+    source = live.pcm_chunks(sys.stdin.buffer) if args.live == "-" else live.microphone()
+    model = load(args.artifact, threads=args.threads, device=args.device)
+    model.transcriber.check_prompt(options)
+    say_execution("transcribe", model.execution)
+
+    def decode(job: live.Job) -> str:
+        return model.transcribe(job.samples, live.decode_options(options, job)).text
+
+    for event in live.transcribe_stream(source, live.LiveTranscriber(), decode):
+        if isinstance(event, live.Completed):
+            if event.transcript:
+                print(event.transcript, flush=True)
+            if args.partials:
+                print(file=sys.stderr)  # the utterance's line of partials ends
+        elif isinstance(event, live.Delta) and args.partials:
+            print(event.delta, end="", file=sys.stderr, flush=True)
+    return 0
+
+
+def _word_arguments(parser: argparse.ArgumentParser) -> None:
+    """openai-whisper's word-timestamp flags (its CLI's names, dashed)."""
+    parser.add_argument(
+        "--word-timestamps",
+        action="store_true",
+        help="word times from cross-attention (verbose_json: `words`; srt/vtt: cues from words)",
+    )
+    parser.add_argument(
+        "--max-line-width", type=positive_int, help="srt/vtt with words: characters per line"
+    )
+    parser.add_argument(
+        "--max-line-count", type=positive_int, help="srt/vtt with words: lines per cue"
+    )
+    parser.add_argument(
+        "--highlight-words",
+        action="store_true",
+        help="srt/vtt with words: a cue per word, the word underlined",
+    )
+
+
+def _subtitles(args: argparse.Namespace) -> Any:
+    from whisper_npu.formats import Subtitles
+
+    subtitles = Subtitles(args.max_line_width, args.max_line_count, args.highlight_words)
+    subtitles.check(args.word_timestamps)
+    return subtitles
 
 
 def _output_paths(args: argparse.Namespace) -> dict[Path, Path]:
@@ -212,13 +298,19 @@ def _transcribe(args: argparse.Namespace) -> int:
     from whisper_npu.fsutil import write_text
     from whisper_npu.model import load
 
+    if args.live is not None:
+        return _transcribe_live(args)
+    if not args.audio:
+        raise UserError("no audio files given (or --live for the microphone or stdin)")
     vad = _vad_options(args)
+    subtitles = _subtitles(args)
     outputs = _output_paths(args)
     timestamps = args.format in TIMED
     prompt = {
         "language": args.language,
         "task": args.task,
         "initial_prompt": args.initial_prompt,
+        "word_timestamps": args.word_timestamps,
     }
     options = (
         replace(TranscribeOptions.plain(timestamps), **prompt)
@@ -247,11 +339,11 @@ def _transcribe(args: argparse.Namespace) -> int:
             }
         )
         if path in outputs:
-            write_text(outputs[path], render(result, args.format))
+            write_text(outputs[path], render(result, args.format, subtitles))
         elif not args.json:
             several = len(args.audio) > 1  # txt only (_output_paths): one line per file
             shown_result = f"{shown(path)}\t{result.text}\n" if several else None
-            print(shown_result or render(result, args.format), end="", flush=True)
+            print(shown_result or render(result, args.format, subtitles), end="", flush=True)
     if args.json:
         print(json.dumps(listed, indent=2, ensure_ascii=False))
     return 2 if failed else 0

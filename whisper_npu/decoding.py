@@ -44,7 +44,9 @@ class Runner(Protocol):
 
     A runner may also have `reset()`: clear the self-attention cache and keep the encoder
     output, so the next decode_step starts a new decode of the same window (a guard fallback
-    then costs decoder steps only; without it the window is encoded again)."""
+    then costs decoder steps only; without it the window is encoded again), and
+    `alignment()`: the alignment heads' cross-attention scores [heads, n_audio_ctx] of the last
+    decode_step, None where its graph has no such output (word timestamps need them)."""
 
     def encode(self, features: np.ndarray) -> None:
         """Run the encoder on [1, n_mels, 3000] and clear the self-attention cache."""
@@ -194,6 +196,13 @@ class TranscribeOptions:
     # OpenAI's initial_prompt: text decoded before the first window's prompt (spelling, names,
     # style). Only its last DecodingSpec.max_previous tokens count; None or blank: no prompt.
     initial_prompt: str | None = None
+    # Word times from the alignment heads' cross-attention (whisper_npu.alignment); implies
+    # timestamps. Needs a bundle exported with the decoder's alignment output.
+    word_timestamps: bool = False
+    # Not openai-whisper's: with word timestamps, 20 ms frames this far (dB) below the loudest of
+    # a segment are silence, and its words are trimmed out of it (alignment.in_speech); None
+    # keeps the times the cross-attention gives.
+    word_floor_db: float | None = -40.0
 
     def __post_init__(self) -> None:
         prompt = self.initial_prompt
@@ -217,6 +226,7 @@ class TranscribeOptions:
             "logprob_threshold",
             "no_speech_threshold",
             "silence_db",
+            "word_floor_db",
         ):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
@@ -258,6 +268,10 @@ class WindowTokens:
     temperature: float
     looped: bool = False  # stopped by the repetition guard
     compression_ratio: float = 0.0  # of its text; set where the text is known
+    logprobs: tuple[float, ...] = ()  # each token's, as sum_logprob adds them
+    # With word timestamps: the runner's alignment scores at each pick [picks, heads,
+    # n_audio_ctx]: row k predicted tokens[k]; a last row predicted end-of-text when reached.
+    attention: np.ndarray | None = None
 
     @property
     def avg_logprob(self) -> float:
@@ -310,15 +324,25 @@ def decode_window(
     return decode_encoded(runner, spec, timestamps, sampling)
 
 
-def decode_encoded(
+def _attention_row(runner: Runner) -> np.ndarray:
+    alignment = getattr(runner, "alignment", None)
+    row: np.ndarray | None = alignment() if alignment is not None else None
+    if row is None:
+        raise UserError("this bundle's decoder has no alignment output: word timestamps need one")
+    return row.copy()
+
+
+def decode_encoded(  # noqa: PLR0913 -- the window's decode settings, each its own
     runner: Runner,
     spec: DecodingSpec,
     timestamps: bool,
     sampling: Sampling = GREEDY,
     previous: tuple[int, ...] = (),
+    align: bool = False,
 ) -> WindowTokens:
     """One window on the encoder output the runner holds, its self-attention cache empty (just
-    encoded or reset). `previous`: initial-prompt tokens, fed after <|startofprev|>."""
+    encoded or reset). `previous`: initial-prompt tokens, fed after <|startofprev|>; `align`:
+    keep the alignment scores of every pick (word timestamps)."""
     context = [spec.start_of_prev, *previous] if previous else []
     window_prompt = list(spec.prefix) if timestamps else [*spec.prefix, spec.no_timestamps]
     prompt = [*context, *window_prompt]
@@ -332,9 +356,13 @@ def decode_encoded(
             scores = np.asarray(logits, np.float32)
             no_speech_prob = math.exp(_log_softmax_at(scores, spec.no_speech))
     generated: list[int] = []
+    logprobs: list[float] = []
+    rows: list[np.ndarray] = []
     sum_logprob, looped = 0.0, False
     limit = sampling.repetition_limit
     while True:
+        if align:
+            rows.append(_attention_row(runner))
         scores = np.array(logits, dtype=np.float32)
         scores[suppress] = NEG_INF
         if not generated:
@@ -345,6 +373,7 @@ def decode_encoded(
         if token == spec.eot:
             break
         generated.append(token)
+        logprobs.append(logprob)
         sum_logprob += logprob
         if limit and token < spec.eot and _looping(generated, spec.eot, limit):
             looped = True
@@ -352,7 +381,16 @@ def decode_encoded(
         if len(prompt) + len(generated) >= spec.max_length:
             break
         logits = runner.decode_step(token, len(prompt) + len(generated) - 1)
-    return WindowTokens(generated, sum_logprob, no_speech_prob, sampling.temperature, looped)
+    attention = np.stack(rows) if rows else None
+    return WindowTokens(
+        generated,
+        sum_logprob,
+        no_speech_prob,
+        sampling.temperature,
+        looped,
+        logprobs=tuple(logprobs),
+        attention=attention,
+    )
 
 
 def greedy_decode(
@@ -418,7 +456,9 @@ class WindowDecoder:
             if attempt:
                 self._restart(features)
             sampling = Sampling(temperature, rng, options.repetition_limit)
-            found = decode_encoded(self.runner, self.spec, timestamps, sampling, previous)
+            found = decode_encoded(
+                self.runner, self.spec, timestamps, sampling, previous, options.word_timestamps
+            )
             ratio = compression_ratio(self.text(found.tokens))
             found = replace(found, compression_ratio=ratio)
             if not self._needs_fallback(found):

@@ -18,7 +18,7 @@ from whisper_npu.decoding import TranscribeOptions
 from whisper_npu.errors import UserError
 from whisper_npu.execution import Device, Execution
 from whisper_npu.language import AUTO
-from whisper_npu.result import Result, build_result
+from whisper_npu.result import Result, build_result, words_in_speech
 from whisper_npu.transcriber import Transcriber
 from whisper_npu.vad import VadOptions, pack, speech_regions, transcribe_speech
 from whisper_npu.whisper_io import SAMPLE_RATE
@@ -88,9 +88,14 @@ class Model:
         return transcribe_speech(samples, chunks, decode, silent)
 
     def _decode(self, samples: np.ndarray, options: TranscribeOptions) -> Result:
-        decoded = self.transcriber.decode(samples, options)
-        text = self.transcriber.text
-        return build_result(decoded, text, _seconds(samples), options.drop_textless)
+        transcriber = self.transcriber
+        decoded = transcriber.decode(samples, options)
+        words = transcriber.word_splitter(decoded.language) if options.word_timestamps else None
+        result = build_result(
+            decoded, transcriber.text, _seconds(samples), options.drop_textless, words
+        )
+        floor = options.word_floor_db
+        return result if words is None or floor is None else words_in_speech(result, samples, floor)
 
     def _language(self, options: TranscribeOptions) -> str:
         """The language a Result reports when nothing was decoded to detect one."""

@@ -7,7 +7,9 @@ NPU context and the ORT sessions' bound buffers (the self-attention cache the de
 writes) belong to the one decode in progress, and a second copy of the model would compete for
 the same NPU and cores rather than add throughput. Bad input is answered with OpenAI's error
 JSON and a 4xx, and the server keeps serving: an upload is bounded in bytes and in the audio it
-decodes to, and who may call is checked first (`whisper_npu.access`).
+decodes to, and who may call is checked first (`whisper_npu.access`). OpenAI's Realtime API in
+transcription mode (`/v1/realtime`, a WebSocket) shares the model and the lock
+(`whisper_npu.realtime`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocketClose
 
 from whisper_npu.access import MAX_AUDIO_SECONDS, MAX_UPLOAD_BYTES, Access
 from whisper_npu.decoding import TRANSLATE, TranscribeOptions
@@ -35,6 +38,7 @@ from whisper_npu.errors import UserError
 from whisper_npu.formats import TIMED, Format, render
 from whisper_npu.language import AUTO
 from whisper_npu.model import Model
+from whisper_npu.realtime import POLICY_VIOLATION, RealtimeLimits, install_realtime
 from whisper_npu.vad import VadOptions, require_vad
 
 MEDIA_TYPES = {"json": "application/json", "verbose_json": "application/json"}
@@ -42,7 +46,11 @@ MEDIA_TYPES = {"json": "application/json", "verbose_json": "application/json"}
 FORMATS = {"json": Format.JSON, "text": Format.TXT, "srt": Format.SRT, "vtt": Format.VTT}
 FORMATS["verbose_json"] = Format.VERBOSE_JSON
 MULTIPART_OVERHEAD = 64 * 1024  # form fields and boundaries around the file
+GRANULARITIES = "timestamp_granularities[]"
 OPEN_PATHS = frozenset({"/health"})  # answered without the key (it then says nothing else)
+# Browsers open WebSockets to any host and send no CORS preflight: the Host, Origin and key
+# checks guard /v1/realtime's handshakes as they guard requests.
+GUARDED = frozenset({"http", "websocket"})
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,7 @@ class ServeSettings:
     max_upload_bytes: int = MAX_UPLOAD_BYTES
     max_audio_seconds: float = MAX_AUDIO_SECONDS  # decoding an upload stops past it (400)
     access: Access = field(default_factory=Access)  # localhost only, no key, no CORS
+    realtime: RealtimeLimits = field(default_factory=RealtimeLimits)  # /v1/realtime sessions
 
 
 def _error(
@@ -93,12 +102,18 @@ class TranscriptionForm(AudioForm):
     """`POST /v1/audio/transcriptions`."""
 
     language: str | None = None
-    timestamp_granularities: list[Literal["segment"]] = PydanticField(
-        default_factory=list, alias="timestamp_granularities[]"
+    timestamp_granularities: list[Literal["segment", "word"]] = PydanticField(
+        default_factory=list, alias=GRANULARITIES
     )
 
     def options(self) -> TranscribeOptions:
-        return replace(super().options(), language=self.language)
+        """OpenAI's: word times are asked for with `timestamp_granularities[]=word`, in
+        verbose_json only (segments are always in it)."""
+        words = "word" in self.timestamp_granularities
+        if words and self.response_format != "verbose_json":
+            message = "timestamp_granularities[]=word needs response_format verbose_json"
+            raise ApiError(400, message, GRANULARITIES)
+        return replace(super().options(), language=self.language, word_timestamps=words)
 
 
 class TranslationForm(AudioForm):
@@ -166,6 +181,15 @@ def _install_error_handlers(app: FastAPI, settings: ServeSettings) -> None:
         return response
 
 
+def _refused(scope: Scope, refusal: JSONResponse) -> ASGIApp:
+    """A refusal for this connection: a WebSocket handshake is answered with the same status
+    and JSON where the server can send an HTTP response to it (ASGI's websocket.http.response,
+    which uvicorn has), else closed before it is accepted (the client sees 403)."""
+    if scope["type"] != "websocket" or "websocket.http.response" in scope.get("extensions", {}):
+        return refusal
+    return WebSocketClose(POLICY_VIOLATION)
+
+
 class HostGuard:
     """Refuses, before the body is read, a request naming a foreign host (400: DNS
     rebinding) or sent by a foreign page (403). Starlette's TrustedHostMiddleware answers
@@ -176,7 +200,7 @@ class HostGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         refusal = None
-        if scope["type"] == "http":
+        if scope["type"] in GUARDED:
             headers = Headers(scope=scope)
             origin = headers.get("origin")
             if not self.access.host_allowed(headers.get("host", "")):
@@ -184,7 +208,7 @@ class HostGuard:
                 refusal = _error(400, message)
             elif origin is not None and not self.access.origin_allowed(origin):
                 refusal = _error(403, "requests from this origin are refused (serve --cors-origin)")
-        await (refusal or self.app)(scope, receive, send)
+        await (_refused(scope, refusal) if refusal else self.app)(scope, receive, send)
 
 
 class KeyGuard:
@@ -195,7 +219,7 @@ class KeyGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         refusal = None
-        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+        if scope["type"] in GUARDED and scope["path"] not in OPEN_PATHS:
             header = Headers(scope=scope).get("authorization")
             scheme, given = get_authorization_scheme_param(header)
             if scheme.lower() != "bearer" or not given:
@@ -205,7 +229,7 @@ class KeyGuard:
                 refusal = _error(401, "Incorrect API key provided", code="invalid_api_key")
             if refusal is not None:
                 refusal.headers["WWW-Authenticate"] = "Bearer"
-        await (refusal or self.app)(scope, receive, send)
+        await (_refused(scope, refusal) if refusal else self.app)(scope, receive, send)
 
 
 def _install_guards(app: FastAPI, access: Access) -> None:
@@ -251,6 +275,7 @@ def create_app(model: Model, settings: ServeSettings) -> FastAPI:
     _install_error_handlers(app, settings)
     _install_guards(app, settings.access)
     _install_listings(app, model, settings)
+    install_realtime(app, model, lock, settings.model_name, settings.realtime)
 
     def checked(form: AudioForm) -> TranscribeOptions:
         """The request's options, its prompt refused (400) when too long or not text the
@@ -260,6 +285,10 @@ def create_app(model: Model, settings: ServeSettings) -> FastAPI:
             model.transcriber.previous_tokens(options.initial_prompt)
         except UserError as exc:
             raise ApiError(400, str(exc), "prompt") from None
+        try:
+            model.transcriber.check_words(options)
+        except UserError as exc:  # without the bundle's path, which is the server's business
+            raise ApiError(400, str(exc).split(": ", 1)[-1], GRANULARITIES) from None
         return options
 
     def answer(file: UploadFile, form: AudioForm, options: TranscribeOptions) -> Response:

@@ -21,6 +21,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from whisper_npu import vitisai
+from whisper_npu.alignment import WordSplitter
 from whisper_npu.bundle import Artifact, Bundle
 from whisper_npu.decoding import (
     TRANSCRIBE,
@@ -44,6 +45,7 @@ from whisper_npu.layout import (
 )
 from whisper_npu.providers import CPU_PROVIDER, VITISAI_PROVIDER
 from whisper_npu.whisper_io import (
+    ALIGNMENT,
     CACHE_MASK,
     CROSS_K,
     CROSS_V,
@@ -112,6 +114,8 @@ class OrtRunner:
             NEW_K: zeros(dims.slice_shape(), np.float32),
             NEW_V: zeros(dims.slice_shape(), np.float32),
         }
+        if dims.alignment_heads:
+            self.buffers[ALIGNMENT] = zeros(dims.alignment_shape(), np.float32)
         self.encoder_binding = self._bind(self.encoder)
         self.decoder_binding = self._bind(self.decoder)
 
@@ -187,6 +191,11 @@ class OrtRunner:
         buffers[CACHE_MASK][0, position] = 0.0
         logits: np.ndarray = buffers[LOGITS][0]
         return logits
+
+    def alignment(self) -> np.ndarray | None:
+        """The alignment heads' cross-attention scores [heads, 1500] of the last decode_step
+        (overwritten by the next), or None for a bundle exported without them."""
+        return self.buffers.get(ALIGNMENT)
 
 
 def _shapes(tensors: dict[str, list[Any]]) -> str:
@@ -299,6 +308,10 @@ class Transcriber:
         text: str = self.tokenizer.decode(words, skip_special_tokens=True)
         return text.strip()
 
+    def word_splitter(self, language: str | None) -> WordSplitter:
+        """Tokens to words as faster-whisper splits them for `language` (None: English)."""
+        return WordSplitter(self.tokenizer, self.bundle.record.decoding.eot, language or "en")
+
     def spec(self, language: str | None = None, task: str = TRANSCRIBE) -> DecodingSpec:
         """The bundle's decoding rules with the prompt for `language` (None: the bundle's
         default) and `task`; refuses what an English-only bundle cannot do."""
@@ -306,9 +319,17 @@ class Transcriber:
 
     def check_prompt(self, options: TranscribeOptions) -> None:
         """Refuse, before any audio, a language, task or initial prompt this bundle cannot
-        take."""
+        take, and word timestamps from a bundle without the alignment output."""
         self.spec(None if options.language == AUTO else options.language, options.task)
         self.previous_tokens(options.initial_prompt)
+        self.check_words(options)
+
+    def check_words(self, options: TranscribeOptions) -> None:
+        if options.word_timestamps and not self.bundle.record.dims.alignment_heads:
+            raise UserError(
+                f"{self.bundle.root}: this bundle has no alignment output (exported before "
+                "word timestamps): export it again for --word-timestamps"
+            )
 
     def previous_tokens(self, prompt: str | None) -> tuple[int, ...]:
         """An initial prompt as OpenAI encodes it (" " + the stripped text), its last
@@ -332,7 +353,8 @@ class Transcriber:
         log-mel of the clip padded to 30 s, as transformers computes it), else sequential
         windows with timestamps over the whole recording's log-mel. `language="auto"` is
         detected once, from the first window."""
-        timed = samples.size > WINDOW_SAMPLES or options.timestamps
+        self.check_words(options)
+        timed = samples.size > WINDOW_SAMPLES or options.timestamps or options.word_timestamps
         mel = log_mel(samples, self.mel_filters, pad_to_window=not timed)
         language, probability = options.language, None
         if language == AUTO:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from whisper_npu.alignment import Word
 from whisper_npu.errors import UserError
 from whisper_npu.features import WINDOW_SAMPLES
 from whisper_npu.result import SECONDS_PER_FRAME, Result, Segment
@@ -136,13 +137,22 @@ def speech_regions(samples: np.ndarray, options: VadOptions) -> list[Region]:
     return [Region(int(region["start"]), int(region["end"])) for region in found]
 
 
+def _moved(word: Word, chunk: Chunk) -> Word:
+    start, end = chunk.original_span(word.start, word.end)
+    return replace(word, start=start, end=end)
+
+
 def on_original_time_line(chunks: Sequence[Chunk], results: Sequence[Result]) -> list[Segment]:
-    """The chunks' segments, renumbered, with times (and seek) on the original audio's."""
+    """The chunks' segments, renumbered, with times (and seek, and their words' times) on the
+    original audio's."""
     segments: list[Segment] = []
     for chunk, result in zip(chunks, results, strict=True):
         for segment in result.segments:
             seek = chunk.original_time(segment.seek * SECONDS_PER_FRAME)
             start, end = chunk.original_span(segment.start, segment.end)
+            words = segment.words
+            if words is not None:
+                words = [_moved(word, chunk) for word in words]
             segments.append(
                 replace(
                     segment,
@@ -150,6 +160,7 @@ def on_original_time_line(chunks: Sequence[Chunk], results: Sequence[Result]) ->
                     seek=round(seek / SECONDS_PER_FRAME),
                     start=start,
                     end=end,
+                    words=words,
                 )
             )
     return segments

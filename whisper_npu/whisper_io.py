@@ -16,7 +16,14 @@ Decoder (one call per token; the host owns the embeddings and the self-attention
          self_k_cache, self_v_cache [layers, 1, heads, max_decode_len, head_dim],
          cache_mask [1, max_decode_len] (0 where a cache slot is filled, MASK_OFF elsewhere),
          cross_k, cross_v
-    out: logits [1, vocab], new_k, new_v [layers, 1, heads, 1, head_dim]
+    out: logits [1, vocab], new_k, new_v [layers, 1, heads, 1, head_dim],
+         alignment [alignment_heads, 1500] (bundles exported with it: alignment_heads > 0)
+
+`alignment` is the cross-attention scores (q·k / sqrt(head_dim), before the softmax) of the
+checkpoint's alignment heads (generation_config.alignment_heads) for the token just fed: what
+openai-whisper's and faster-whisper's word timestamps are computed from (whisper_npu.alignment).
+It is a few Slices of a MatMul the graph computes anyway, so the graph stays one NPU subgraph;
+a bundle without it transcribes as before and refuses word timestamps.
 
 The embedding lookups run on the host, from the bundle's token_embedding [vocab, d_model] and
 position_embedding [max_decode_len, d_model] float32 tables (memory-mapped), rather than as a
@@ -52,9 +59,9 @@ ENCODER_INPUT = "input_features"
 CROSS_K, CROSS_V = "cross_k", "cross_v"
 EMBEDDED_TOKEN = "embedded_token"
 SELF_K, SELF_V, CACHE_MASK = "self_k_cache", "self_v_cache", "cache_mask"
-LOGITS, NEW_K, NEW_V = "logits", "new_k", "new_v"
+LOGITS, NEW_K, NEW_V, ALIGNMENT = "logits", "new_k", "new_v", "alignment"
 DECODER_INPUTS = (EMBEDDED_TOKEN, SELF_K, SELF_V, CACHE_MASK, CROSS_K, CROSS_V)
-DECODER_OUTPUTS = (LOGITS, NEW_K, NEW_V)
+DECODER_OUTPUTS = (LOGITS, NEW_K, NEW_V)  # ALIGNMENT follows where alignment_heads > 0
 
 
 @dataclass(frozen=True)
@@ -66,13 +73,14 @@ class WhisperDims:
     decoder_heads: int
     vocab_size: int
     max_decode_len: int
+    alignment_heads: int = 0  # rows of the decoder's ALIGNMENT output; 0: no such output
 
     @property
     def head_dim(self) -> int:
         return self.d_model // self.decoder_heads
 
     @classmethod
-    def from_config(cls, config: Any, max_decode_len: int) -> WhisperDims:
+    def from_config(cls, config: Any, max_decode_len: int, alignment_heads: int = 0) -> WhisperDims:
         """From a transformers WhisperConfig; the cache can never exceed the position table."""
         if not 4 <= max_decode_len <= config.max_target_positions:
             raise ValueError(
@@ -86,6 +94,7 @@ class WhisperDims:
             decoder_heads=config.decoder_attention_heads,
             vocab_size=config.vocab_size,
             max_decode_len=max_decode_len,
+            alignment_heads=alignment_heads,
         )
 
     def cross_shape(self) -> list[int]:
@@ -108,6 +117,12 @@ class WhisperDims:
         """The host's position table: one row per cache slot."""
         return [self.max_decode_len, self.d_model]
 
+    def alignment_shape(self) -> list[int]:
+        return [self.alignment_heads, self.n_audio_ctx]
+
+    def decoder_outputs(self) -> tuple[str, ...]:
+        return (*DECODER_OUTPUTS, ALIGNMENT) if self.alignment_heads else DECODER_OUTPUTS
+
     def encoder_io(self) -> dict[str, dict[str, tuple[list[int], str]]]:
         return {
             "inputs": {ENCODER_INPUT: ([1, self.n_mels, N_FRAMES], "float32")},
@@ -118,6 +133,7 @@ class WhisperDims:
         }
 
     def decoder_io(self) -> dict[str, dict[str, tuple[list[int], str]]]:
+        alignment = {ALIGNMENT: (self.alignment_shape(), "float32")} if self.alignment_heads else {}
         return {
             "inputs": {
                 EMBEDDED_TOKEN: (self.embedded_shape(), "float32"),
@@ -131,6 +147,7 @@ class WhisperDims:
                 LOGITS: ([1, self.vocab_size], "float32"),
                 NEW_K: (self.slice_shape(), "float32"),
                 NEW_V: (self.slice_shape(), "float32"),
+                **alignment,
             },
         }
 

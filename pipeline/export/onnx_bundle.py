@@ -21,7 +21,12 @@ from transformers import GenerationConfig, WhisperForConditionalGeneration, Whis
 
 from pipeline.config import ExportParams
 from pipeline.export.parity import run_parity
-from pipeline.export.torch_modules import DecoderStep, EncoderWithCrossKV, embedding_tables
+from pipeline.export.torch_modules import (
+    DecoderStep,
+    EncoderWithCrossKV,
+    alignment_heads,
+    embedding_tables,
+)
 from pipeline.npu.graph_check import check_bundle_graphs
 from pipeline.provenance import package_versions
 from whisper_npu.bundle import Bundle, BundleRecord
@@ -42,7 +47,6 @@ from whisper_npu.whisper_io import (
     CROSS_K,
     CROSS_V,
     DECODER_INPUTS,
-    DECODER_OUTPUTS,
     ENCODER_INPUT,
     MASK_OFF,
     N_FRAMES,
@@ -125,12 +129,13 @@ def export_graphs(model: WhisperForConditionalGeneration, dims: WhisperDims, out
             output_names=[CROSS_K, CROSS_V],
             **common,
         )
+        heads = alignment_heads(model) if dims.alignment_heads else ()
         torch.onnx.export(
-            DecoderStep(model, dims).eval(),
+            DecoderStep(model, dims, heads).eval(),
             _example_decoder_inputs(dims),
             str(out_dir / graph_file("decoder")),
             input_names=list(DECODER_INPUTS),
-            output_names=list(DECODER_OUTPUTS),
+            output_names=list(dims.decoder_outputs()),
             **common,
         )
     files = (TOKEN_EMBEDDING_FILE, POSITION_EMBEDDING_FILE)
@@ -171,7 +176,8 @@ def export_bundle(
     """Export, check and parity-gate the fp32 bundle; it replaces `out_dir` only if all pass."""
     model, processor = load_for_export(model_dir)
     try:
-        dims = WhisperDims.from_config(model.config, params.max_decode_len)
+        heads = len(alignment_heads(model))
+        dims = WhisperDims.from_config(model.config, params.max_decode_len, heads)
     except ValueError as exc:
         raise UserError(f"export.max_decode_len: {exc}") from None
     spec = decoding_spec(model.generation_config, params.max_decode_len, params.language)

@@ -5,7 +5,7 @@ the encoder also projects the cross-attention K/V once per window, and the decod
 embedded token against a fixed-size self-attention cache that the host owns; the host also
 looks the embeddings up (`embedding_tables`), so the decoder graph has no integer input.
 Indexing uses Slice + Reshape rather than Gather/Split, which AMD's NPU table covers for fewer
-dtypes.
+dtypes. The decoder also returns its alignment heads' cross-attention scores (word timestamps).
 """
 
 from __future__ import annotations
@@ -29,6 +29,23 @@ def _scaled_copy(projection: nn.Linear, scale: float) -> nn.Linear:
         if projection.bias is not None:
             scaled.bias.copy_(projection.bias * scale)
     return scaled.requires_grad_(False)
+
+
+AlignmentHeads = tuple[tuple[int, int], ...]  # (decoder layer, head) pairs
+
+
+def alignment_heads(model: WhisperForConditionalGeneration) -> AlignmentHeads:
+    """The checkpoint's word-timing heads (generation_config.alignment_heads), else every head
+    of the decoder's second half, as openai-whisper and faster-whisper default."""
+    listed = getattr(model.generation_config, "alignment_heads", None)
+    if listed:
+        return tuple((int(layer), int(head)) for layer, head in listed)
+    config = model.config
+    return tuple(
+        (layer, head)
+        for layer in range(config.decoder_layers // 2, config.decoder_layers)
+        for head in range(config.decoder_attention_heads)
+    )
 
 
 def _layer(stacked: torch.Tensor, index: int) -> torch.Tensor:
@@ -68,9 +85,15 @@ class DecoderStep(nn.Module):
     and none of the scalar Mul/ReduceSum patterns that quantizer graph passes mishandle.
     """
 
-    def __init__(self, model: WhisperForConditionalGeneration, dims: WhisperDims) -> None:
+    def __init__(
+        self,
+        model: WhisperForConditionalGeneration,
+        dims: WhisperDims,
+        alignment: AlignmentHeads = (),
+    ) -> None:
         super().__init__()
         self.decoder = model.model.decoder
+        self.alignment = alignment
         # Transposed once here, so the graph holds the output projection as a plain MatMul
         # weight [d_model, vocab] rather than a Transpose of it.
         self.projection_t = nn.Parameter(
@@ -111,12 +134,20 @@ class DecoderStep(nn.Module):
 
     def _cross_attention(
         self, index: int, hidden: torch.Tensor, cross_k: torch.Tensor, cross_v: torch.Tensor
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attended values and the scores [1, heads, 1, n_audio_ctx] before the softmax."""
         attn = self.decoder.layers[index].encoder_attn
         query = self._heads(self.cross_query[index](hidden))
-        weights = torch.softmax(query @ cross_k.transpose(-1, -2), dim=-1)
+        scores = query @ cross_k.transpose(-1, -2)
+        weights = torch.softmax(scores, dim=-1)
         attended: torch.Tensor = attn.out_proj(self._merge(weights @ cross_v))
-        return attended
+        return attended, scores
+
+    def _alignment(self, scores: list[torch.Tensor]) -> torch.Tensor:
+        """The alignment heads' scores [heads, n_audio_ctx], in the checkpoint's order: one
+        Slice per head and a Concat (no Gather)."""
+        rows = [scores[layer][:, head : head + 1] for layer, head in self.alignment]
+        return torch.cat(rows, dim=1).reshape(len(self.alignment), self.dims.n_audio_ctx)
 
     def forward(  # noqa: PLR0913 -- one parameter per input of the decoder graph (DECODER_INPUTS)
         self,
@@ -126,11 +157,11 @@ class DecoderStep(nn.Module):
         cache_mask: torch.Tensor,
         cross_k: torch.Tensor,
         cross_v: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, ...]:
         decoder = self.decoder
         hidden = embedded_token
         mask = cache_mask.reshape(1, 1, 1, self.dims.max_decode_len)
-        new_keys, new_values = [], []
+        new_keys, new_values, cross_scores = [], [], []
         for index, layer in enumerate(decoder.layers):
             attended, key, value = self._self_attention(
                 index,
@@ -140,19 +171,22 @@ class DecoderStep(nn.Module):
                 mask,
             )
             hidden = hidden + attended
-            hidden = hidden + self._cross_attention(
+            attended, scores = self._cross_attention(
                 index,
                 layer.encoder_attn_layer_norm(hidden),
                 _layer(cross_k, index),
                 _layer(cross_v, index),
             )
+            hidden = hidden + attended
+            cross_scores.append(scores)
             hidden = hidden + layer.fc2(
                 layer.activation_fn(layer.fc1(layer.final_layer_norm(hidden)))
             )
             new_keys.append(key)
             new_values.append(value)
         final = decoder.layer_norm(hidden).reshape(1, self.dims.d_model)
-        return final @ self.projection_t, torch.stack(new_keys), torch.stack(new_values)
+        outputs = (final @ self.projection_t, torch.stack(new_keys), torch.stack(new_values))
+        return (*outputs, self._alignment(cross_scores)) if self.alignment else outputs
 
 
 def embedding_tables(
