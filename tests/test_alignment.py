@@ -35,8 +35,6 @@ from whisper_npu.alignment import (
     word_timings,
 )
 
-pytestmark = pytest.mark.runtime
-
 POSITIONS = 1500  # encoder positions of one 30 s window
 EOT = 50256  # tiny.en's <|endoftext|>
 
@@ -167,6 +165,7 @@ def base_tokenizer() -> Tokenizer:
 # --- DTW and median filter ----------------------------------------------------------------------
 
 
+@pytest.mark.runtime
 @pytest.mark.parametrize(
     ("shape", "kind"),
     [
@@ -200,6 +199,7 @@ def test_dtw_equals_openai_reference(shape: tuple[int, int], kind: str) -> None:
         np.testing.assert_array_equal(frames, expected[1])
 
 
+@pytest.mark.runtime
 def test_dtw_path_is_monotonic_and_complete() -> None:
     x = np.random.default_rng(5).normal(size=(40, 300))
     text, frames = dtw(x)
@@ -220,6 +220,7 @@ def best_ms(run: Callable[[], object], repeat: int = 3) -> float:
     return min(times) * 1000
 
 
+@pytest.mark.runtime
 def test_dtw_speed_report(capsys: pytest.CaptureFixture[str]) -> None:
     """A benchmark, not a timed assert: prints what one long window costs (220 text tokens and
     the row after them, 1500 positions): the DTW, and the attention processing before it with
@@ -236,6 +237,7 @@ def test_dtw_speed_report(capsys: pytest.CaptureFixture[str]) -> None:
         )
 
 
+@pytest.mark.runtime
 @pytest.mark.parametrize("width", [1, 3, 5, 7, 9])
 def test_median_filter_equals_openai_reference(width: int) -> None:
     rng = np.random.default_rng(width)
@@ -246,6 +248,7 @@ def test_median_filter_equals_openai_reference(width: int) -> None:
     np.testing.assert_array_equal(median_filter(ties, width), reference_median(ties, width))
 
 
+@pytest.mark.runtime
 @pytest.mark.parametrize("width", [0, 2, -1])
 def test_median_filter_refuses_even_widths(width: int) -> None:
     with pytest.raises(ValueError, match="odd"):
@@ -322,6 +325,7 @@ def test_multilingual_words_equal_faster_whisper(
         assert our_merge(words, word_tokens) == fw_merge(words, word_tokens)
 
 
+@pytest.mark.runtime
 def test_merge_punctuations_keeps_emptied_entries() -> None:
     words = [" (", "Hello", ",", " ¿", " world", "?", ")"]
     tokens = [[index] for index in range(len(words))]
@@ -368,6 +372,7 @@ def assert_words_near(got: AlignedSegment, expected: list[tuple[str, float, floa
         assert word.end == pytest.approx(end, abs=0.02), word
 
 
+@pytest.mark.runtime
 def test_words_land_on_their_blocks() -> None:
     window, starts = toy_window(first=0)
     segment = TimedSegment(TOY_TOKENS, 0.0, seconds(starts[-1]))
@@ -380,6 +385,7 @@ def test_words_land_on_their_blocks() -> None:
     assert [word.probability for word in aligned.words[1:3]] == [0.55, 0.6]
 
 
+@pytest.mark.runtime
 def test_noisy_attention_still_lands_within_a_position() -> None:
     window, starts = toy_window(first=0, noise=0.3, num_frames=2 * (starts_end := 9 * 15 + 5))
     assert starts[-1] + 15 <= starts_end
@@ -388,6 +394,7 @@ def test_noisy_attention_still_lands_within_a_position() -> None:
     assert_words_near(aligned, expected_toy_words(starts))
 
 
+@pytest.mark.runtime
 def test_short_window_with_offset() -> None:
     """Audio of 20 s (1000 positions) at 30 s: positions past the audio are not read, even where
     the scores there would pull the path (row 0 is high far past the end)."""
@@ -403,6 +410,7 @@ def test_short_window_with_offset() -> None:
     assert last_speech == aligned.end == pytest.approx(seconds(starts[7], 30.0), abs=0.02)
 
 
+@pytest.mark.runtime
 def test_first_word_after_a_pause_is_trimmed() -> None:
     """With no speech before, the first word would start at the window's start; faster-whisper's
     pause rule cuts it to twice the median word duration before its end."""
@@ -415,6 +423,7 @@ def test_first_word_after_a_pause_is_trimmed() -> None:
     assert aligned.start == first.start
 
 
+@pytest.mark.runtime
 def test_several_segments_share_the_words() -> None:
     window, starts = toy_window(first=0, offset=12.34)
     segments = [
@@ -428,6 +437,7 @@ def test_several_segments_share_the_words() -> None:
     assert second.start == second.words[0].start
 
 
+@pytest.mark.runtime
 def test_single_token_window() -> None:
     starts, ends = even_blocks(0, 2)
     window = WindowAttention(block_scores(starts, ends), [0.9], 3000, 0.0)
@@ -438,6 +448,7 @@ def test_single_token_window() -> None:
     assert last_speech == aligned.end
 
 
+@pytest.mark.runtime
 def test_single_token_window_after_silence() -> None:
     """DTW starts every window's first token at position 0; the segment's timestamp moves the
     word's start, but no further than the median word duration (at most 0.7 s) before its end:
@@ -452,6 +463,7 @@ def test_single_token_window_after_silence() -> None:
     assert aligned.start == seconds(100)
 
 
+@pytest.mark.runtime
 @pytest.mark.parametrize(
     "scores",
     [np.zeros((1, 4, POSITIONS), np.float32), np.zeros((0, 4, POSITIONS), np.float32)],
@@ -465,6 +477,7 @@ def test_windows_without_text_give_no_words(scores: np.ndarray) -> None:
     assert align_window(window, [], toy_splitter(), 0.7) == ([], 0.7)
 
 
+@pytest.mark.runtime
 @pytest.mark.parametrize("num_frames", [0, 1])
 def test_windows_without_audio_give_no_words(num_frames: int) -> None:
     window, _ = toy_window(first=0, num_frames=num_frames)
@@ -475,6 +488,7 @@ def test_windows_without_audio_give_no_words(num_frames: int) -> None:
     )
 
 
+@pytest.mark.runtime
 def test_tiny_windows_still_align() -> None:
     """A few positions of audio (shorter than the median filter's padding): words, no error."""
     window = WindowAttention(np.zeros((9, 4, POSITIONS), np.float32), [0.5] * 8, 6, 0.0)
@@ -484,6 +498,7 @@ def test_tiny_windows_still_align() -> None:
     assert all(0.0 <= word.start <= word.end <= 0.06 for word in aligned.words)
 
 
+@pytest.mark.runtime
 def test_mismatched_rows_are_refused() -> None:
     window, _ = toy_window(first=0)
     segment = TimedSegment(TOY_TOKENS[:5], 0.0, 1.0)
