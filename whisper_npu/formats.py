@@ -45,15 +45,12 @@ class Subtitles:
     highlight_words: bool = False  # one cue per word, the word underlined
 
     def check(self, words: bool) -> None:
-        """Refuse a subtitle option without word timestamps (openai-whisper only warns)."""
+        """Refuse a subtitle option without word timestamps (openai-whisper only warns); the
+        CLI's `positive_int` has already refused widths and counts under 1."""
         for name in ("max_line_width", "max_line_count", "highlight_words"):
             if getattr(self, name) and not words:
                 flag = name.replace("_", "-")
                 raise UserError(f"--{flag} needs --word-timestamps")
-        for name in ("max_line_width", "max_line_count"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be 1 or more, got {value}")
 
 
 Cue = tuple[float, float, str]
