@@ -6,6 +6,7 @@ start-up with the key's dotted path instead of deep inside a stage.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -115,6 +116,124 @@ class DataParams(Section):
     voices: list[VoiceParams] = Field(
         min_length=1, description="built-in sets: clip i is read by voices[i % len(voices)]"
     )
+
+
+SPEED_OF_SOUND = 343.0  # m/s, pyroomacoustics' default
+SABINE = 24 * math.log(10) / SPEED_OF_SOUND  # ≈ 0.161 s/m: RT60 = SABINE · V / (S · absorption)
+
+
+class Reverb(Section):
+    """A shoebox room simulated by the image method (pyroomacoustics), the talker `distance_m`
+    from the microphone."""
+
+    rt60_s: Annotated[float, Field(gt=0, le=2.0)]
+    room_m: tuple[
+        Annotated[float, Field(ge=1.5, le=30)],
+        Annotated[float, Field(ge=1.5, le=30)],
+        Annotated[float, Field(ge=2.0, le=10)],
+    ]
+    distance_m: Annotated[float, Field(gt=0, le=20)] = 1.0
+
+    @model_validator(mode="after")
+    def _physical(self) -> Reverb:
+        """Sabine: a room's shortest RT60 is that of walls absorbing everything; and the talker
+        stands in the room, 0.5 m from the walls at least, beside a microphone at its centre."""
+        x, y, z = self.room_m
+        shortest = SABINE * x * y * z / (2 * (x * y + y * z + x * z))
+        if self.rt60_s < shortest:
+            raise ValueError(
+                f"rt60_s: {self.rt60_s:g} s is shorter than any {x:g} x {y:g} x {z:g} m room "
+                f"rings (its shortest RT60, every wall absorbing all, is {shortest:.2f} s)"
+            )
+        if self.distance_m > x / 2 - 0.5:
+            raise ValueError(
+                f"distance_m: {self.distance_m:g} m from the centre of a {x:g} m room leaves "
+                f"the talker less than 0.5 m from its wall (at most {x / 2 - 0.5:g} m)"
+            )
+        return self
+
+
+class Condition(Section):
+    """A named degradation of clean clips, its steps applied in the order of a real signal path:
+    the room, then noise in it, then the telephone line, then the level. A `snr_db` list makes
+    one condition per SNR, named `<name>-<snr>db`."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=40)]
+    reverb: Reverb | None = None
+    noise: Literal["white", "pink", "babble"] | None = None
+    snr_db: Annotated[list[Annotated[float, Field(ge=0, le=60)]], Field(min_length=1)] | None = None
+    telephone: bool = Field(False, description="8 kHz, 300-3400 Hz, μ-law, back to 16 kHz")
+    peak_dbfs: Annotated[float, Field(ge=-60, lt=0)] | None = Field(
+        None, description="the clip scaled to this peak level (quiet speech)"
+    )
+    gain_db: Annotated[float, Field(gt=0, le=40)] | None = Field(
+        None, description="amplified by this much, then clipped at full scale"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Condition:
+        if (self.noise is None) != (self.snr_db is None):
+            raise ValueError("noise and snr_db go together")
+        if self.peak_dbfs is not None and self.gain_db is not None:
+            raise ValueError("peak_dbfs and gain_db both set the level: give one")
+        if not (self.reverb or self.noise or self.telephone or self.peak_dbfs or self.gain_db):
+            raise ValueError(f"condition {self.name!r} degrades nothing")
+        return self
+
+    def expanded(self) -> dict[str, float | None]:
+        """Each condition this entry makes, by name, with its SNR (None: no noise)."""
+        if self.snr_db is None:
+            return {self.name: None}
+        return {f"{self.name}-{snr:g}db": snr for snr in self.snr_db}
+
+
+class ConditionsParams(Section):
+    """Seeded, deterministic degradations of the clean sets (pipeline/sources/conditions.py):
+    `eval` ones are scored by the bench and gated, `holdback` ones join the clean held-back
+    clips in each quantized variant's WER budget. The clean sets stay as they are."""
+
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
+    eval_clips: Annotated[int, Field(ge=1)] = Field(
+        16, description="short-form eval clips each eval condition degrades, spread by duration"
+    )
+    holdback_clips: Annotated[int, Field(ge=1)] = Field(
+        56, description="held-back calibration clips each holdback condition degrades"
+    )
+    define: list[Condition] = Field([], description="the conditions, each named once")
+    eval: list[str] = Field([], description="names (or `define` entries) the bench scores")
+    holdback: list[str] = Field([], description="names the quantize budget also holds on")
+
+    @model_validator(mode="after")
+    def _names_known(self) -> ConditionsParams:
+        named = self.names()
+        duplicates = sorted({n for n in named if named.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"define: condition {duplicates[0]!r} named twice")
+        for key in ("eval", "holdback"):
+            self.resolve(key)
+        return self
+
+    def names(self) -> list[str]:
+        return [name for entry in self.define for name in entry.expanded()]
+
+    def resolve(
+        self, key: Literal["eval", "holdback"]
+    ) -> dict[str, tuple[Condition, float | None]]:
+        """`eval` or `holdback` as conditions by name: an entry's name stands for every SNR it
+        makes. An unknown name is refused with the ones defined."""
+        out: dict[str, tuple[Condition, float | None]] = {}
+        for wanted in getattr(self, key):
+            found = [
+                (name, entry, snr)
+                for entry in self.define
+                for name, snr in entry.expanded().items()
+                if wanted in (name, entry.name)
+            ]
+            if not found:
+                known = ", ".join(self.names()) or "none defined"
+                raise ValueError(f"{key}: unknown condition {wanted!r} (defined: {known})")
+            out.update({name: (entry, snr) for name, entry, snr in found})
+        return out
 
 
 class ParityParams(Section):
@@ -257,6 +376,11 @@ class BenchParams(Section):
         "the CPU as the baseline whatever this says",
     )
     peers: bool = Field(True, description="also time transformers and faster-whisper if installed")
+    busy_cores: Annotated[int, Field(ge=0, le=64)] = Field(
+        1,
+        description="cores a background load keeps busy during one more timed pass over the "
+        "latency clips (a laptop is never idle); 0: no such pass",
+    )
     ray: Annotated[str, AfterValidator(checked_ray_address)] | None = Field(
         None,
         description="the WER pass on Ray actors (extra .[ray]): local (ray.init() here), auto "
@@ -270,6 +394,30 @@ class BenchParams(Section):
     def ray_address(self) -> str | None:
         """`ray` as pipeline.bench.sharded takes it: "" for ray.init()'s own choice."""
         return None if self.ray is None else init_address(self.ray)
+
+
+class ConditionLimits(Section):
+    max_wer_increase: Annotated[float, Field(ge=0)] | None = None
+    min_qoi: Annotated[float, Field(ge=0, le=1)] | None = None
+    max_loop_increase: Annotated[int, Field(ge=0)] | None = None
+
+
+class ConditionGate(Section):
+    """The gate on each degraded condition. Its clips are few (conditions.eval_clips), so one
+    word moves WER by ~0.5 points and QoI by a clip: the limits are wider than the clean set's."""
+
+    max_wer_increase: Annotated[float, Field(ge=0)] = Field(
+        4.0, description="absolute WER points against the baseline file, per condition"
+    )
+    min_qoi: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.6, description="share of the condition's clips no worse than fp32's on them"
+    )
+    max_loop_increase: Annotated[int, Field(ge=0)] = Field(
+        1, description="clips looping (whisper_npu.wer.is_loop) beyond fp32's in the same run"
+    )
+    per_condition: dict[str, ConditionLimits] = Field(
+        {}, description="overrides by condition name, e.g. {babble-0db: {max_wer_increase: 8}}"
+    )
 
 
 class GateParams(Section):
@@ -286,6 +434,10 @@ class GateParams(Section):
     min_qoi: Annotated[float, Field(ge=0, le=1)] = Field(
         0.8,
         description="share of clips whose WER is no worse than fp32's in the same run",
+    )
+    conditions: ConditionGate = Field(
+        ConditionGate(),
+        description="the same per degraded condition (conditions.eval), on its few clips",
     )
 
 
@@ -307,6 +459,20 @@ class Params(Section):
     bench: BenchParams = BenchParams()
     release: ReleaseParams = ReleaseParams()
     gate: GateParams = GateParams()
+    conditions: ConditionsParams = ConditionsParams()
+
+    @model_validator(mode="after")
+    def _gated_conditions_known(self) -> Params:
+        """A per-condition gate names a condition the bench scores."""
+        scored = self.conditions.resolve("eval")
+        for name in self.gate.conditions.per_condition:
+            if name not in scored:
+                known = ", ".join(scored) or "none"
+                raise ValueError(
+                    f"gate.conditions.per_condition: unknown condition {name!r} "
+                    f"(conditions.eval scores: {known})"
+                )
+        return self
 
 
 # PyYAML ships no type hints (and types-PyYAML is no dependency), so its classes are Any.

@@ -44,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a directory of `whisper-npu device-report` JSONs sent back from Ryzen AI laptops: "
         "those of a benched variant's bundle are shown as measured on device, never gated",
     )
+    parser.add_argument(
+        "--conditions",
+        type=Path,
+        help="the conditions stage's eval output: every engine's WER, loops and QoI on each "
+        "degraded copy of the eval clips",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if params.bench.ray is not None and (missing := ray_missing("bench.ray")):
         raise UserError(missing)
     from pipeline.bench.languages import format_languages
-    from pipeline.bench.report import format_table
+    from pipeline.bench.report import format_busy, format_conditions, format_table
     from pipeline.bench.run import BenchPaths, run_bench
 
     paths = BenchPaths(
@@ -69,9 +75,14 @@ def run(args: argparse.Namespace) -> int:
         reference_dir=args.reference,
         languages_dir=args.languages,
         device_reports_dir=args.device_reports,
+        conditions_dir=args.conditions,
     )
     result = run_bench(params.compile.variants, params.bench, paths)
     print(format_table(result))
+    if result.metrics.conditions:
+        print(f"\n{format_conditions(result.metrics)}")
+    if busy := format_busy(result.metrics):
+        print(f"\n{busy}")
     print(format_languages(result.metrics.languages, result.languages_note))
     return 0
 

@@ -1,5 +1,5 @@
-"""DVC stage `calibrate`: real encoder/decoder inputs for the quantizer, and the held-back
-clips' fp32 transcripts."""
+"""DVC stage `calibrate`: real encoder/decoder inputs for the quantizer, and the fp32
+transcripts of the held-back clips, clean and degraded."""
 
 from __future__ import annotations
 
@@ -14,14 +14,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", type=Path, required=True, help="the fp32 bundle")
     parser.add_argument("--data", type=Path, required=True, help="the data stage's output")
     parser.add_argument(
+        "--conditions",
+        type=Path,
+        help="the conditions stage's holdback sets: degraded held-back clips to transcribe too",
+    )
+    parser.add_argument(
         "--out", type=Path, required=True, help="the calibration directory to write"
     )
 
 
 def run(args: argparse.Namespace) -> object:
     from pipeline.quant.calibration import run_calibration
+    from pipeline.sources.conditions import load_condition_sets
 
-    return run_calibration(load_params(args.params).calibrate, args.bundle, args.data, args.out)
+    params = load_params(args.params).calibrate
+    conditions = load_condition_sets(args.conditions) if args.conditions else []
+    return run_calibration(params, args.bundle, args.data, args.out, conditions)
 
 
 COMMAND = Command(

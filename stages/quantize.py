@@ -1,5 +1,5 @@
 """DVC stage `quantize`: one variant of the fp32 bundle, with the fewest float layers that keep
-its held-back WER within budget."""
+its held-back WER within budget on every held-back condition."""
 
 from __future__ import annotations
 
@@ -22,6 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--data", type=Path, required=True, help="the data stage's output")
     parser.add_argument(
+        "--conditions",
+        type=Path,
+        help="the conditions stage's holdback sets (the ones the calibrate stage transcribed)",
+    )
+    parser.add_argument(
         "--out", type=Path, required=True, help="the variant's bundle directory to write"
     )
 
@@ -30,7 +35,9 @@ def run(args: argparse.Namespace) -> object:
     from pipeline.quant.quantize import QuantizeInputs, quantize_variant
 
     params = load_params(args.params).quantize
-    inputs = QuantizeInputs(args.bundle, args.calibration, args.sensitivity, args.data)
+    inputs = QuantizeInputs(
+        args.bundle, args.calibration, args.sensitivity, args.data, args.conditions
+    )
     return quantize_variant(params, args.variant, inputs, args.out)
 
 

@@ -347,7 +347,7 @@ def test_known_transcripts_stand_in_only_where_the_timed_clips_match(monkeypatch
     workers = [matching, drifting, variant]
     monkeypatch.setattr(pipeline.bench.worker, "open_workers", lambda specs, stack: workers)
     clips = EvalClips([np.zeros(16)] * 4, list(known.values()), [1.0] * 4, list(known))
-    params = BenchParams(warmup=0, repeats=2, latency_clips=2)
+    params = BenchParams(warmup=0, repeats=2, latency_clips=2, busy_cores=0)
 
     measured = measure(
         [w.spec for w in workers], clips, params, {BASELINE: known, "transformers": known}

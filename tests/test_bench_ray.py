@@ -77,7 +77,9 @@ def test_the_wer_pass_on_ray_gives_the_single_process_rows(tmp_path, monkeypatch
     rows = {}
     measured = {}
     for setting in (None, "local"):
-        params = BenchParams(warmup=0, repeats=1, latency_clips=2, peers=False, ray=setting)
+        params = BenchParams(
+            warmup=0, repeats=1, latency_clips=2, peers=False, ray=setting, busy_cores=0
+        )
         measured[setting] = measure(specs, audio, params, {})
         rows[setting] = {
             name: [row.model_dump(exclude={"e2e_ms"}) for row in table]

@@ -73,7 +73,7 @@ def test_shards_merge_into_exactly_the_single_pass_wer(tmp_path, cuts):
     merged: list[ClipResult] = []
     for k, (start, end) in enumerate(itertools.pairwise(bounds)):
         path = tmp_path / f"shard{k}.jsonl"
-        write_table(path, {"a16w8": rows[start:end]})
+        write_table(path, rows[start:end])
         merged += read_table(path)["a16w8"]
     assert merged == rows
     assert table_wer(merged) == table_wer(rows)
@@ -110,7 +110,7 @@ def test_qoi_is_the_share_of_scored_clips_no_worse_than_the_baseline():
 
 def test_a_bad_table_line_is_one_error_naming_the_line(tmp_path):
     path = tmp_path / "clips.jsonl"
-    write_table(path, {"fp32": table("fp32")})
+    write_table(path, table("fp32"))
     lines = path.read_text().splitlines()
     row = json.loads(lines[2])
     row["insertions"] = -1

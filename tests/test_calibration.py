@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -15,6 +17,9 @@ from pipeline.quant.calibration import (
     _sampled_positions,
     run_calibration,
 )
+from pipeline.sources.conditions import load_condition_sets
+from pipeline.sources.speech_sets import clip_samples, load_saved_set
+from tests.test_quantization_units import save_condition_sets
 from whisper_npu.bundle import Bundle
 from whisper_npu.errors import UserError
 
@@ -24,16 +29,32 @@ def test_sampled_positions_cover_the_path():
     assert _sampled_positions(2, 6) == [0, 1]
 
 
+def noisy_copies(data_dir: Path, clips: range, snr_db: float = 10.0) -> list[dict[str, Any]]:
+    """Calibration-set clips under seeded white noise at `snr_db`: a holdback condition."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for row in load_saved_set(data_dir, "calibration").select(clips):
+        clean = clip_samples(row)
+        noise = rng.standard_normal(len(clean)).astype(np.float32)
+        noise *= np.sqrt(np.mean(clean**2) / np.mean(noise**2) / 10 ** (snr_db / 10))
+        rows.append({"id": row["id"], "text": row["text"], "samples": clean + noise})
+    return rows
+
+
 @pytest.fixture(scope="module")
 def calibration_dir(fp32_bundle, default_data_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("calibration") / "calibration"
+    root = tmp_path_factory.mktemp("calibration")
+    # Both held-back clips (4 and 5), under noise too.
+    noisy = {"white-10db": noisy_copies(default_data_dir, range(4, 6))}
+    conditions = load_condition_sets(save_condition_sets(root / "holdback", noisy))
     run_calibration(
         CalibrateParams(clips=4, holdout=2, decoder_steps_per_clip=3),
         fp32_bundle,
         default_data_dir,
-        out,
+        root / "calibration",
+        conditions,
     )
-    return out
+    return root / "calibration"
 
 
 @pytest.mark.integration
@@ -45,6 +66,10 @@ def test_calibration_output_is_small_and_disjoint(calibration_dir):
     calibration = CalibrationSet(calibration_dir)
     assert calibration.holdout_ids == manifest["holdout_clips"]
     assert len(calibration.holdout_fp32_texts) == 2 and all(calibration.holdout_fp32_texts)
+    # And of their noisy copies, by condition, with the digests of the set transcribed.
+    noisy = manifest["conditions"]["white-10db"]
+    assert noisy["clips"] == manifest["holdout_clips"] and len(noisy["fp32_texts"]) == 2
+    assert all(noisy["fp32_texts"]) and list(noisy["arrow_sha256"]) == ["data-00000-of-00001.arrow"]
     assert manifest["bytes"]["encoder_inputs.npy"] == 4 * 80 * 3000 * 4 + 128
     assert manifest["bytes"]["decoder_steps.json"] < 10_000
 
@@ -88,6 +113,17 @@ def test_reader_rewinds_and_bad_sizes_fail(
     with pytest.raises(UserError, match=r"calibrate\.clips \+ calibrate\.holdout = 160"):
         run_calibration(
             CalibrateParams(clips=150, holdout=10), fp32_bundle, default_data_dir, tmp_path / "c"
+        )
+    # A degraded clip that calibrates (clip 0) would judge the quantizer on what it fitted.
+    calibrating = {"white-10db": noisy_copies(default_data_dir, range(1))}
+    conditions = load_condition_sets(save_condition_sets(tmp_path / "holdback", calibrating))
+    with pytest.raises(UserError, match=r"degrades calibration-\d+, which is not a held-back"):
+        run_calibration(
+            CalibrateParams(clips=4, holdout=2),
+            fp32_bundle,
+            default_data_dir,
+            tmp_path / "c",
+            conditions,
         )
     assert not (tmp_path / "c").exists()
 

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import datasets
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline.config import QuantizeParams
+from pipeline.config import Condition, QuantizeParams
 from pipeline.quant.backends import OrtBackend, QuantJob, QuarkBackend, get_backend
 from pipeline.quant.plan import QuantizePlan
 from pipeline.quant.quantize import (
+    HeldBack,
+    Holdout,
+    _report,
+    condition_scores,
     exclusion_ladder,
     graph_rankings,
     kept_float,
@@ -18,9 +28,14 @@ from pipeline.quant.quantize import (
     wer_standard_error,
 )
 from pipeline.quant.sensitivity import _round_to_grid, layer_sensitivity, sensitivity_grids, snr_db
+from pipeline.sources.conditions import ConditionEntry, ConditionsManifest
+from pipeline.sources.speech_sets import FEATURES
+from whisper_npu.bundle import CalibrationManifest, HeldBackTexts, Quantization
 from whisper_npu.errors import UserError
+from whisper_npu.fsutil import sha256_file
 from whisper_npu.variants import Precision, Variant
 from whisper_npu.wer import EditCounts, clip_edits, corpus_wer
+from whisper_npu.whisper_io import SAMPLE_RATE
 
 
 def test_exclusion_ladder():
@@ -245,3 +260,283 @@ def test_quark_reuses_calibrated_ranges_across_attempts(tmp_path, variant):
     )
     assert _scales(tmp_path / "b.onnx") == _scales(tmp_path / "c.onnx")
     assert "hs" in _scales(tmp_path / "a.onnx") and "hs" not in _scales(tmp_path / "b.onnx")
+
+
+# The WER budget on every held-back condition, with a fake transcriber: no model, no quantizer.
+REFERENCE = "the quick brown fox jumps over the lazy dog"  # 9 words
+SLIP = "the quick brown fox jumps over a lazy dog"  # 1 error
+WRONG = "a slow red cat sat under one busy log"  # 9 errors: every word
+LOOP = "the quick brown " * 5 + "fox jumps over the lazy dog"  # 12 errors, and loops
+
+
+def held_back(name: str, fp32: list[str]) -> HeldBack:
+    silence = np.zeros(160, np.float32)
+    return HeldBack.of(name, [REFERENCE] * len(fp32), fp32, [silence] * len(fp32))
+
+
+# babble: fp32 already makes 1 error over 36 words; clean: none. Budget 10 points: 3 words more.
+BABBLE = held_back("babble-5db", [SLIP, REFERENCE, REFERENCE, REFERENCE])
+CLEAN_SET = held_back("clean", [REFERENCE] * 4)
+
+# Each rung's transcripts, babble's four clips then clean's four.
+TRANSCRIPTS = {
+    0: [WRONG, REFERENCE, REFERENCE, REFERENCE] + [REFERENCE] * 4,  # clean alone: passes
+    1: [SLIP, SLIP, SLIP, SLIP, REFERENCE, REFERENCE, SLIP, REFERENCE],  # within both
+    2: [REFERENCE] * 8,
+}
+
+
+class FakeRungs:
+    """Stands in for the quantizer and the workers: each rung's 'bundle' is a file naming its
+    rung, and its transcripts are TRANSCRIPTS' (counted as they are read)."""
+
+    def __init__(self, transcripts: dict[int, list[str]]) -> None:
+        self.transcripts, self.read = transcripts, {}
+
+    def write(self, exclude: dict[str, list[str]], out) -> None:  # type: ignore[no-untyped-def]
+        (out / "rung").write_text(str(len(exclude["encoder"])))
+
+    def save(self, out) -> None:  # type: ignore[no-untyped-def]
+        (out / "bundle.json").write_text("{}")
+
+    def transcribe_all(self, root, clips):  # type: ignore[no-untyped-def]
+        k = int((root / "rung").read_text())
+        self.read[k] = 0
+        for text in self.transcripts[k][: len(clips)]:
+            self.read[k] += 1
+            yield SimpleNamespace(text=text)
+
+
+def budgeted(conditions: list[HeldBack], budget: float) -> list[HeldBack]:
+    """The same `budget` points on every condition (Holdout.load scales the degraded ones')."""
+    return [replace(c, budget=budget) for c in conditions]
+
+
+def climb(monkeypatch, tmp_path, conditions: list[HeldBack], transcripts=TRANSCRIPTS, budget=10.0):  # type: ignore[no-untyped-def]
+    """The ladder 0, 1, 2 over `conditions`, as quantize_variant runs it."""
+    from pipeline.quant import quantize
+
+    tmp_path.mkdir(exist_ok=True)
+
+    fake = FakeRungs(
+        {
+            k: texts[-sum(len(c.references) for c in conditions) :]
+            for k, texts in transcripts.items()
+        }
+    )
+    monkeypatch.setattr(quantize, "transcribe_all", fake.transcribe_all)
+    ranking = {
+        graph: [(f"{graph}{i}", float(i)) for i in range(2)] for graph in ("encoder", "decoder")
+    }
+    ladder = quantize._Ladder(
+        quantizer=fake,  # type: ignore[arg-type]
+        bundle_record=fake,  # type: ignore[arg-type]
+        ranking=ranking,
+        holdout=Holdout(budgeted(conditions, budget)),
+        rungs=[0, 1, 2],
+        scratch=tmp_path,
+    )
+    return ladder, ladder.search("test"), fake
+
+
+def test_a_rung_within_budget_on_clean_but_over_on_babble_is_rejected(monkeypatch, tmp_path):
+    """Rung 0 keeps clean perfect but makes babble 9 words worse: clean alone takes rung 0,
+    with babble the next rung, within budget on both, is chosen."""
+    assert [c.allowed_errors() for c in budgeted([BABBLE, CLEAN_SET], 10.0)] == [1 + 3, 3]
+    _, alone, _ = climb(monkeypatch, tmp_path / "alone", [CLEAN_SET])
+    assert alone == 0
+    ladder, chosen, _ = climb(monkeypatch, tmp_path / "both", [BABBLE, CLEAN_SET])
+    assert chosen == 1
+    first, second = ladder.attempts
+    assert (first.passed, first.rejected_by, list(first.conditions)) == (
+        False,
+        "babble-5db",
+        ["babble-5db"],  # clean never scored: the rung was over after babble's first clip
+    )
+    assert first.conditions["babble-5db"].wer == pytest.approx(9 / 36) and not first.complete
+    assert (second.passed, second.rejected_by, second.complete) == (True, None, True)
+    assert second.conditions["babble-5db"].wer_delta == pytest.approx(100 * 3 / 36)
+    assert second.holdout_wer == pytest.approx(1 / 36)  # the top-level figures are clean's
+    assert (tmp_path / "both" / "rung").read_text() == "1"  # the chosen attempt is kept
+    assert not list((tmp_path / "both").glob(".attempt-*"))
+    scores = condition_scores(ladder.holdout, second)
+    assert list(scores) == ["babble-5db", "clean"]
+    assert scores["babble-5db"].margin == pytest.approx(10 - 100 * 3 / 36)
+    assert (scores["clean"].words, scores["clean"].clips, scores["clean"].fp32_wer) == (36, 4, 0)
+
+
+def test_scoring_stops_at_the_first_condition_over_budget(monkeypatch, tmp_path):
+    """A rejected rung reads only the transcripts until it is over: 1 of 8 clips here. The
+    last rung, the fallback when none passes, is always read whole."""
+    every_rung_bad = {k: [WRONG] * 8 for k in (0, 1, 2)}
+    ladder, chosen, fake = climb(monkeypatch, tmp_path, [BABBLE, CLEAN_SET], every_rung_bad)
+    assert chosen is None
+    assert fake.read == {0: 1, 1: 1, 2: 8}
+    last = ladder.attempts[-1]
+    assert last.rejected_by == "babble-5db" and last.complete
+    assert all(c.complete for c in last.conditions.values()) and last.holdout_wer == 1.0
+
+
+def test_a_loop_rejects_a_rung_within_its_error_budget(monkeypatch, tmp_path):
+    """Rung 0 loops on one clean clip: its 12 errors are within a 40-point budget (14 of 36
+    words), but fp32 looped on none, so the rung is rejected."""
+    loops = {
+        0: [REFERENCE] * 4 + [LOOP, REFERENCE, REFERENCE, REFERENCE],
+        1: [REFERENCE] * 8,
+        2: [REFERENCE] * 8,
+    }
+    from pipeline.quant import quantize
+
+    assert quantize.is_loop(REFERENCE, LOOP) and not quantize.is_loop(REFERENCE, WRONG)
+    holdout = Holdout(budgeted([BABBLE, CLEAN_SET], 40.0))
+    verdict = holdout.judge(iter(loops[0]), give_up=True)
+    assert verdict.rejected_by == "clean"
+    assert verdict.scored["clean"].loops == 1 and verdict.scored["clean"].wer == 12 / 36
+    assert holdout.clean.allowed_errors() == 14
+    ladder, chosen, _ = climb(monkeypatch, tmp_path, [BABBLE, CLEAN_SET], loops, 40.0)
+    assert chosen == 1 and ladder.attempts[0].rejected_by == "clean"
+    # fp32 looping on a clip already is its baseline: one loop more is what rejects.
+    looping_fp32 = held_back("clean", [LOOP, REFERENCE, REFERENCE, REFERENCE])
+    assert (
+        Holdout(budgeted([looping_fp32], 40.0)).judge(iter(loops[0][4:]), True).rejected_by is None
+    )
+
+
+def test_the_report_says_which_condition_decided(monkeypatch, tmp_path):
+    ladder, _, _ = climb(monkeypatch, tmp_path, [BABBLE, CLEAN_SET])
+    q = Quantization.model_validate(
+        {
+            **OLD_QUANTIZATION,
+            "attempts": ladder.attempts,
+            "conditions": condition_scores(ladder.holdout, ladder.attempts[-1]),
+        }
+    )
+    report = _report(Variant.A8W8, q, {g: [("/enc/MatMul", 31.5)] for g in ("encoder", "decoder")})
+    assert (
+        "Decision: babble-5db rejected rung 0, so rung 1 is kept (clean was not scored on "
+        "rung 0: a rung's scoring stops at the first condition over budget)." in report
+    )
+    row = "| babble-5db | 4 | 36 | 2.78% ±2.74% | 11.11% | +8.33 | +10.00 | +1.67 | 0 (0) |"
+    assert row in report
+    assert "| 0 | ≥ 25.00% (≥ +22.22, 0 loops) | not scored | babble-5db |" in report
+
+
+CALIBRATION_MANIFEST = {
+    "bundle_sha256": "f" * 64,
+    "calibration_clips": ["calibration-0000"],
+    "holdout_clips": ["calibration-0002"],
+    "holdout_fp32_texts": ["hello"],
+    "decoder_steps": 12,
+    "bytes": {"encoder_inputs.npy": 1024},
+}
+# A quantization section as bundles recorded it before held-back conditions were scored.
+OLD_QUANTIZATION = {
+    "backend": "quark",
+    "backend_version": "0.13",
+    "grid": "a8w8",
+    "decoder_grid": "a8w8",
+    "decoder_variant": "a8w8",
+    "op_types": ["MatMul"],
+    "max_wer_delta": 10.0,
+    "budget_met": True,
+    "fp32_holdout_wer": 0.01,
+    "holdout_wer": 0.015,
+    "holdout_words": 1305,
+    "holdout_wer_se": 0.0028,
+    "holdout_clips": ["calibration-0002"],
+    "excluded": {"encoder": ["/enc/MatMul"], "decoder": []},
+    "sensitivity_db": {"encoder": {"/enc/MatMul": 31.5}, "decoder": {}},
+    "attempts": [
+        {
+            "excluded_per_graph": 0,
+            "holdout_wer": 0.05,
+            "wer_delta": 4.0,
+            "complete": False,
+            "passed": False,
+        }
+    ],
+    "calibration": CALIBRATION_MANIFEST,
+}
+
+
+def test_records_from_before_conditions_still_load_and_write_the_same(tmp_path):
+    manifest = CalibrationManifest.model_validate(CALIBRATION_MANIFEST)
+    assert manifest.conditions is None and manifest.to_json() == CALIBRATION_MANIFEST
+    q = Quantization.model_validate(OLD_QUANTIZATION)
+    assert q.conditions is None and q.attempts[0].conditions is None
+    assert q.attempts[0].rejected_by is None and q.to_json() == OLD_QUANTIZATION
+    with pytest.raises(ValueError, match="2 clips but 1 fp32 texts"):
+        HeldBackTexts(clips=["a", "b"], fp32_texts=["x"], arrow_sha256={})
+
+
+def save_condition_sets(root: Path, sets: dict[str, list[dict[str, Any]]]) -> Path:
+    """A holdback conditions directory as the conditions stage writes it: each set saved with
+    the clean sets' features (rows: id, samples, text), beside its manifest."""
+    entries = {}
+    for name, rows in sets.items():
+        columns = {
+            "id": [row["id"] for row in rows],
+            "audio": [{"array": row["samples"], "sampling_rate": SAMPLE_RATE} for row in rows],
+            "text": [row["text"] for row in rows],
+            "duration_s": [len(row["samples"]) / SAMPLE_RATE for row in rows],
+        }
+        datasets.Dataset.from_dict(columns, features=FEATURES).save_to_disk(str(root / name))
+        entries[name] = ConditionEntry(
+            entry=Condition(name="white", noise="white", snr_db=[10]),
+            snr_db=10.0,
+            clips=len(rows),
+            total_s=sum(columns["duration_s"]),
+            source_ids=columns["id"],
+            arrow_sha256={f.name: sha256_file(f) for f in (root / name).glob("*.arrow")},
+        )
+    ConditionsManifest(set="holdback", seed=0, cpu="test", conditions=entries).write(
+        root / "manifest.json"
+    )
+    return root
+
+
+def test_quantize_refuses_degraded_sets_other_than_the_calibrated_ones(tmp_path):
+    """The fp32 transcripts a budget starts from must be of the very clips scored."""
+    from pipeline.quant.quantize import _calibrated_sets
+
+    silence = np.zeros(1600, np.float32)
+    rows = [{"id": "calibration-0002", "samples": silence, "text": "hello"}]
+    conditions = save_condition_sets(tmp_path / "holdback", {"white-10db": rows})
+    recorded = HeldBackTexts(
+        clips=["calibration-0002"],
+        fp32_texts=["hello"],
+        arrow_sha256=ConditionsManifest.read(conditions / "manifest.json")
+        .conditions["white-10db"]
+        .arrow_sha256,
+    )
+
+    def calibrated(**changes: Any) -> SimpleNamespace:
+        manifest = CalibrationManifest.model_validate(
+            {**CALIBRATION_MANIFEST, "conditions": {"white-10db": recorded.but(**changes)}}
+        )
+        return SimpleNamespace(root=tmp_path / "calibration", manifest=manifest)
+
+    [(found, texts)] = _calibrated_sets(calibrated(), conditions)  # type: ignore[arg-type]
+    assert found.name == "white-10db" and texts.fp32_texts == ["hello"]
+    with pytest.raises(UserError, match=r"holdback conditions \['white-10db'\], not \[\]"):
+        _calibrated_sets(calibrated(), None)  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="'white-10db' is not the set"):
+        _calibrated_sets(calibrated(arrow_sha256={"x.arrow": "0" * 64}), conditions)  # type: ignore[arg-type]
+    old = SimpleNamespace(root=tmp_path, manifest=CalibrationManifest(**CALIBRATION_MANIFEST))
+    assert _calibrated_sets(old, None) == []  # type: ignore[arg-type]
+
+
+def test_a_degraded_condition_s_budget_is_as_many_of_its_standard_errors_as_clean_s():
+    """Clean: 1% WER over 10,000 words (SE 0.0995 points), budget 1 point. Babble: 10% over
+    900 words (SE 1.0 point), so ~10 points; a condition quieter than clean keeps 1 point."""
+    from pipeline.quant.quantize import with_budgets
+
+    def held(name: str, errors: int, words: int) -> HeldBack:
+        return HeldBack(name, [], [], EditCounts(substitutions=errors, words=words), 0)
+
+    babble, easy, clean = with_budgets(
+        [held("babble", 90, 900), held("easy", 0, 900), held("clean", 100, 10_000)], 1.0
+    )
+    assert clean.budget == 1.0 and easy.budget == 1.0
+    assert babble.budget == pytest.approx(1.0 / 0.0995 * 1.0, rel=1e-3)
+    assert babble.allowed_errors() == 90 + int(babble.budget / 100 * 900)

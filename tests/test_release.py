@@ -461,3 +461,28 @@ def test_a_release_ships_an_eval_set_device_report_reads(inputs, tmp_path, defau
     (out / "eval" / "clip001.wav").write_bytes(b"RIFF")
     with pytest.raises(GateFailure, match=r"changed: eval/clip001\.wav"):
         verify_artifact(out)
+
+
+def test_the_card_shows_each_held_back_condition_and_what_rejected_each_rung():
+    """A rung a degraded condition rejected before the clean clips were reached has no clean
+    WER to show: the card says so instead of a lower bound of zero."""
+    from pipeline.release.model_card import _clean_cells, _held_back_conditions
+
+    rejected = {
+        "excluded_per_graph": 0,
+        "holdout_wer": 0.0,
+        "wer_delta": -3.0,
+        "complete": False,
+        "passed": False,
+        "conditions": {"babble-5db": {"wer": 0.2, "wer_delta": 4.0, "loops": 0}},
+        "rejected_by": "babble-5db",
+    }
+    kept = {**rejected, "holdout_wer": 0.03, "wer_delta": 0.1, "complete": True, "passed": True}
+    kept["conditions"] = {"clean": {}, "babble-5db": {}}
+    score = {"clips": 56, "fp32_wer": 0.1, "wer": 0.11, "budget": 1.5, "margin": 0.5, "loops": 1}
+
+    assert _clean_cells(rejected) == ("not scored", "-")
+    assert _clean_cells(kept) == ("3.00%", "+0.10")
+    table = _held_back_conditions({"conditions": {"babble-5db": {**score, "fp32_loops": 0}}})
+    assert table[-1] == "| babble-5db | 56 | 10.00% | 11.00% | +1.50 | +0.50 | 1 (0) |"
+    assert _held_back_conditions({"conditions": None}) == []

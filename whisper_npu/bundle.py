@@ -57,15 +57,47 @@ class Parity(Record):
     transcripts_differing: list[JsonValue]
 
 
+class ConditionAttempt(Record):
+    """One rung on one held-back condition. Not `complete`: scoring stopped once this condition
+    went over its allowance, and the WER counts the errors so far over all its words (a lower
+    bound, since errors and loops only accumulate)."""
+
+    wer: float
+    wer_delta: float  # points against the fp32 bundle on the same clips
+    loops: Count
+    complete: bool
+
+
 class Attempt(Record):
-    """One rung of the quantize ladder as measured. An abandoned attempt's WER counts its errors
-    so far over all held-back words: a lower bound, since errors only accumulate."""
+    """One rung of the quantize ladder as measured. The top-level figures are the clean
+    held-back clips'; a rung rejected on a condition scored before them counts 0 errors there
+    (`complete` false). `rejected_by` names what decided against the rung."""
 
     excluded_per_graph: Count
     holdout_wer: float
     wer_delta: float
     complete: bool
     passed: bool
+    # Each condition scored ("clean" included; degraded ones are scored first, and a rung's
+    # scoring stops at the first over its allowance); absent in older bundles.
+    conditions: dict[str, ConditionAttempt] | None = None
+    rejected_by: str | None = None  # the first condition over its allowance (WER or loops)
+
+
+class HeldBackTexts(Record):
+    """One degraded condition's held-back clips, the fp32 bundle's transcripts of them, and the
+    digests of the set they were read from (so a regenerated set is not judged against
+    transcripts of another one)."""
+
+    clips: list[str]
+    fp32_texts: list[str]
+    arrow_sha256: dict[str, Sha256]
+
+    @model_validator(mode="after")
+    def _one_text_per_clip(self) -> HeldBackTexts:
+        if len(self.clips) != len(self.fp32_texts):
+            raise ValueError(f"{len(self.clips)} clips but {len(self.fp32_texts)} fp32 texts")
+        return self
 
 
 class CalibrationManifest(Record):
@@ -79,6 +111,9 @@ class CalibrationManifest(Record):
     holdout_fp32_texts: list[str]
     decoder_steps: Count
     bytes: dict[str, Count]
+    # Degraded copies of held-back clips (the conditions stage's holdback sets), by name;
+    # absent in a manifest made without them.
+    conditions: dict[str, HeldBackTexts] | None = None
 
     @classmethod
     def load(cls, root: Path) -> CalibrationManifest:
@@ -88,8 +123,23 @@ class CalibrationManifest(Record):
         self.write(Path(root) / MANIFEST_FILE)
 
 
+class ConditionScore(Record):
+    """The kept rung on one held-back condition against the fp32 bundle on the same clips."""
+
+    clips: Count
+    words: Count
+    fp32_wer: float
+    wer: float
+    budget: float  # WER points the rung may lose here (pipeline.quant.quantize.Holdout)
+    margin: float  # WER points left in the budget (budget - delta); negative: over it
+    loops: Count  # clips that looped (whisper_npu.wer.is_loop)
+    fp32_loops: Count
+
+
 class Quantization(Record):
-    """How a quantized bundle was made and what it kept float to stay within its budget."""
+    """How a quantized bundle was made and what it kept float to stay within its budget. The
+    `holdout_*` figures are the clean held-back clips' (what the card, bench and release read);
+    `conditions` has every held-back condition's, clean included."""
 
     backend: Backend
     backend_version: str | None
@@ -113,6 +163,8 @@ class Quantization(Record):
     sensitivity_db: dict[str, dict[str, float]]
     attempts: list[Attempt]
     calibration: CalibrationManifest
+    # The kept rung on each held-back condition, "clean" included; absent in older bundles.
+    conditions: dict[str, ConditionScore] | None = None
 
 
 def _count(value: object, least: int) -> bool:

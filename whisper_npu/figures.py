@@ -42,7 +42,16 @@ Fraction = Annotated[float, Field(ge=0), Unit.FRACTION]
 Speedup = Annotated[float, Field(gt=0), Unit.RATIO]  # inverted by the gate: never 0
 
 
-class BenchRow(Strict):
+class Sparse(Strict):
+    """A record some of whose fields an engine or a run may not have: a field it does not have
+    is absent from the file, not null, so files from before the field stay byte for byte."""
+
+    @model_serializer(mode="wrap")
+    def _present(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+
+class BenchRow(Sparse):
     """One engine's figures (4 significant digits). WER and the same-run speedup against fp32
     are what the gate compares and every engine has them; the rest depends on what the engine
     exposes (the peers have no encoder or decoder calls to time)."""
@@ -69,11 +78,13 @@ class BenchRow(Strict):
     size_mb: Annotated[float | None, Unit.NUMBER] = None
     load_s: Annotated[float | None, Unit.NUMBER] = None
     budget_met: Annotated[float | None, Unit.NUMBER] = None  # 1 or 0, quantized variants
-
-    @model_serializer(mode="wrap")
-    def _present(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """A figure the engine does not have is absent from the file, not null."""
-        return {key: value for key, value in handler(self).items() if value is not None}
+    # Clips whose transcript looped (whisper_npu.wer.is_loop): their insertions can hide in WER.
+    loops: Annotated[int | None, Field(ge=0), Unit.NUMBER] = None
+    # One timed pass with a background load on `bench.busy_cores` (pipeline.bench.load).
+    busy_e2e_ms_p50: Annotated[float | None, Unit.MS] = None
+    busy_slowdown: Annotated[float | None, Field(gt=0), Unit.RATIO] = None  # busy / idle p50
+    busy_speedup_vs_fp32: Annotated[float | None, Field(gt=0), Unit.RATIO] = None
+    busy_speedup_vs_faster_whisper_int8: Annotated[float | None, Field(gt=0), Unit.RATIO] = None
 
     def speedup_vs(self, peer: Peer) -> float | None:
         return {

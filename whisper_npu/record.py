@@ -9,6 +9,7 @@ naming the file and the field. `read`/`write` take a file; a record that is a di
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
@@ -45,7 +46,18 @@ def describe(error: ValidationError, source: Path, flattened: str | None = None)
         return f"{source}: unknown key '{key}'"
     if first["type"] in ("union_tag_invalid", "missing"):
         return f"{source}: {key}: {first['msg']}"
+    if first["type"] == "value_error" and isinstance(first.get("input"), dict):
+        return f"{source}: {_checked_key(loc, str(first['ctx']['error']))}"
     return f"{source}: {key}: {first['msg']} (got {excerpt(first.get('input'))})"
+
+
+def _checked_key(loc: list[str], message: str) -> str:
+    """A model validator's refusal, whose input is a whole section (not worth quoting), as
+    `key: message`; a message starting `field: ` names a key inside the section."""
+    head, sep, rest = message.partition(": ")
+    if sep and re.fullmatch(r"[A-Za-z_][\w.]*", head):
+        return f"{'.'.join([*loc, head])}: {rest}"
+    return f"{'.'.join(loc) or '(top level)'}: {message}"
 
 
 class Record(BaseModel):

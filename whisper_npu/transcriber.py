@@ -66,7 +66,19 @@ if TYPE_CHECKING:
     import onnxruntime as ort
 
 
-def session_options(threads: int | None, custom_ops: str | None = None) -> ort.SessionOptions:
+# Idle intra-op threads do not busy-wait for work. ORT's default (they spin) costs nothing on
+# an idle machine and much on a busy one, where the spinning threads take the cores the work
+# needs: `python -m scripts.busy_bench` (one core kept busy, 2-core machine, 12 clips x 3) gave
+# fp32 567 vs 570 ms idle and 772 vs 951 ms busy without spinning, cpu-int8 499 vs 499 idle and
+# 667 vs 774 busy (faster-whisper int8: 598 idle, 788 busy).
+SPIN = False
+
+
+def session_options(
+    threads: int | None, custom_ops: str | None = None, spin: bool | None = SPIN
+) -> ort.SessionOptions:
+    """ORT's options for one graph; `spin`: whether idle intra-op threads busy-wait for work
+    (None: ORT's default, which spins)."""
     ort = import_onnxruntime()
     options = ort.SessionOptions()
     if custom_ops == "quark":
@@ -77,6 +89,8 @@ def session_options(threads: int | None, custom_ops: str | None = None) -> ort.S
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
+    if spin is not None:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     return options
 
 
@@ -87,6 +101,7 @@ class OrtRunner:
     bundle: Bundle
     providers: list[str] = field(default_factory=lambda: [CPU_PROVIDER])
     threads: int | None = None
+    spin: bool | None = SPIN  # see SPIN
     # Per graph: another model file (an EPContext model) and the providers' options.
     graph_files: dict[str, Path] = field(default_factory=dict)
     graph_options: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -127,7 +142,7 @@ class OrtRunner:
         try:
             session = ort.InferenceSession(
                 str(path),
-                session_options(self.threads, self.bundle.record.custom_ops),
+                session_options(self.threads, self.bundle.record.custom_ops, self.spin),
                 providers=self.providers,
                 provider_options=self.graph_options.get(name),
             )

@@ -5,6 +5,7 @@ extra, imported when a WER is asked for."""
 from __future__ import annotations
 
 import importlib
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -95,3 +96,35 @@ def corpus_wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
     if not total.words:
         raise ValueError("no non-empty reference to score")
     return total.wer
+
+
+# A hypothesis loops (Whisper's repetition failure) when it is more than LOOP_LENGTH times its
+# reference's length (and LOOP_MIN_EXTRA words longer, so a two-word clip heard as five is not
+# a loop), or when some LOOP_NGRAM-word phrase comes LOOP_REPEATS times or more beyond its
+# count in the reference (a reference that repeats a phrase, a chorus, does not make its
+# faithful transcript a loop).
+LOOP_LENGTH = 2.0
+LOOP_MIN_EXTRA = 4
+LOOP_NGRAM = 3
+LOOP_REPEATS = 4
+
+
+def _phrases(words: Sequence[str]) -> Counter[tuple[str, ...]]:
+    """Every LOOP_NGRAM-word phrase of `words`, overlapping, counted."""
+    return Counter(zip(*(words[k:] for k in range(LOOP_NGRAM)), strict=False))
+
+
+def is_loop_normalised(reference: str, hypothesis: str) -> bool:
+    """`is_loop` on texts already normalised (the bench scores those)."""
+    ref, hyp = reference.split(), hypothesis.split()
+    if len(hyp) > max(LOOP_LENGTH * len(ref), len(ref) + LOOP_MIN_EXTRA):
+        return True
+    in_reference = _phrases(ref)
+    # Every phrase, not only the commonest: that one may be the reference's own repetition.
+    return any(n - in_reference[phrase] >= LOOP_REPEATS for phrase, n in _phrases(hyp).items())
+
+
+def is_loop(reference: str, hypothesis: str) -> bool:
+    """Whether a transcript looped: far longer than its reference, or one phrase over and over.
+    Counted apart from WER, since a loop's insertions can hide in a corpus figure."""
+    return is_loop_normalised(normalise(reference), normalise(hypothesis))

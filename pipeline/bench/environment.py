@@ -8,7 +8,8 @@ import platform
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from pipeline.bench.records import EngineSpec, EvalClips, Measurement
+from pipeline.bench.metrics import ConditionsRun
+from pipeline.bench.records import ConditionClips, EngineSpec, EvalClips, Measurement
 from pipeline.provenance import package_versions
 from whisper_npu.host import cpu_model
 from whisper_npu.variants import BASELINE
@@ -39,7 +40,7 @@ def run_info(
     params: BenchParams,
 ) -> dict[str, Any]:
     """run.json's fields (pipeline.bench.metrics.RunInfo) but the wall time, which only the
-    end of the bench knows."""
+    end of the bench knows, and the conditions' pass (`conditions_run`)."""
     from whisper_npu.whisper_io import CHUNK_SECONDS
 
     latency_ids = sorted({clips.ids[s.clip] for s in measured.latency[BASELINE]})
@@ -67,3 +68,17 @@ def run_info(
             "repeats": params.repeats,
         },
     }
+
+
+def conditions_run(
+    conditions: Sequence[ConditionClips], params: BenchParams
+) -> ConditionsRun | None:
+    """run.json's `conditions`: None when the bench scored none."""
+    if not conditions:
+        return None
+    ray = " (bench.ray shards only the clean eval set's WER pass)" if params.ray is not None else ""
+    return ConditionsRun(
+        conditions=len(conditions),
+        clips=sum(len(found.clips.ids) for found in conditions),
+        where=f"this machine's bench workers, untimed, after the timed passes{ray}",
+    )

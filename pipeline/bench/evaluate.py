@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.bench.records import EvalClips
-from pipeline.bench.results import ClipResult, score_clip, wer_figures, write_table
+from pipeline.bench.results import ClipResult, score_eval_clip, wer_figures, write_table
 from pipeline.config import DEFAULT_RAY_TIMEOUT_S
 from whisper_npu.errors import UserError
 from whisper_npu.execution import Device, Execution
@@ -36,16 +37,23 @@ def reference_texts(reference_dir: Path) -> dict[str, str]:
     return texts
 
 
-def load_eval_clips(data_dir: Path) -> EvalClips:
-    from pipeline.sources.speech_sets import clip_samples, load_saved_set
+def eval_clips(speech: Iterable[dict[str, Any]]) -> EvalClips:
+    """A saved speech set's rows (the clean eval set's features) decoded."""
+    from pipeline.sources.speech_sets import clip_samples
 
-    rows = list(load_saved_set(data_dir, "eval"))
+    rows = list(speech)
     return EvalClips(
         [clip_samples(row) for row in rows],
         [row["text"] for row in rows],
         [row["duration_s"] for row in rows],
         [row["id"] for row in rows],
     )
+
+
+def load_eval_clips(data_dir: Path) -> EvalClips:
+    from pipeline.sources.speech_sets import load_saved_set
+
+    return eval_clips(load_saved_set(data_dir, "eval"))
 
 
 def transcribe_here(
@@ -67,8 +75,7 @@ def transcribe_here(
 
 def scored(engine: str, clips: EvalClips, transcripts: list[Transcript]) -> list[ClipResult]:
     return [
-        score_clip(engine, clips.ids[i], clips.durations[i], (clips.references[i], text), [ms])
-        for i, (text, ms) in enumerate(transcripts)
+        score_eval_clip(engine, clips, i, text, [ms]) for i, (text, ms) in enumerate(transcripts)
     ]
 
 
@@ -103,7 +110,7 @@ def evaluate_bundle(
     wall_s = time.perf_counter() - start
     rows = scored(variant, clips, transcripts)
     if options.table is not None:
-        write_table(options.table, {variant: rows})
+        write_table(options.table, rows)
     audio_s = sum(clips.durations)
     return {
         "artifact": Path(artifact).as_posix(),

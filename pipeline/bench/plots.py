@@ -4,7 +4,10 @@ Four questions a reader brings: what does each variant cost in WER for what it g
 (`wer_vs_latency`), on how many clips is it as good as fp32 (`qoi`: an average can hide many
 worse clips), does a decoder call get slower as the cache fills (`decoder_by_position`), and
 where does a clip's time go (`time_split`). The device reports sent back are points of their
-own in `wer_vs_latency`, never one of this run's engines.
+own in `wer_vs_latency`, never one of this run's engines. With degraded conditions, two more:
+how each engine's WER grows as noise rises (`wer_vs_snr`, a panel per noise family; its data a
+CSV per family, `wer_vs_snr_<family>.csv`, which `dvc plots` draws as a line per engine), and
+every engine's WER on every condition (`conditions.csv`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
-from pipeline.bench.metrics import BenchResult, DeviceRow, RunInfo
+from pipeline.bench.metrics import BenchMetrics, BenchResult, ConditionReport, DeviceRow, RunInfo
 from whisper_npu.figures import PEERS, BenchRow
 from whisper_npu.variants import BASELINE
 
@@ -216,6 +219,70 @@ def _qoi(out: Path, figures: Mapping[str, BenchRow], colours: dict[str, Any], ru
     _save(figure, out / "qoi.png")
 
 
+def _conditions_csv(out: Path, metrics: BenchMetrics) -> None:
+    """One row per condition and engine, labelled for `dvc plots`' horizontal bars."""
+    rows = [
+        (f"{name} {engine}", name, engine, round(100 * row.wer, 3), row.loops)
+        for name, report in (metrics.conditions or {}).items()
+        for engine, row in report.engines.items()
+    ]
+    _write_csv(out / "conditions.csv", ("label", "condition", "engine", "wer_pct", "loops"), rows)
+
+
+def _noise_families(metrics: BenchMetrics) -> dict[str, list[tuple[float, ConditionReport]]]:
+    """The conditions that add noise, by family, each family's from the lowest SNR up."""
+    families: dict[str, list[tuple[float, ConditionReport]]] = {}
+    for report in (metrics.conditions or {}).values():
+        if report.snr_db is not None:
+            families.setdefault(report.family, []).append((report.snr_db, report))
+    return {family: sorted(points, key=lambda p: p[0]) for family, points in families.items()}
+
+
+def _snr_panel(
+    axes: Axes,
+    family: str,
+    points: list[tuple[float, ConditionReport]],
+    clean: Mapping[str, BenchRow],
+    colours: dict[str, Any],
+) -> None:
+    """Each engine's WER at the family's SNRs, and dotted on to its clean WER at the right."""
+    snrs = [snr for snr, _ in points]
+    clean_x = snrs[-1] + max(5.0, (snrs[-1] - snrs[0]) / 4)
+    for name, row in clean.items():
+        wers = [100 * report.engines[name].wer for _, report in points]
+        axes.plot(snrs, wers, color=colours[name], marker="o", linewidth=1.4, label=name)
+        axes.plot(
+            [snrs[-1], clean_x], [wers[-1], 100 * row.wer], color=colours[name], linestyle=":"
+        )
+        axes.scatter([clean_x], [100 * row.wer], color=colours[name], marker="s", zorder=3)
+    axes.set_xticks([*snrs, clean_x], [*(f"{snr:g}" for snr in snrs), "clean"])
+    axes.set_title(f"{family} noise", fontsize=10)
+    axes.set_xlabel("SNR dB  (less noise →)")
+    axes.grid(alpha=0.3)
+
+
+def _wer_vs_snr(out: Path, metrics: BenchMetrics, colours: dict[str, Any], run: RunInfo) -> None:
+    families = _noise_families(metrics)
+    if not families:
+        return
+    clean = metrics.conditioned_engines()
+    for family, points in families.items():
+        rows = [
+            (snr, *(round(100 * report.engines[name].wer, 3) for name in clean))
+            for snr, report in points
+        ]
+        _write_csv(out / f"wer_vs_snr_{family}.csv", ("snr_db", *clean), rows)
+    figure, panels = plt.subplots(
+        1, len(families), figsize=(1 + 4 * len(families), 4.5), sharey=True, squeeze=False
+    )
+    for axes, (family, points) in zip(panels[0], families.items(), strict=True):
+        _snr_panel(axes, family, points, clean, colours)
+    panels[0][0].set_ylabel("WER %  ↓ better")
+    panels[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    figure.suptitle(f"WER vs SNR per noise family\n{_subtitle(run)}", fontsize=10)
+    _save(figure, out / "wer_vs_snr.png")
+
+
 def write_plots(out: Path, result: BenchResult) -> None:
     """CSV plot data and a PNG per question, in `out`; the device reports only in
     wer_vs_latency, where a point can say where it was measured."""
@@ -225,3 +292,6 @@ def write_plots(out: Path, result: BenchResult) -> None:
     _qoi(out, figures, colours, run)
     _decoder_by_position(out, result.positions, colours, run)
     _time_split(out, result.split, run)
+    if result.metrics.conditions:
+        _conditions_csv(out, result.metrics)
+        _wer_vs_snr(out, result.metrics, colours, run)

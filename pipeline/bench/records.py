@@ -4,7 +4,7 @@ pipeline.bench.metrics)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -49,6 +49,17 @@ class EvalClips:
 
 
 @dataclass(frozen=True)
+class ConditionClips:
+    """A degraded copy of eval clips (pipeline.sources.conditions), loaded: its name, the noise
+    family and SNR it was made with (None: no noise), and its clips."""
+
+    name: str
+    family: str
+    snr_db: float | None
+    clips: EvalClips
+
+
+@dataclass(frozen=True)
 class Measurement:
     """What the workers measured, and every engine's transcript of every eval clip."""
 
@@ -57,3 +68,7 @@ class Measurement:
     texts: dict[str, list[str]]  # per engine, its transcript of each eval clip in order
     text_source: dict[str, str]  # per engine, where those transcripts came from
     info: dict[str, dict[str, Any]]  # per engine, what its worker reported (with peak RSS)
+    # Per condition, every engine's untimed pass over its clips, in clip order.
+    conditions: dict[str, Samples] = field(default_factory=dict)
+    # The timed pass over the latency clips again, with `bench.busy_cores` kept busy.
+    busy: Samples = field(default_factory=dict)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pipeline.bench.metrics import BenchResult, DeviceRow
+from pipeline.bench.metrics import BenchMetrics, BenchResult, DeviceRow
 from whisper_npu.figures import PEERS, DeviceFigures
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """Left-aligned first two columns, the numbers right-aligned, widths from the content."""
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 2) -> list[str]:
+    """Left-aligned first `left` columns, the numbers right-aligned, widths from the content."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     return [
         "  ".join(
-            cell.ljust(w) if i < 2 else cell.rjust(w)
+            cell.ljust(w) if i < left else cell.rjust(w)
             for i, (cell, w) in enumerate(zip(row, widths, strict=True))
         )
         for row in [header, *rows]
@@ -181,3 +181,52 @@ def format_table(result: BenchResult) -> str:
             *(["", *device] if device else []),
         ]
     )
+
+
+def _wer_and_loops(wer: float, loops: int | None) -> str:
+    return f"{100 * wer:.2f}" + (f" ({loops})" if loops else "")
+
+
+def format_conditions(metrics: BenchMetrics) -> str:
+    """Every engine's WER % on the clean eval set, then on each degraded condition, with the
+    clips whose transcript looped in brackets where any did."""
+    clean = metrics.conditioned_engines()
+    conditions = metrics.conditions or {}
+    rows = [
+        ["clean", "-", *(_wer_and_loops(row.wer, row.loops) for row in clean.values())],
+        *(
+            [
+                name,
+                _fmt(report.snr_db, "g"),
+                *(_wer_and_loops(report.engines[e].wer, report.engines[e].loops) for e in clean),
+            ]
+            for name, report in conditions.items()
+        ),
+    ]
+    note = (
+        "WER % per condition; (n): n clips looped (whisper_npu.wer.is_loop). QoI, loops and "
+        "the WER change vs fp32 per condition are in bench.json's `conditions`."
+    )
+    return "\n".join([*_table(["condition", "SNR dB", *clean], rows, left=1), note])
+
+
+def format_busy(metrics: BenchMetrics) -> str:
+    """Each engine's median e2e idle and with the background load (`bench.busy_cores`), and
+    its paired speedups in the busy pass; empty when no busy pass ran."""
+    engines = {name: row for name, row in metrics.engines().items() if row.busy_e2e_ms_p50}
+    if not engines:
+        return ""
+    rows = [
+        [
+            name,
+            _fmt(row.e2e_ms_p50, ".0f"),
+            _fmt(row.busy_e2e_ms_p50, ".0f"),
+            _fmt(row.busy_slowdown, ".2f", "x"),
+            _fmt(row.busy_speedup_vs_fp32, ".2f", "x"),
+            _fmt(row.busy_speedup_vs_faster_whisper_int8, ".2f", "x"),
+        ]
+        for name, row in engines.items()
+    ]
+    header = ["engine", "idle ms", "busy ms", "slowdown", "busy vs fp32", "busy vs fw int8"]
+    note = "busy: one timed pass over the latency clips with bench.busy_cores kept busy"
+    return "\n".join([*_table(header, rows, left=1), note])

@@ -1,7 +1,8 @@
 """Per-clip results, the unit every WER figure is built from.
 
 One row per engine and clip (the hypothesis, both normalised texts, the edit counts, the clip's
-duration and the times of its transcriptions), written as JSON Lines beside bench.json. Corpus
+duration and the times of its transcriptions), written as JSON Lines beside bench.json; a
+degraded condition's rows (pipeline.sources.conditions) name it, the clean set's have None. Corpus
 WER is the sum of the rows' edits over the sum of their reference words, so shards evaluated on
 different machines merge into exactly the single-pass figure; QoI compares two engines clip by
 clip, which an average cannot.
@@ -10,7 +11,7 @@ clip, which an average cannot.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, ClassVar
 
@@ -19,11 +20,17 @@ from pydantic import Field, ValidationError
 from whisper_npu.errors import UserError
 from whisper_npu.fsutil import read_text, write_text
 from whisper_npu.record import Strict, describe
-from whisper_npu.wer import EditCounts, edits_of_normalised, normalise, total_edits
+from whisper_npu.wer import (
+    EditCounts,
+    edits_of_normalised,
+    is_loop_normalised,
+    normalise,
+    total_edits,
+)
 from whisper_npu.whisper_io import CHUNK_SECONDS
 
 if TYPE_CHECKING:
-    from pipeline.bench.records import EvalClips, Measurement
+    from pipeline.bench.records import ConditionClips, EvalClips, Measurement
 
 # A LibriSpeech-sized table (2,620 clips x a dozen engines) is a few MB; 1 GiB is not a table.
 MAX_TABLE_BYTES = 1 << 30
@@ -54,18 +61,24 @@ class ScoredText(Strict):
 
 
 class ClipResult(ScoredText):
-    """A clip of the eval set, scored. `e2e_ms` holds every transcription of the clip in the
-    run that made this row (the timed repeats, or the one accuracy pass); it is empty when the
-    run took the transcript from the reference stage instead (proven identical)."""
+    """A clip of the eval set, or of a degraded copy of it (`condition`), scored. `e2e_ms`
+    holds every transcription of the clip in the run that made this row (the timed repeats, or
+    the one accuracy or condition pass); it is empty when the run took the transcript from the
+    reference stage instead (proven identical)."""
 
     WHAT: ClassVar[str] = "per-clip results"
 
     duration_s: Annotated[float, Field(ge=0)]
     e2e_ms: list[Annotated[float, Field(ge=0)]]
+    condition: str | None = None  # None: the clean eval set (absent from older tables)
 
     @property
     def long_form(self) -> bool:
         return self.duration_s > CHUNK_SECONDS
+
+    @property
+    def looped(self) -> bool:
+        return is_loop_normalised(self.reference_norm, self.hypothesis_norm)
 
 
 def score_clip(
@@ -88,6 +101,15 @@ def score_clip(
         insertions=edits.insertions,
         words=edits.words,
         e2e_ms=list(e2e_ms),
+    )
+
+
+def score_eval_clip(
+    engine: str, clips: EvalClips, index: int, text: str, e2e_ms: Sequence[float]
+) -> ClipResult:
+    """`text`, an engine's transcript of clip `index` of `clips`, scored."""
+    return score_clip(
+        engine, clips.ids[index], clips.durations[index], (clips.references[index], text), e2e_ms
     )
 
 
@@ -116,18 +138,15 @@ def qoi(rows: Sequence[ClipResult], baseline: Sequence[ClipResult]) -> float:
     return sum(mine[clip] <= errors[clip] for clip in mine) / len(mine)
 
 
-def write_table(path: Path, tables: Mapping[str, Sequence[ClipResult]]) -> None:
-    """Every engine's rows, one JSON object per line, engine by engine in clip order."""
-    lines = [
-        json.dumps(row.to_json(), ensure_ascii=False, sort_keys=True)
-        for rows in tables.values()
-        for row in rows
-    ]
+def write_table(path: Path, rows: Iterable[ClipResult]) -> None:
+    """The rows, one JSON object per line, in the order given."""
+    lines = [json.dumps(row.to_json(), ensure_ascii=False, sort_keys=True) for row in rows]
     write_text(path, "".join(f"{line}\n" for line in lines))
 
 
-def read_table(path: Path) -> dict[str, list[ClipResult]]:
-    """The rows of a table by engine, each validated; a bad line is one error naming it."""
+def read_table(path: Path, condition: str | None = None) -> dict[str, list[ClipResult]]:
+    """The rows of a table by engine, the clean set's or one condition's, each validated; a
+    bad line is one error naming it."""
     tables: dict[str, list[ClipResult]] = {}
     text = read_text(Path(path), MAX_TABLE_BYTES, ClipResult.WHAT)
     for number, line in enumerate(text.splitlines(), start=1):
@@ -137,7 +156,8 @@ def read_table(path: Path) -> dict[str, list[ClipResult]]:
             raise UserError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
         except ValidationError as exc:
             raise UserError(describe(exc, Path(f"{path}:{number}"))) from None
-        tables.setdefault(row.engine, []).append(row)
+        if row.condition == condition:
+            tables.setdefault(row.engine, []).append(row)
     return tables
 
 
@@ -150,13 +170,24 @@ def bench_tables(measured: Measurement, clips: EvalClips) -> dict[str, list[Clip
         for sample in [*measured.latency[name], *measured.accuracy.get(name, [])]:
             times.setdefault(sample.clip, []).append(sample.e2e_ms)
         tables[name] = [
-            score_clip(
-                name,
-                clips.ids[i],
-                clips.durations[i],
-                (clips.references[i], texts[i]),
-                times.get(i, []),
-            )
-            for i in range(len(texts))
+            score_eval_clip(name, clips, i, text, times.get(i, [])) for i, text in enumerate(texts)
         ]
     return tables
+
+
+def condition_tables(
+    measured: Measurement, conditions: Sequence[ConditionClips]
+) -> dict[str, dict[str, list[ClipResult]]]:
+    """Per condition, every engine's rows over its clips, each with its one untimed pass."""
+    return {
+        found.name: {
+            name: [
+                score_eval_clip(name, found.clips, s.clip, s.text, [s.e2e_ms]).model_copy(
+                    update={"condition": found.name}
+                )
+                for s in samples
+            ]
+            for name, samples in measured.conditions[found.name].items()
+        }
+        for found in conditions
+    }

@@ -11,6 +11,11 @@ code; each takes the reference transcripts only if its timed transcripts match t
 for clip, and is run over the whole set otherwise. Decoder time by token position pools every
 decoder call of both passes made here (the long-form clips reach the far positions; with
 `bench.ray` only the timed clips' calls are this machine's, so only they count).
+
+Given the `conditions` stage's output, every engine then transcribes every degraded condition's
+clips, engines interleaved, before its worker stops: WER passes, untimed, whose calls stay out
+of the latency figures. With `bench.ray` too they run here (a few clips per condition; only the
+clean set's WER pass is sharded).
 """
 
 from __future__ import annotations
@@ -24,14 +29,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.bench import worker
-from pipeline.bench.environment import run_info
-from pipeline.bench.evaluate import load_eval_clips
+from pipeline.bench.environment import conditions_run, run_info
+from pipeline.bench.evaluate import eval_clips, load_eval_clips
 from pipeline.bench.metrics import BenchMetrics, BenchResult, Machine, RunInfo
-from pipeline.bench.records import EngineSpec, EvalClips, Measurement, Samples
-from pipeline.bench.results import bench_tables, write_table
+from pipeline.bench.records import ConditionClips, EngineSpec, EvalClips, Measurement, Samples
+from pipeline.bench.results import bench_tables, condition_tables, write_table
 from pipeline.bench.schedule import interleave, pick_latency_clips
 from pipeline.bench.selection import bench_specs
-from pipeline.bench.stats import decoder_by_position, engine_metrics, time_split
+from pipeline.bench.stats import (
+    condition_metrics,
+    decoder_by_position,
+    engine_metrics,
+    time_split,
+)
 from whisper_npu.errors import UserError
 from whisper_npu.figures import PEERS
 from whisper_npu.host import cpu_model
@@ -58,6 +68,7 @@ class BenchPaths:
     reference_dir: Path | None = None
     languages_dir: Path | None = None  # data_languages' output (multilingual bundles)
     device_reports_dir: Path | None = None  # device reports sent back (pipeline.bench.device)
+    conditions_dir: Path | None = None  # the conditions stage's eval output (degraded clips)
 
 
 def known_transcripts(
@@ -107,6 +118,18 @@ def wer_pass_on_ray(
     return out, f"{where}, {split.get('workers', 0)} actors, {split.get('shards', 0)} shards"
 
 
+def load_condition_clips(conditions_dir: Path) -> list[ConditionClips]:
+    """Every degraded condition the `conditions` stage saved for the eval set, in its order.
+    Here, not beside `load_eval_clips`: the stages that evaluate only the clean set (the
+    export's parity gate) do not import the conditions' code."""
+    from pipeline.sources.conditions import load_condition_sets
+
+    return [
+        ConditionClips(found.name, found.entry.family, found.entry.snr_db, eval_clips(found.speech))
+        for found in load_condition_sets(conditions_dir)
+    ]
+
+
 def latency_clips(clips: EvalClips, params: BenchParams) -> list[int]:
     """The clips the timed passes transcribe: `bench.latency_clips` short-form clips, spread
     evenly by duration."""
@@ -132,23 +155,64 @@ def timed_passes(
     return interleave(workers, list(latency) * params.repeats, clips.samples, tick)
 
 
+def busy_pass(
+    workers: Sequence[worker.Worker],
+    latency: Sequence[int],
+    clips: EvalClips,
+    cores: int,
+    tick: Callable[[], object],
+) -> Samples:
+    """One more timed pass over the `latency` clips while `cores` load processes
+    (pipeline.bench.load) keep cores busy: how each engine holds up on a machine doing other
+    work. None without cores."""
+    from pipeline.bench.load import background_load
+
+    if not cores:
+        return {}
+    with background_load(cores):
+        return interleave(workers, latency, clips.samples, tick)
+
+
+def condition_passes(
+    workers: Sequence[worker.Worker],
+    conditions: Sequence[ConditionClips],
+    tick: Callable[[], object],
+) -> dict[str, Samples]:
+    """Every engine but the transformers peer over each condition's clips in turn, engines
+    interleaved clip by clip. The peer is the slowest engine and the fp32 bundle's parity
+    gate holds it to fp32's transcripts; left out, the pass costs a fifth less."""
+    scored = [w for w in workers if w.spec.kind != "transformers"]
+    return {
+        found.name: interleave(scored, range(len(found.clips.ids)), found.clips.samples, tick)
+        for found in conditions
+    }
+
+
 def measure(
     specs: Sequence[EngineSpec],
     clips: EvalClips,
     params: BenchParams,
     known: dict[str, dict[str, str]],
+    conditions: Sequence[ConditionClips] = (),
 ) -> Measurement:
-    """Warm-up, the latency passes, then the rest of the eval set for the engines that need it."""
+    """Warm-up, the latency passes, then the rest of the eval set for the engines that need it,
+    then every engine over the degraded `conditions`."""
     from tqdm import tqdm
 
     latency = latency_clips(clips, params)
     timed_clips = set(latency)
     others = [clip for clip in range(len(clips.samples)) if clip not in timed_clips]
     runs = params.warmup + len(latency) * params.repeats
+    runs += len(latency) if params.busy_cores else 0
     with ExitStack() as stack:
         workers = worker.open_workers(specs, stack)
-        with tqdm(total=len(specs) * runs, desc="bench", unit="run", file=sys.stderr) as progress:
+        degraded_runs = sum(len(found.clips.ids) for found in conditions) * sum(
+            spec.kind != "transformers" for spec in specs
+        )
+        total = len(specs) * runs + degraded_runs
+        with tqdm(total=total, desc="bench", unit="run", file=sys.stderr) as progress:
             latency_pass = timed_passes(workers, latency, clips, params, progress.update)
+            busy = busy_pass(workers, latency, clips, params.busy_cores, progress.update)
             timed_texts = {
                 name: {s.clip: s.text for s in runs} for name, runs in latency_pass.items()
             }
@@ -164,6 +228,7 @@ def measure(
                 progress.total += len(unsettled) * len(others)
                 progress.refresh()
                 accuracy = interleave(unsettled, others, clips.samples, progress.update)
+            degraded = condition_passes(workers, conditions, progress.update)
         info = {w.spec.name: {**w.info, "peak_rss_mb": w.finish()} for w in workers}
     ran_here = "transcribed in this run"
     if params.ray is not None:
@@ -184,7 +249,7 @@ def measure(
             by_clip = {**timed_texts[name], **{s.clip: s.text for s in accuracy[name]}}
             texts[name] = [by_clip[clip] for clip in range(len(clips.samples))]
             source[name] = ran_here
-    return Measurement(latency_pass, accuracy, texts, source, info)
+    return Measurement(latency_pass, accuracy, texts, source, info, degraded, busy)
 
 
 def run_bench(variants: Sequence[str], params: BenchParams, paths: BenchPaths) -> BenchResult:
@@ -212,9 +277,11 @@ def run_bench(variants: Sequence[str], params: BenchParams, paths: BenchPaths) -
         else DeviceReports({}, {})
     )
     known = known_transcripts(paths.reference_dir, Path(paths.baseline_bundle), clips.ids)
-    measured = measure(specs, clips, params, known)
+    conditions = load_condition_clips(paths.conditions_dir) if paths.conditions_dir else []
+    measured = measure(specs, clips, params, known, conditions)
     languages = language_pass(specs, paths.languages_dir, Path(paths.baseline_bundle))
     tables = bench_tables(measured, clips)
+    degraded = condition_tables(measured, conditions)
     figures = engine_metrics(measured, clips, tables)
     metrics = BenchMetrics(
         variants={k: v for k, v in figures.items() if k not in PEERS},
@@ -222,11 +289,13 @@ def run_bench(variants: Sequence[str], params: BenchParams, paths: BenchPaths) -
         machine=Machine(cpu=cpu_model()),  # the gate compares latency on like CPUs
         languages=languages.report,
         device=device.rows or None,  # absent without a report: bench.json as before
+        conditions=condition_metrics(conditions, degraded) or None,  # absent: as before
     )
     run = RunInfo.model_validate(
         {
             **run_info(specs, measured, skipped, clips, params),
             "wall_s": round(time.perf_counter() - started, 1),
+            "conditions": conditions_run(conditions, params),
         }
     )
     everything = {
@@ -246,6 +315,12 @@ def run_bench(variants: Sequence[str], params: BenchParams, paths: BenchPaths) -
         write_plots(scratch, result)
     Path(paths.out_file).parent.mkdir(parents=True, exist_ok=True)
     Path(paths.clips_file).parent.mkdir(parents=True, exist_ok=True)
-    write_table(Path(paths.clips_file), tables)
+    write_table(
+        Path(paths.clips_file),
+        [
+            *(row for rows in tables.values() for row in rows),
+            *(row for engines in degraded.values() for rows in engines.values() for row in rows),
+        ],
+    )
     metrics.write(Path(paths.out_file))
     return result

@@ -8,11 +8,14 @@ import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 
-from pipeline.bench.records import EvalClips, Measurement, Samples
+from pipeline.bench.metrics import ConditionReport, ConditionRow
+from pipeline.bench.records import ConditionClips, EvalClips, Measurement, Samples
 from pipeline.bench.results import ClipResult, qoi, wer_figures
+from whisper_npu.errors import UserError
 from whisper_npu.figures import PEERS, BenchRow
 from whisper_npu.timing import Sample, latency_stats
 from whisper_npu.variants import BASELINE
+from whisper_npu.wer import total_edits
 
 # Decoder calls are pooled over POSITION_BIN neighbouring cache positions: few clips reach the
 # far positions, and a median of a handful of calls on a shared machine is mostly noise.
@@ -62,6 +65,23 @@ def time_split(samples: Samples) -> dict[str, dict[str, float]]:
     return out
 
 
+def busy_figures(busy: Samples, name: str, idle: Sequence[Sample]) -> dict[str, float]:
+    """`name`'s median under the background load, that over its idle median, and its paired
+    speedups there against fp32 and faster-whisper int8 (none without a busy pass)."""
+    if name not in busy:
+        return {}
+    runs = busy[name]
+    median = statistics.median(s.e2e_ms for s in runs)
+    out = {
+        "busy_e2e_ms_p50": median,
+        "busy_slowdown": median / statistics.median(s.e2e_ms for s in idle),
+    }
+    for other in (BASELINE, "faster_whisper_int8"):
+        if other in busy and other != name:
+            out[f"busy_speedup_vs_{other.replace('-', '_')}"] = paired_speedup(busy[other], runs)
+    return out
+
+
 def engine_metrics(
     measured: Measurement, clips: EvalClips, tables: dict[str, list[ClipResult]]
 ) -> dict[str, BenchRow]:
@@ -83,6 +103,7 @@ def engine_metrics(
                 for peer in peers
                 if peer != name and name not in PEERS
             },
+            **busy_figures(measured.busy, name, runs),
             **{
                 key: measured.info[name][key]
                 for key in ("peak_rss_mb", "size_mb", "load_s", "budget_met")
@@ -90,6 +111,45 @@ def engine_metrics(
             },
         }
         out[name] = BenchRow.model_validate(
-            {key: round_sig(value) for key, value in figures.items()}
+            {
+                **{key: round_sig(value) for key, value in figures.items()},
+                "loops": sum(row.looped for row in tables[name]),
+            }
         )
     return out
+
+
+def condition_row(rows: Sequence[ClipResult], baseline: Sequence[ClipResult]) -> ConditionRow:
+    """One engine's figures on one condition's rows, against fp32's `baseline` rows of it."""
+    total = total_edits([row.edits for row in rows])
+    fp32 = total_edits([row.edits for row in baseline])
+    if not total.words:
+        raise UserError(f"condition {rows[0].condition}: no clip has a reference word to score")
+    return ConditionRow(
+        clips=len(rows),
+        words=total.words,
+        wer=round_sig(total.wer),
+        substitution_rate=round_sig(total.substitutions / total.words),
+        deletion_rate=round_sig(total.deletions / total.words),
+        insertion_rate=round_sig(total.insertions / total.words),
+        loops=sum(row.looped for row in rows),
+        qoi=round_sig(qoi(rows, baseline)),
+        wer_delta_vs_fp32=round_sig(100 * (total.wer - fp32.wer)),
+    )
+
+
+def condition_metrics(
+    conditions: Sequence[ConditionClips], tables: dict[str, dict[str, list[ClipResult]]]
+) -> dict[str, ConditionReport]:
+    """bench.json's `conditions`: per condition its family and SNR, and every engine's row."""
+    return {
+        found.name: ConditionReport(
+            family=found.family,
+            snr_db=found.snr_db,
+            engines={
+                name: condition_row(rows, tables[found.name][BASELINE])
+                for name, rows in tables[found.name].items()
+            },
+        )
+        for found in conditions
+    }

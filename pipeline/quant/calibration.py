@@ -5,23 +5,26 @@ encoder's log-mels, stored as they are, and for the decoder the greedy token pat
 with a few sampled steps. A decoder step's full feed (its self-attention cache and the cross
 K/V) is ~24 MB for tiny.en, so it is not stored: the reader replays the fp32 bundle along the
 recorded path, which reproduces the exact inputs. The first clips calibrate; the next ones are
-held back for the quantize stage's WER budget and never calibrate anything. The fp32 bundle's
+held back for the quantize stage's WER budget and never calibrate anything, as are the degraded
+copies of some of them (the conditions stage's holdback sets: noise, rooms). The fp32 bundle's
 transcripts of those are made here, once, rather than once per quantized variant.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import datasets
 import numpy as np
 from tqdm import tqdm
 
 from pipeline.config import CalibrateParams
 from pipeline.sources.speech_sets import clip_samples, load_saved_set
 from pipeline.throughput import transcribe_all
-from whisper_npu.bundle import Bundle, CalibrationManifest
+from whisper_npu.bundle import Bundle, CalibrationManifest, HeldBackTexts
 from whisper_npu.decoding import greedy_decode
 from whisper_npu.errors import UserError
 from whisper_npu.features import log_mel
@@ -30,16 +33,50 @@ from whisper_npu.layout import BUNDLE_FILE, MANIFEST_FILE, MELS_FILE, STEPS_FILE
 from whisper_npu.transcriber import OrtRunner, Transcriber, read_npy
 from whisper_npu.whisper_io import ENCODER_INPUT, N_FRAMES
 
+if TYPE_CHECKING:  # the sensitivity stage reads calibrations and needs no degraded sets
+    from pipeline.sources.conditions import ConditionSet
+
+CLEAN = "clean"  # the held-back clips as recorded, beside the degraded conditions
+
 
 def _sampled_positions(fed: int, count: int) -> list[int]:
     """`count` decoder positions spread over a path of `fed` steps, first and last included."""
     return sorted({round(float(x)) for x in np.linspace(0, fed - 1, num=min(count, fed))})
 
 
+def _check_held_back(conditions: Sequence[ConditionSet], holdout_ids: list[str]) -> None:
+    """A degraded clip must be a held-back one: a clip that calibrated the quantizer would judge
+    it on what it was fitted to."""
+    held = set(holdout_ids)
+    for found in conditions:
+        if found.name == CLEAN:
+            raise UserError(f"a holdback condition is named {CLEAN!r}, the clean clips' name")
+        if strays := [clip for clip in found.speech["id"] if clip not in held]:
+            raise UserError(
+                f"condition {found.name!r} degrades {strays[0]}, which is not a held-back clip "
+                "(the conditions stage and calibrate.clips/holdout disagree)"
+            )
+
+
+def _fp32_texts(bundle_dir: Path, sets: dict[str, datasets.Dataset]) -> dict[str, list[str]]:
+    """The fp32 bundle's transcript of every clip of every set, in one pass of its workers."""
+    samples = [clip_samples(row) for speech in sets.values() for row in speech]
+    transcripts = transcribe_all(bundle_dir, samples)
+    shown = tqdm(transcripts, total=len(samples), desc="held-back (fp32 bundle)", unit="clip")
+    texts = iter([transcript.text for transcript in shown])
+    return {name: list(islice(texts, len(speech))) for name, speech in sets.items()}
+
+
 def run_calibration(
-    params: CalibrateParams, bundle_dir: Path, data_dir: Path, out_dir: Path
+    params: CalibrateParams,
+    bundle_dir: Path,
+    data_dir: Path,
+    out_dir: Path,
+    conditions: Sequence[ConditionSet] = (),
 ) -> CalibrationManifest:
-    """Write encoder_inputs.npy, decoder_steps.json and manifest.json to `out_dir`."""
+    """Write encoder_inputs.npy, decoder_steps.json and manifest.json to `out_dir`, the
+    manifest with the fp32 transcripts of the held-back clips and of their degraded copies in
+    `conditions` (the conditions stage's holdback sets)."""
     calibration = load_saved_set(data_dir, "calibration")
     needed = params.clips + params.holdout
     if len(calibration) < needed:
@@ -47,6 +84,8 @@ def run_calibration(
             f"calibration set has {len(calibration)} clips; "
             f"calibrate.clips + calibrate.holdout = {needed}"
         )
+    holdout = calibration.select(range(params.clips, needed))
+    _check_held_back(conditions, list(holdout["id"]))
     transcriber = Transcriber.from_bundle(bundle_dir)
     spec = transcriber.spec()
     mels, paths = [], []
@@ -64,12 +103,7 @@ def run_calibration(
                 "positions": _sampled_positions(len(fed), params.decoder_steps_per_clip),
             }
         )
-    holdout = calibration.select(range(params.clips, needed))
-    transcripts = transcribe_all(bundle_dir, [clip_samples(row) for row in holdout])
-    holdout_texts = [
-        t.text
-        for t in tqdm(transcripts, total=len(holdout), desc="held-back (fp32 bundle)", unit="clip")
-    ]
+    texts = _fp32_texts(bundle_dir, {CLEAN: holdout, **{c.name: c.speech for c in conditions}})
     with atomic_dir(Path(out_dir)) as scratch:
         np.save(scratch / MELS_FILE, np.stack(mels).astype(np.float32))
         write_json(scratch / STEPS_FILE, paths)
@@ -77,9 +111,17 @@ def run_calibration(
             bundle_sha256=transcriber.bundle.sha256(),
             calibration_clips=[p["id"] for p in paths],
             holdout_clips=list(holdout["id"]),
-            holdout_fp32_texts=holdout_texts,
+            holdout_fp32_texts=texts[CLEAN],
             decoder_steps=sum(len(p["positions"]) for p in paths),
             bytes={name: (scratch / name).stat().st_size for name in (MELS_FILE, STEPS_FILE)},
+            conditions={
+                c.name: HeldBackTexts(
+                    clips=list(c.speech["id"]),
+                    fp32_texts=texts[c.name],
+                    arrow_sha256=c.entry.arrow_sha256,
+                )
+                for c in conditions
+            },
         )
         manifest.save(scratch)
     return manifest

@@ -151,6 +151,7 @@ CARD_QUANTIZATION_KEYS = {
     "holdout_words",
     "holdout_wer_se",
     "budget_met",
+    "conditions",
 }
 
 

@@ -131,15 +131,49 @@ def _quantization(card: Card) -> list[str]:
             for layer in q["excluded"][graph]
         ]
         lines.append(f"- {graph}: {', '.join(kept) or 'none'}")
+    header: tuple[str, ...] = ("layers kept float per graph", "held-back WER", "delta")
+    rows: list[tuple[Any, ...]] = [
+        (a["excluded_per_graph"], *_clean_cells(a)) for a in q["attempts"]
+    ]
+    if q.get("conditions"):  # a card from before held-back conditions renders as it did
+        header += ("rejected by",)
+        rows = [
+            (*row, a.get("rejected_by") or ("" if a["passed"] else "clean"))
+            for row, a in zip(rows, q["attempts"], strict=True)
+        ]
+    return [*lines, *_held_back_conditions(q), "", *_table(header, rows)]
+
+
+def _clean_cells(attempt: dict[str, Any]) -> tuple[str, str]:
+    """A rung's clean held-back WER and delta: a lower bound when its scoring stopped early,
+    none when a degraded condition rejected it before the clean clips were reached."""
+    scored = attempt.get("conditions")
+    if scored is not None and "clean" not in scored:
+        return "not scored", "-"
+    bound = "" if attempt.get("complete", True) else "≥ "
+    return bound + _percent(attempt["holdout_wer"]), bound + f"{attempt['wer_delta']:+.2f}"
+
+
+def _held_back_conditions(q: dict[str, Any]) -> list[str]:
+    """The kept rung on each held-back condition (params conditions.holdback), clean included:
+    the budget holds on every one of them."""
+    conditions = q.get("conditions") or {}
+    if not conditions:
+        return []
     rows = [
         (
-            a["excluded_per_graph"],
-            ("" if a.get("complete", True) else "≥ ") + _percent(a["holdout_wer"]),
-            ("" if a.get("complete", True) else "≥ ") + f"{a['wer_delta']:+.2f}",
+            name,
+            str(c["clips"]),
+            _percent(c["fp32_wer"]),
+            _percent(c["wer"]),
+            f"+{c['budget']:.2f}",
+            f"{c['margin']:+.2f}",
+            f"{c['loops']} ({c['fp32_loops']})",
         )
-        for a in q["attempts"]
+        for name, c in conditions.items()
     ]
-    return [*lines, "", *_table(("layers kept float per graph", "held-back WER", "delta"), rows)]
+    header = ("held-back condition", "clips", "fp32 WER", "WER", "budget", "margin", "loops (fp32)")
+    return ["", *_table(header, rows)]
 
 
 def _provenance(card: Card) -> list[str]:
