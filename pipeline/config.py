@@ -194,7 +194,7 @@ class ConditionsParams(Section):
 
     seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
     eval_clips: Annotated[int, Field(ge=1)] = Field(
-        16, description="short-form eval clips each eval condition degrades, spread by duration"
+        12, description="short-form eval clips each eval condition degrades, spread by duration"
     )
     holdback_clips: Annotated[int, Field(ge=1)] = Field(
         56, description="held-back calibration clips each holdback condition degrades"
@@ -404,13 +404,13 @@ class ConditionLimits(Section):
 
 class ConditionGate(Section):
     """The gate on each degraded condition. Its clips are few (conditions.eval_clips), so one
-    word moves WER by ~0.5 points and QoI by a clip: the limits are wider than the clean set's."""
+    word moves WER by ~0.7 points and QoI by a clip: the limits are wider than the clean set's."""
 
     max_wer_increase: Annotated[float, Field(ge=0)] = Field(
-        4.0, description="absolute WER points against the baseline file, per condition"
+        5.0, description="absolute WER points against the baseline file, per condition"
     )
     min_qoi: Annotated[float, Field(ge=0, le=1)] = Field(
-        0.6, description="share of the condition's clips no worse than fp32's on them"
+        0.5, description="share of the condition's clips no worse than fp32's on them"
     )
     max_loop_increase: Annotated[int, Field(ge=0)] = Field(
         1, description="clips looping (whisper_npu.wer.is_loop) beyond fp32's in the same run"
@@ -438,6 +438,10 @@ class GateParams(Section):
     conditions: ConditionGate = Field(
         ConditionGate(),
         description="the same per degraded condition (conditions.eval), on its few clips",
+    )
+    max_language_loop_increase: Annotated[int, Field(ge=0)] = Field(
+        0,
+        description="a multilingual model's looping clips per language beyond fp32's (same run)",
     )
 
 

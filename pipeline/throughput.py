@@ -13,14 +13,25 @@ from pipeline.workers import map_in_workers
 from whisper_npu.transcriber import Transcriber, Transcription
 
 
-def _transcribe_in_worker(transcriber: Transcriber, samples: np.ndarray) -> Transcription:
-    return transcriber.transcribe(samples)
+def _transcribe_in_worker(
+    transcriber: Transcriber, clip: tuple[np.ndarray, str | None]
+) -> Transcription:
+    samples, language = clip
+    return transcriber.transcribe(samples, language=language)
 
 
-def transcribe_all(root: Path, clips: Sequence[np.ndarray]) -> Generator[Transcription, None, None]:
-    """A bundle's transcript of every clip on the CPU, in order, in one single-threaded
-    process per core: for throughput, not latency. Every session runs one thread, so the text
-    does not depend on the machine's core count."""
+def transcribe_all(
+    root: Path, clips: Sequence[np.ndarray], languages: Sequence[str | None] | None = None
+) -> Generator[Transcription, None, None]:
+    """A bundle's transcript of every clip on the CPU, in order, each in its language in
+    `languages` (None: the bundle's default), in one single-threaded process per core: for
+    throughput, not latency. Every session runs one thread, so the text does not depend on the
+    machine's core count."""
+    given = [None] * len(clips) if languages is None else list(languages)
+    if len(given) != len(clips):
+        raise ValueError(f"{len(clips)} clips but {len(given)} languages")
     return map_in_workers(
-        _transcribe_in_worker, clips, partial(Transcriber.from_bundle, Path(root), threads=1)
+        _transcribe_in_worker,
+        list(zip(clips, given, strict=True)),
+        partial(Transcriber.from_bundle, Path(root), threads=1),
     )

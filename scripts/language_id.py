@@ -64,7 +64,7 @@ def main() -> None:
     record = BundleRecord.load(args.bundle)
     if not (args.set / MANIFEST_FILE).is_file():
         build_multilingual_set(SENTENCES, args.set)
-    clips = load_language_clips(args.set, record.decoding.languages)
+    clips = load_language_clips(args.set, record.decoding.languages, None)
     if clips is None:
         raise SystemExit(f"{args.set}: built for an English-only model")
     start = time.perf_counter()

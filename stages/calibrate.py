@@ -19,17 +19,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the conditions stage's holdback sets: degraded held-back clips to transcribe too",
     )
     parser.add_argument(
+        "--languages",
+        type=Path,
+        help="the data_languages stage's output: a multilingual model's held-back half, "
+        "transcribed too",
+    )
+    parser.add_argument(
         "--out", type=Path, required=True, help="the calibration directory to write"
     )
 
 
 def run(args: argparse.Namespace) -> object:
-    from pipeline.quant.calibration import run_calibration
-    from pipeline.sources.conditions import load_condition_sets
+    from pipeline.quant.calibration import HeldBackSets, run_calibration
+    from pipeline.sources.condition_sets import load_condition_sets
+    from pipeline.sources.multilingual import load_language_half
 
     params = load_params(args.params).calibrate
-    conditions = load_condition_sets(args.conditions) if args.conditions else []
-    return run_calibration(params, args.bundle, args.data, args.out, conditions)
+    held_back = HeldBackSets(
+        load_condition_sets(args.conditions) if args.conditions else [],
+        load_language_half(args.languages, "holdback") if args.languages else None,
+    )
+    return run_calibration(params, args.bundle, args.data, args.out, held_back)
 
 
 COMMAND = Command(

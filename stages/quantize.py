@@ -27,6 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the conditions stage's holdback sets (the ones the calibrate stage transcribed)",
     )
     parser.add_argument(
+        "--languages",
+        type=Path,
+        help="the data_languages stage's output (the one the calibrate stage transcribed)",
+    )
+    parser.add_argument(
         "--out", type=Path, required=True, help="the variant's bundle directory to write"
     )
 
@@ -36,7 +41,7 @@ def run(args: argparse.Namespace) -> object:
 
     params = load_params(args.params).quantize
     inputs = QuantizeInputs(
-        args.bundle, args.calibration, args.sensitivity, args.data, args.conditions
+        args.bundle, args.calibration, args.sensitivity, args.data, args.conditions, args.languages
     )
     return quantize_variant(params, args.variant, inputs, args.out)
 

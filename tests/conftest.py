@@ -225,6 +225,42 @@ def bundle_record(
     }
 
 
+def quantization_record(
+    calibration: dict[str, Any], variant: str = "a8w8", **changes: Any
+) -> dict[str, Any]:
+    """A bundle.json `quantization` section (whisper_npu.bundle.Quantization) as bundles
+    recorded it before held-back conditions were scored: quark, one rung the holdout rejected,
+    `calibration` its calibration manifest; `changes` replace fields whole."""
+    return {
+        "backend": "quark",
+        "backend_version": "0.13",
+        "grid": variant,
+        "decoder_grid": variant,
+        "decoder_variant": variant,
+        "op_types": ["MatMul"],
+        "max_wer_delta": 10.0,
+        "budget_met": True,
+        "fp32_holdout_wer": 0.01,
+        "holdout_wer": 0.015,
+        "holdout_words": 1305,
+        "holdout_wer_se": 0.0028,
+        "holdout_clips": ["calibration-0002"],
+        "excluded": {"encoder": ["/enc/MatMul"], "decoder": []},
+        "sensitivity_db": {"encoder": {"/enc/MatMul": 31.5}, "decoder": {}},
+        "attempts": [
+            {
+                "excluded_per_graph": 0,
+                "holdout_wer": 0.05,
+                "wer_delta": 4.0,
+                "complete": False,
+                "passed": False,
+            }
+        ],
+        "calibration": calibration,
+        **changes,
+    }
+
+
 def write_tiny_bundle(root: Path, variant: str = "a16w8") -> Path:
     """A tiny random Whisper exported into a bundle the runtime can open (a16w8 by name)."""
     import numpy as np

@@ -17,9 +17,10 @@ from pipeline.bench.plots import write_plots
 from pipeline.bench.records import EngineSpec, EvalClips
 from pipeline.bench.results import read_table, table_wer
 from pipeline.bench.run import BenchPaths, known_transcripts, measure, run_bench
-from pipeline.bench.schedule import interleave, pick_latency_clips
+from pipeline.bench.schedule import interleave
 from pipeline.bench.stats import paired_speedup, round_sig
 from pipeline.bench.worker import Worker
+from pipeline.sources.speech_sets import pick_latency_clips
 from tests.conftest import bundle_record
 from whisper_npu.cli import main
 from whisper_npu.errors import UserError
@@ -457,3 +458,28 @@ def test_bench_on_the_real_fp32_bundle(
     assert run["versions"]["onnxruntime"]
     for name in ("wer_vs_latency", "decoder_by_position", "time_split"):
         assert (tmp_path / "plots" / f"{name}.png").stat().st_size > 10_000
+
+
+def _with_languages(path: Path, loops: dict[str, dict[str, int]]) -> Path:
+    """`path`'s bench.json with a `languages` section: looping clips per engine and language."""
+    payload = json.loads(path.read_text())
+    payload["languages"] = {
+        engine: {
+            code: {"clips": 2, "loops": n, "lid_accuracy": 1.0, "wer": 0.1}
+            for code, n in {"all": sum(counts.values()), **counts}.items()
+        }
+        for engine, counts in loops.items()
+    }
+    path.write_text(json.dumps(payload))
+    return path
+
+
+def test_check_fails_a_variant_that_loops_more_than_fp32_in_a_language(tmp_path, baseline, capsys):
+    current = metrics_file(tmp_path / "cur.json", fp32=(0.026, 1.0), a16w8=(0.030, 2.0))
+    fp32_loops_too = {"fp32": {"de": 1, "fr": 0}, "a16w8": {"de": 1, "fr": 0}}
+    assert run_check(baseline, _with_languages(current, fp32_loops_too)) == 0
+    assert "languages' gate" in capsys.readouterr().out
+    worse = {"fp32": {"de": 1, "fr": 0}, "a16w8": {"de": 1, "fr": 1}}
+    assert run_check(baseline, _with_languages(current, worse)) == 1
+    err = capsys.readouterr().err
+    assert "a16w8: +1 looping clips in fr vs fp32 (max +0)" in err

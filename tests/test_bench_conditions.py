@@ -22,7 +22,7 @@ from pipeline.bench.results import condition_tables, read_table, score_clip, wri
 from pipeline.bench.run import load_condition_clips, measure
 from pipeline.bench.stats import busy_figures, condition_metrics, round_sig
 from pipeline.config import BenchParams, Condition, ConditionGate, ConditionLimits, GateParams
-from pipeline.sources.conditions import ConditionEntry, ConditionsManifest
+from pipeline.sources.condition_sets import ConditionEntry, ConditionsManifest
 from pipeline.sources.speech_sets import FEATURES
 from tests.test_bench import metrics_file, run_check
 from whisper_npu.errors import GateFailure, UserError

@@ -25,23 +25,31 @@ from pipeline.bench.records import EngineSpec
 from pipeline.bench.selection import bench_specs
 from pipeline.config import BenchParams
 from pipeline.export.onnx_bundle import export_graphs
-from pipeline.sources.multilingual import SET_NAME, build_language_set, multilingual_features
+from pipeline.sources.multilingual import (
+    SET_NAME,
+    build_language_set,
+    language_half,
+    multilingual_features,
+)
 from tests.conftest import bundle_record, run_cli, tiny_whisper, write_tiny_bundle
 from tests.test_language import MULTILINGUAL
 from whisper_npu.errors import UserError
 from whisper_npu.features import log_mel
 from whisper_npu.figures import BenchRow
+from whisper_npu.fsutil import sha256_tree
 from whisper_npu.language import detect_language
 from whisper_npu.layout import MANIFEST_FILE
 from whisper_npu.transcriber import Transcriber
 from whisper_npu.whisper_io import SAMPLE_RATE, WhisperDims
 
 # (language, reference) per clip: two space-separated languages and one without spaces.
-CLIPS = [
+CLIPS = [  # two per language: one for each half
     ("de", "Der Zug nach Berlin fährt heute später ab."),
     ("de", "Bitte schließen Sie das Fenster."),
     ("en", "The colour of the train is grey."),
     ("ja", "今日は雨が降っています。"),
+    ("en", "Please close the window."),
+    ("ja", "駅はどこですか。"),
 ]
 
 
@@ -130,7 +138,9 @@ def _language_set(folder: Path) -> Path:
     }
     speech = datasets.Dataset.from_dict(columns, features=multilingual_features())
     speech.save_to_disk(str(folder / SET_NAME))
-    (folder / MANIFEST_FILE).write_text(json.dumps({"multilingual": True}))
+    files = sha256_tree(folder / SET_NAME)
+    arrow = {name: digest for name, digest in files.items() if name.endswith(".arrow")}
+    (folder / MANIFEST_FILE).write_text(json.dumps({"multilingual": True, "arrow_sha256": arrow}))
     return folder
 
 
@@ -160,7 +170,13 @@ def test_the_pass_records_every_language_of_a_multilingual_bundle(multilingual_b
     assert found.report is not None and list(found.report) == ["fp32"]
     rows = found.report["fp32"]
     assert list(rows) == ["all", "de", "en", "ja"]
-    assert [rows[code].clips for code in rows] == [4, 2, 1, 1]
+    assert [rows[code].clips for code in rows] == [3, 1, 1, 1]  # the eval half
+    assert [row.clip for row in found.rows] == [
+        f"{SET_NAME}-de-001",
+        f"{SET_NAME}-en-004",
+        f"{SET_NAME}-ja-005",
+    ]
+    assert rows["all"].loops == sum(row.loop for row in found.rows)
     assert rows["de"].wer is not None and rows["de"].cer is None
     assert rows["ja"].cer is not None and rows["ja"].wer is None  # characters, not words
     assert rows["all"].wer is not None and rows["all"].cer is not None
@@ -168,7 +184,7 @@ def test_the_pass_records_every_language_of_a_multilingual_bundle(multilingual_b
 
     # Each clip's language is the one the runtime detects on its first window.
     transcriber = Transcriber.from_bundle(multilingual_bundle, threads=1)
-    speech = datasets.load_from_disk(str(languages / SET_NAME))
+    speech = language_half(datasets.load_from_disk(str(languages / SET_NAME)), "eval")
     for row, clip in zip(found.rows, speech, strict=True):
         samples = clip["audio"].get_all_samples().data.numpy().reshape(-1)
         features = log_mel(samples, transcriber.mel_filters, pad_to_window=True)[None]
@@ -268,3 +284,15 @@ def test_peers_decode_in_the_language_of_a_multilingual_bundle(multilingual_bund
         ["bf16"], compiled, multilingual_bundle, model_dir, BenchParams(peers=False)
     )
     assert [spec.name for spec in without] == ["fp32", "bf16"] and skipped == {}
+
+
+def test_the_halves_share_no_clip_and_both_cover_every_language(tmp_path):
+    speech = datasets.load_from_disk(str(_language_set(tmp_path / "languages") / SET_NAME))
+    held, scored = language_half(speech, "holdback"), language_half(speech, "eval")
+    assert set(held["id"]).isdisjoint(scored["id"])
+    assert sorted([*held["id"], *scored["id"]]) == sorted(speech["id"])
+    assert set(held["language"]) == set(scored["language"]) == {"de", "en", "ja"}
+    assert language_half(speech, "eval")["id"] == scored["id"]  # the same split every time
+    lonely = speech.select([0, 1, 2])  # one English clip
+    with pytest.raises(UserError, match=r"one clip of en: each language needs two"):
+        language_half(lonely, "eval")

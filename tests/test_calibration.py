@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,16 +13,21 @@ import pytest
 
 from pipeline.config import CalibrateParams
 from pipeline.quant.calibration import (
+    CLEAN,
+    LANGUAGES,
     CalibrationSet,
     FeedReader,
+    HeldBackSets,
     _sampled_positions,
     run_calibration,
 )
-from pipeline.sources.conditions import load_condition_sets
+from pipeline.sources.condition_sets import load_condition_sets
 from pipeline.sources.speech_sets import clip_samples, load_saved_set
+from tests.test_bench_languages import _language_set, multilingual_bundle  # noqa: F401 (fixture)
 from tests.test_quantization_units import save_condition_sets
 from whisper_npu.bundle import Bundle
 from whisper_npu.errors import UserError
+from whisper_npu.transcriber import Transcriber
 
 
 def test_sampled_positions_cover_the_path():
@@ -52,7 +58,7 @@ def calibration_dir(fp32_bundle, default_data_dir, tmp_path_factory):
         fp32_bundle,
         default_data_dir,
         root / "calibration",
-        conditions,
+        HeldBackSets(conditions),
     )
     return root / "calibration"
 
@@ -123,7 +129,7 @@ def test_reader_rewinds_and_bad_sizes_fail(
             fp32_bundle,
             default_data_dir,
             tmp_path / "c",
-            conditions,
+            HeldBackSets(conditions),
         )
     assert not (tmp_path / "c").exists()
 
@@ -156,3 +162,41 @@ def test_damaged_calibration_inputs_are_one_line(tmp_path, mels, steps, expected
     with pytest.raises(UserError) as refused:
         CalibrationSet(tmp_path)
     assert expected in str(refused.value) and "\n" not in str(refused.value)
+
+
+@pytest.mark.integration
+def test_a_multilingual_model_holds_back_half_the_language_set_in_each_clip_s_language(
+    multilingual_bundle,  # noqa: F811 (the fixture imported above)
+    default_data_dir,
+    tmp_path,
+):
+    """The calibrate stage transcribes the held-back half, each clip in its language; the
+    quantize stage scores it as one more held-back set, and refuses a run that drops it."""
+    from pipeline.quant.quantize import Holdout, QuantizeInputs
+    from pipeline.sources.multilingual import load_language_half
+
+    languages = _language_set(tmp_path / "languages")
+    half = load_language_half(languages, "holdback")
+    assert half is not None
+    out = tmp_path / "calibration"
+    manifest = run_calibration(
+        CalibrateParams(clips=2, holdout=2, decoder_steps_per_clip=2),
+        multilingual_bundle,
+        default_data_dir,
+        out,
+        HeldBackSets(languages=half),
+    )
+    assert manifest.languages is not None
+    assert manifest.languages.clips == list(half.speech["id"])
+    transcriber = Transcriber.from_bundle(multilingual_bundle, threads=1)
+    assert manifest.languages.fp32_texts == [
+        transcriber.transcribe(clip_samples(row), language=row["language"]).text
+        for row in half.speech
+    ]
+
+    inputs = QuantizeInputs(multilingual_bundle, out, tmp_path, default_data_dir)
+    with pytest.raises(UserError, match="calibrated with the multilingual held-back half"):
+        Holdout.load(inputs, CalibrationSet(out), 1.0)
+    holdout = Holdout.load(replace(inputs, languages=languages), CalibrationSet(out), 1.0)
+    assert [held.name for held in holdout.conditions] == [LANGUAGES, CLEAN]
+    assert holdout.languages == [*half.speech["language"], None, None]

@@ -19,13 +19,13 @@ import yaml
 from scipy import signal
 
 from pipeline.config import Condition, Params, Reverb, load_params
+from pipeline.sources.condition_sets import load_condition_sets
 from pipeline.sources.conditions import (
     BABBLE_SENTENCES,
     Degradation,
     amplify,
     babble_noise,
     build_condition_set,
-    load_condition_sets,
     mu_law,
     pink_noise,
     power,

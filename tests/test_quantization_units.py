@@ -15,8 +15,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from pipeline.config import Condition, QuantizeParams
 from pipeline.quant.backends import OrtBackend, QuantJob, QuarkBackend, get_backend
+from pipeline.quant.calibration import LANGUAGES
 from pipeline.quant.plan import QuantizePlan
 from pipeline.quant.quantize import (
+    Budget,
     HeldBack,
     Holdout,
     _report,
@@ -25,11 +27,13 @@ from pipeline.quant.quantize import (
     graph_rankings,
     kept_float,
     search_ladder,
+    standard_error_points,
     wer_standard_error,
 )
 from pipeline.quant.sensitivity import _round_to_grid, layer_sensitivity, sensitivity_grids, snr_db
-from pipeline.sources.conditions import ConditionEntry, ConditionsManifest
+from pipeline.sources.condition_sets import ConditionEntry, ConditionsManifest
 from pipeline.sources.speech_sets import FEATURES
+from tests.conftest import quantization_record
 from whisper_npu.bundle import CalibrationManifest, HeldBackTexts, Quantization
 from whisper_npu.errors import UserError
 from whisper_npu.fsutil import sha256_file
@@ -269,9 +273,10 @@ WRONG = "a slow red cat sat under one busy log"  # 9 errors: every word
 LOOP = "the quick brown " * 5 + "fox jumps over the lazy dog"  # 12 errors, and loops
 
 
-def held_back(name: str, fp32: list[str]) -> HeldBack:
+def held_back(name: str, fp32: list[str], language: str | None = None) -> HeldBack:
     silence = np.zeros(160, np.float32)
-    return HeldBack.of(name, [REFERENCE] * len(fp32), fp32, [silence] * len(fp32))
+    clips = [(REFERENCE, silence, language)] * len(fp32)
+    return HeldBack.of(name, clips, fp32, Budget(10.0))
 
 
 # babble: fp32 already makes 1 error over 36 words; clean: none. Budget 10 points: 3 words more.
@@ -299,8 +304,9 @@ class FakeRungs:
     def save(self, out) -> None:  # type: ignore[no-untyped-def]
         (out / "bundle.json").write_text("{}")
 
-    def transcribe_all(self, root, clips):  # type: ignore[no-untyped-def]
+    def transcribe_all(self, root, clips, languages):  # type: ignore[no-untyped-def]
         k = int((root / "rung").read_text())
+        self.languages = list(languages)
         self.read[k] = 0
         for text in self.transcripts[k][: len(clips)]:
             self.read[k] += 1
@@ -387,7 +393,8 @@ def test_a_loop_rejects_a_rung_within_its_error_budget(monkeypatch, tmp_path):
     }
     from pipeline.quant import quantize
 
-    assert quantize.is_loop(REFERENCE, LOOP) and not quantize.is_loop(REFERENCE, WRONG)
+    assert quantize.is_loop_in(None, REFERENCE, LOOP)
+    assert not quantize.is_loop_in(None, REFERENCE, WRONG)
     holdout = Holdout(budgeted([BABBLE, CLEAN_SET], 40.0))
     verdict = holdout.judge(iter(loops[0]), give_up=True)
     assert verdict.rejected_by == "clean"
@@ -430,33 +437,7 @@ CALIBRATION_MANIFEST = {
     "bytes": {"encoder_inputs.npy": 1024},
 }
 # A quantization section as bundles recorded it before held-back conditions were scored.
-OLD_QUANTIZATION = {
-    "backend": "quark",
-    "backend_version": "0.13",
-    "grid": "a8w8",
-    "decoder_grid": "a8w8",
-    "decoder_variant": "a8w8",
-    "op_types": ["MatMul"],
-    "max_wer_delta": 10.0,
-    "budget_met": True,
-    "fp32_holdout_wer": 0.01,
-    "holdout_wer": 0.015,
-    "holdout_words": 1305,
-    "holdout_wer_se": 0.0028,
-    "holdout_clips": ["calibration-0002"],
-    "excluded": {"encoder": ["/enc/MatMul"], "decoder": []},
-    "sensitivity_db": {"encoder": {"/enc/MatMul": 31.5}, "decoder": {}},
-    "attempts": [
-        {
-            "excluded_per_graph": 0,
-            "holdout_wer": 0.05,
-            "wer_delta": 4.0,
-            "complete": False,
-            "passed": False,
-        }
-    ],
-    "calibration": CALIBRATION_MANIFEST,
-}
+OLD_QUANTIZATION = quantization_record(CALIBRATION_MANIFEST)
 
 
 def test_records_from_before_conditions_still_load_and_write_the_same(tmp_path):
@@ -529,14 +510,28 @@ def test_quantize_refuses_degraded_sets_other_than_the_calibrated_ones(tmp_path)
 def test_a_degraded_condition_s_budget_is_as_many_of_its_standard_errors_as_clean_s():
     """Clean: 1% WER over 10,000 words (SE 0.0995 points), budget 1 point. Babble: 10% over
     900 words (SE 1.0 point), so ~10 points; a condition quieter than clean keeps 1 point."""
-    from pipeline.quant.quantize import with_budgets
+    clean = EditCounts(substitutions=100, words=10_000)
+    assert Budget(1.0).on(clean) == 1.0  # the clean clips' own: the points
+    scaled = Budget(1.0, standard_error_points(clean))
+    assert scaled.on(EditCounts(words=900)) == 1.0
+    babble = EditCounts(substitutions=90, words=900)
+    assert scaled.on(babble) == pytest.approx(1.0 / 0.0995 * 1.0, rel=1e-3)
+    held = HeldBack("babble", [], [], [], babble, 0, scaled.on(babble))
+    assert held.allowed_errors() == 90 + int(held.budget / 100 * 900)
 
-    def held(name: str, errors: int, words: int) -> HeldBack:
-        return HeldBack(name, [], [], EditCounts(substitutions=errors, words=words), 0)
 
-    babble, easy, clean = with_budgets(
-        [held("babble", 90, 900), held("easy", 0, 900), held("clean", 100, 10_000)], 1.0
-    )
-    assert clean.budget == 1.0 and easy.budget == 1.0
-    assert babble.budget == pytest.approx(1.0 / 0.0995 * 1.0, rel=1e-3)
-    assert babble.allowed_errors() == 90 + int(babble.budget / 100 * 900)
+def test_the_multilingual_half_is_transcribed_and_scored_in_each_clip_s_language(
+    monkeypatch, tmp_path
+):
+    """German clips, scored with the basic normaliser (the English one would spell-map), are
+    given their language; a rung that loops on them is rejected there though English passes."""
+    german = held_back(LANGUAGES, [REFERENCE] * 4, language="de")
+    assert german.languages == ["de"] * 4 and german.baseline.errors == 0
+    looping = {
+        0: [REFERENCE] * 4 + [LOOP, REFERENCE, REFERENCE, REFERENCE] + [REFERENCE] * 4,
+        1: [REFERENCE] * 12,
+        2: [REFERENCE] * 12,
+    }
+    ladder, chosen, fake = climb(monkeypatch, tmp_path, [BABBLE, german, CLEAN_SET], looping, 40.0)
+    assert chosen == 1 and ladder.attempts[0].rejected_by == LANGUAGES
+    assert fake.languages == [None] * 4 + ["de"] * 4 + [None] * 4

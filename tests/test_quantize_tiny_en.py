@@ -13,10 +13,10 @@ import yaml
 
 from pipeline.config import CalibrateParams, QuantizeParams, SensitivityParams
 from pipeline.npu.graph_check import check_graph
-from pipeline.quant.calibration import run_calibration
+from pipeline.quant.calibration import HeldBackSets, run_calibration
 from pipeline.quant.quantize import QuantizeInputs, quantize_variant
 from pipeline.quant.sensitivity import run_sensitivity
-from pipeline.sources.conditions import load_condition_sets
+from pipeline.sources.condition_sets import load_condition_sets
 from pipeline.sources.speech_sets import clip_samples, load_saved_set
 from tests.conftest import REPO, run_cli
 from tests.test_calibration import noisy_copies
@@ -53,7 +53,7 @@ def calibrated(fp32_bundle, default_data_dir, holdback, tmp_path_factory) -> Pat
         fp32_bundle,
         default_data_dir,
         out,
-        load_condition_sets(holdback),
+        HeldBackSets(load_condition_sets(holdback)),
     )
     return out
 
@@ -146,7 +146,7 @@ def test_a_missed_budget_is_written_and_said_not_raised(monkeypatch, inputs, tmp
 
     monkeypatch.setattr(quantize, "get_backend", lambda name: CopyBackend())
 
-    def silent(root, clips):  # type: ignore[no-untyped-def]
+    def silent(root, clips, languages):  # type: ignore[no-untyped-def]
         return (SimpleNamespace(text="") for _ in clips)
 
     monkeypatch.setattr(quantize, "transcribe_all", silent)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from pipeline.release.build import artifact_name, build_release
-from tests.conftest import bundle_record, run_cli
+from tests.conftest import bundle_record, quantization_record, run_cli
 from whisper_npu.bundle import BundleRecord
 from whisper_npu.decoding import DecodingSpec
 from whisper_npu.errors import GateFailure, UserError
@@ -43,46 +43,23 @@ def fake_bundle(root: Path, variant: str = "a16w8") -> Path:
     }.items():
         (root / name).write_bytes(payload)
     (root / "QUANTIZATION.md").write_text("# report\n")
+    quantization = quantization_record(CALIBRATION_MANIFEST, variant, max_wer_delta=1.0)
+    quantization["attempts"].append(
+        {
+            "excluded_per_graph": 1,
+            "holdout_wer": 0.015,
+            "wer_delta": 0.5,
+            "complete": True,
+            "passed": True,
+        }
+    )
     meta = bundle_record(
         variant,
         WhisperDims(80, 1500, 8, 1, 2, 16, 8),
         DecodingSpec((1,), 0, 2, (), (), None, 8),
         model={"source": "builtin:tiny.en", "kind": "ct2", "model_sha256": "a" * 64},
         custom_ops=None,
-        quantization={
-            "backend": "quark",
-            "backend_version": "0.13",
-            "grid": variant,
-            "decoder_grid": variant,
-            "decoder_variant": variant,
-            "op_types": ["MatMul"],
-            "max_wer_delta": 1.0,
-            "fp32_holdout_wer": 0.01,
-            "holdout_wer": 0.015,
-            "holdout_words": 1305,
-            "holdout_wer_se": 0.0028,
-            "holdout_clips": ["calibration-0002"],
-            "budget_met": True,
-            "excluded": {"encoder": ["/enc/MatMul"], "decoder": []},
-            "sensitivity_db": {"encoder": {"/enc/MatMul": 31.5}, "decoder": {}},
-            "attempts": [
-                {
-                    "excluded_per_graph": 0,
-                    "holdout_wer": 0.05,
-                    "wer_delta": 4.0,
-                    "complete": False,
-                    "passed": False,
-                },
-                {
-                    "excluded_per_graph": 1,
-                    "holdout_wer": 0.015,
-                    "wer_delta": 0.5,
-                    "complete": True,
-                    "passed": True,
-                },
-            ],
-            "calibration": CALIBRATION_MANIFEST,
-        },
+        quantization=quantization,
     )
     meta["files"] = {
         name: digest

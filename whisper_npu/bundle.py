@@ -85,9 +85,9 @@ class Attempt(Record):
 
 
 class HeldBackTexts(Record):
-    """One degraded condition's held-back clips, the fp32 bundle's transcripts of them, and the
-    digests of the set they were read from (so a regenerated set is not judged against
-    transcripts of another one)."""
+    """One held-back set's clips (a degraded condition's, the multilingual set's held-back
+    half), the fp32 bundle's transcripts of them, and the digests of the set they were read
+    from (so a regenerated set is not judged against transcripts of another one)."""
 
     clips: list[str]
     fp32_texts: list[str]
@@ -114,6 +114,9 @@ class CalibrationManifest(Record):
     # Degraded copies of held-back clips (the conditions stage's holdback sets), by name;
     # absent in a manifest made without them.
     conditions: dict[str, HeldBackTexts] | None = None
+    # A multilingual model's held-back half of the multilingual set, each clip transcribed in
+    # its own language; absent for an English-only model.
+    languages: HeldBackTexts | None = None
 
     @classmethod
     def load(cls, root: Path) -> CalibrationManifest:

@@ -34,6 +34,25 @@ def normalise(text: str) -> str:
     return normalised
 
 
+# Whisper's codes of the languages written without spaces between words: scored on characters.
+CER_LANGUAGES = frozenset({"zh", "yue", "ja", "th", "lo", "my", "km", "bo"})
+
+
+@cache
+def _basic_normaliser() -> Any:
+    return _import("whisper_normalizer.basic").BasicTextNormalizer()
+
+
+def normalise_in(language: str | None, text: str) -> str:
+    """`text` as OpenAI normalises it for `language` before scoring: the English normaliser for
+    English (None: an English-only model's clips), BasicTextNormalizer for every other
+    language, spaces dropped for the CER_LANGUAGES."""
+    if language in (None, "en"):
+        return normalise(text)
+    basic = str(_basic_normaliser()(text)).strip()
+    return "".join(basic.split()) if language in CER_LANGUAGES else basic
+
+
 @dataclass(frozen=True)
 class EditCounts:
     """Word edits of one or more clips. Integers that add up, so corpus WER = errors / words
@@ -83,6 +102,12 @@ def clip_edits(reference: str, hypothesis: str) -> EditCounts:
     return edits_of_normalised(normalise(reference), normalise(hypothesis))
 
 
+def clip_edits_in(language: str | None, reference: str, hypothesis: str) -> EditCounts:
+    """`clip_edits` for a clip spoken in `language`: in characters for the CER_LANGUAGES."""
+    ref, hyp = normalise_in(language, reference), normalise_in(language, hypothesis)
+    return edits_of_normalised(ref, hyp, characters=language in CER_LANGUAGES)
+
+
 def total_edits(edits: Sequence[EditCounts]) -> EditCounts:
     return sum(edits, EditCounts())
 
@@ -128,3 +153,12 @@ def is_loop(reference: str, hypothesis: str) -> bool:
     """Whether a transcript looped: far longer than its reference, or one phrase over and over.
     Counted apart from WER, since a loop's insertions can hide in a corpus figure."""
     return is_loop_normalised(normalise(reference), normalise(hypothesis))
+
+
+def is_loop_in(language: str | None, reference: str, hypothesis: str) -> bool:
+    """`is_loop` for a clip spoken in `language`; in the CER_LANGUAGES characters stand for
+    words."""
+    ref, hyp = normalise_in(language, reference), normalise_in(language, hypothesis)
+    if language in CER_LANGUAGES:
+        ref, hyp = " ".join(ref), " ".join(hyp)
+    return is_loop_normalised(ref, hyp)

@@ -16,6 +16,10 @@ variant by variant, with `gate.conditions`' limits (`per_condition` overriding t
 WER against the baseline file where it has the condition (else not compared, and said so), QoI
 and loops against fp32 on the condition's clips in the same run always. A condition the
 baseline has and the current run lacks is bad input, as a missing variant is.
+
+A multilingual model's variants may loop on no more clips of any language than fp32 in the
+same run, plus `gate.max_language_loop_increase` (bench.json's `languages`, the multilingual
+set's eval half: a few clips per language, so loops, not WER, are what is gated there).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.bench.metrics import BenchMetrics
+from pipeline.bench.metrics import ALL_LANGUAGES, BenchMetrics
 from pipeline.config import ConditionGate, ConditionLimits, GateParams
 from whisper_npu.errors import GateFailure, UserError
 from whisper_npu.figures import PEERS
@@ -178,6 +182,53 @@ def compare_conditions(
     return out
 
 
+@dataclass(frozen=True)
+class LanguageLoops:
+    """A variant's looping clips in one language against fp32's, in the same run."""
+
+    variant: str
+    language: str
+    loops: int
+    fp32_loops: int
+    limit: int  # loops beyond fp32's allowed
+
+    @property
+    def failures(self) -> list[str]:
+        extra = self.loops - self.fp32_loops
+        if extra <= self.limit:
+            return []
+        return [f"+{extra} looping clips in {self.language} vs fp32 (max +{self.limit})"]
+
+
+def compare_language_loops(current: BenchMetrics, limit: int) -> list[LanguageLoops]:
+    """One row per variant and language of the current run's multilingual pass."""
+    report = current.languages or {}
+    if BASELINE not in report:
+        return []
+    return [
+        LanguageLoops(variant, code, row.loops, report[BASELINE][code].loops, limit)
+        for variant, rows in report.items()
+        if variant not in PEERS
+        for code, row in rows.items()
+        if code != ALL_LANGUAGES
+    ]
+
+
+def format_language_loops(rows: list[LanguageLoops], limit: int) -> str:
+    return "\n".join(
+        [
+            f"languages' gate: looping clips per language at most {limit} more than fp32's "
+            "(same run)",
+            f"{'language':<10}{'variant':<12}{'loops':>7}{'fp32':>6}  verdict",
+            *(
+                f"{r.language:<10}{r.variant:<12}{r.loops:>7}{r.fp32_loops:>6}  "
+                f"{_verdict(r.failures)}"
+                for r in rows
+            ),
+        ]
+    )
+
+
 def _verdict(failures: list[str]) -> str:
     return "REGRESSED: " + "; ".join(failures) if failures else "ok"
 
@@ -267,10 +318,14 @@ def check(baseline_file: Path, current_file: Path, gate: GateParams) -> int:
     degraded = compare_conditions(baseline, current, gate.conditions)
     if degraded:
         print(format_condition_comparisons(degraded, baseline, gate.conditions))
+    looping = compare_language_loops(current, gate.max_language_loop_increase)
+    if looping:
+        print(format_language_loops(looping, gate.max_language_loop_increase))
     failed = [f"{c.variant}: {'; '.join(c.failures)}" for c in comparisons if c.failures]
     failed += [
         f"{c.variant} on {c.condition}: {'; '.join(c.failures)}" for c in degraded if c.failures
     ]
+    failed += [f"{r.variant}: {'; '.join(r.failures)}" for r in looping if r.failures]
     if failed:
         raise GateFailure(f"{len(failed)} variant(s) regressed: " + " | ".join(failed))
     return 0

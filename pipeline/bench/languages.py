@@ -24,7 +24,6 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -36,18 +35,23 @@ from pipeline.bench.results import ScoredText
 from pipeline.bench.stats import round_sig
 from whisper_npu.errors import UserError
 from whisper_npu.fsutil import write_text
-from whisper_npu.wer import edits_of_normalised, normalise, total_edits
+from whisper_npu.wer import (
+    CER_LANGUAGES,
+    edits_of_normalised,
+    is_loop_in,
+    normalise_in,
+    total_edits,
+)
 
 if TYPE_CHECKING:
     import numpy as np
 
     from pipeline.bench.records import EngineSpec
+    from pipeline.sources.multilingual import Half
 
 # The per-clip rows, beside run.json and the plot data (a fixed 44-clip set: small enough for
 # git, unlike the eval set's table).
 CLIPS_FILE = "languages.jsonl"
-# Whisper's codes of the languages written without spaces between words: scored on characters.
-CER_LANGUAGES = frozenset({"zh", "yue", "ja", "th", "lo", "my", "km", "bo"})
 # The peer whose detect_language the others are compared with, clip by clip.
 FASTER_WHISPER = "faster_whisper"
 
@@ -61,22 +65,6 @@ def metric_of(language: str) -> Metric:
     return "cer" if language in CER_LANGUAGES else "wer"
 
 
-@cache
-def _basic_normaliser() -> Callable[[str], str]:
-    from whisper_normalizer.basic import BasicTextNormalizer
-
-    normaliser: Callable[[str], str] = BasicTextNormalizer()
-    return normaliser
-
-
-def normalise_in(language: str, text: str) -> str:
-    """`text` as OpenAI normalises it for `language` before scoring."""
-    if language == "en":
-        return normalise(text)
-    basic = _basic_normaliser()(text).strip()
-    return "".join(basic.split()) if language in CER_LANGUAGES else basic
-
-
 class LanguageClip(ScoredText):
     """A clip of the multilingual set: the language the engine named, and its transcript with
     the clip's language given, scored in words or characters (`metric`; `words` then counts
@@ -86,6 +74,10 @@ class LanguageClip(ScoredText):
     detected: str
     probability: Annotated[float, Field(ge=0, le=1)]
     metric: Metric
+
+    @property
+    def loop(self) -> bool:
+        return is_loop_in(self.language, self.reference, self.hypothesis)
 
 
 def score_language_clip(
@@ -124,6 +116,7 @@ def _row(rows: Sequence[LanguageClip], peer: dict[str, str] | None) -> LanguageR
         same = round_sig(sum(row.detected == peer[row.clip] for row in rows) / len(rows))
     return LanguageRow(
         clips=len(rows),
+        loops=sum(row.loop for row in rows),
         lid_accuracy=round_sig(sum(row.detected == row.language for row in rows) / len(rows)),
         wer=rates["wer"],
         cer=rates["cer"],
@@ -155,14 +148,16 @@ class LanguageClips(EvalClips):
     languages: list[str]
 
 
-def load_language_clips(folder: Path, known: dict[str, int]) -> LanguageClips | None:
-    """The `data_languages` output's clips (None: it was built for an English-only model),
-    refused when a language is not one the bundle knows."""
+def load_language_clips(
+    folder: Path, known: dict[str, int], half: Half | None
+) -> LanguageClips | None:
+    """The `data_languages` output's clips, or its `half` (None: it was built for an
+    English-only model), refused when a language is not one the bundle knows."""
     from pipeline.sources.multilingual import load_language_set
     from pipeline.sources.speech_sets import clip_samples
     from whisper_npu.whisper_io import SAMPLE_RATE
 
-    speech = load_language_set(folder)
+    speech = load_language_set(folder, half)
     if speech is None:
         return None
     rows = list(speech)
@@ -297,7 +292,7 @@ def language_pass(
         return LanguagePass(
             [], None, "languages: not evaluated (multilingual model, but no --languages set)"
         )
-    clips = load_language_clips(languages_dir, known)
+    clips = load_language_clips(languages_dir, known, "eval")
     if clips is None:
         raise UserError(
             f"{languages_dir}: built for an English-only model, but {baseline_bundle} is "
@@ -307,7 +302,8 @@ def language_pass(
     engines = sorted({row.engine for row in rows})
     count = len(set(clips.languages))
     note = (
-        f"languages: {len(clips.ids)} clips in {count} languages (espeak-ng voices), "
+        f"languages: {len(clips.ids)} clips (the eval half) in {count} languages (espeak-ng "
+        "voices), "
         f"engines {', '.join(engines)}; LID = first-window language ID, error rate with "
         "the language given"
     )
@@ -320,7 +316,13 @@ def format_languages(report: LanguageReport | None, note: str) -> str:
         return note
     engines = list(report)
     codes = [ALL_LANGUAGES, *sorted(code for code in report[engines[0]] if code != ALL_LANGUAGES)]
-    header = ["language", "clips", *(f"LID {e}" for e in engines), *(f"err {e}" for e in engines)]
+    header = [
+        "language",
+        "clips",
+        *(f"LID {e}" for e in engines),
+        *(f"err {e}" for e in engines),
+        *(f"loops {e}" for e in engines),
+    ]
     lines = []
     for code in codes:
         first = report[engines[0]][code]
@@ -334,6 +336,7 @@ def format_languages(report: LanguageReport | None, note: str) -> str:
                 if v is not None
             ]
             cells.append(" / ".join(parts) or "-")
+        cells += [str(report[e][code].loops) for e in engines]
         lines.append(cells)
     widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
     table = [
@@ -343,4 +346,6 @@ def format_languages(report: LanguageReport | None, note: str) -> str:
         )
         for row in [header, *lines]
     ]
-    return "\n".join([*table, "", f"{note}. LID and err in %."])
+    return "\n".join(
+        [*table, "", f"{note}. LID and err in %; loops: clips whose transcript looped."]
+    )

@@ -30,12 +30,14 @@ OptionalShare = Annotated[float | None, Field(ge=0, le=1), Unit.FRACTION]
 
 
 class LanguageRow(Sparse):
-    """One engine on one language of the multilingual set (or on all of it, `all`): the share
-    of clips it identified as that language, and its error rate transcribing them with the
-    language given. A language written with spaces between words has `wer`, one without (zh,
-    ja, th …) `cer`; `all` has whichever its languages have, each pooled over them."""
+    """One engine on one language of the multilingual set's eval half (or on all of it,
+    `all`): the share of clips it identified as that language, its error rate transcribing
+    them with the language given, and the clips whose transcript looped. A language written
+    with spaces between words has `wer`, one without (zh, ja, th …) `cer`; `all` has whichever
+    its languages have, each pooled over them."""
 
     clips: Annotated[int, Field(ge=1), Unit.NUMBER]
+    loops: Annotated[int, Field(ge=0), Unit.NUMBER]  # clips whose transcript looped
     lid_accuracy: Share
     wer: Annotated[float | None, Field(ge=0), Unit.FRACTION] = None
     cer: Annotated[float | None, Field(ge=0), Unit.FRACTION] = None

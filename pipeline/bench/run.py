@@ -34,7 +34,7 @@ from pipeline.bench.evaluate import eval_clips, load_eval_clips
 from pipeline.bench.metrics import BenchMetrics, BenchResult, Machine, RunInfo
 from pipeline.bench.records import ConditionClips, EngineSpec, EvalClips, Measurement, Samples
 from pipeline.bench.results import bench_tables, condition_tables, write_table
-from pipeline.bench.schedule import interleave, pick_latency_clips
+from pipeline.bench.schedule import interleave
 from pipeline.bench.selection import bench_specs
 from pipeline.bench.stats import (
     condition_metrics,
@@ -42,6 +42,7 @@ from pipeline.bench.stats import (
     engine_metrics,
     time_split,
 )
+from pipeline.sources.speech_sets import pick_latency_clips
 from whisper_npu.errors import UserError
 from whisper_npu.figures import PEERS
 from whisper_npu.host import cpu_model
@@ -122,7 +123,7 @@ def load_condition_clips(conditions_dir: Path) -> list[ConditionClips]:
     """Every degraded condition the `conditions` stage saved for the eval set, in its order.
     Here, not beside `load_eval_clips`: the stages that evaluate only the clean set (the
     export's parity gate) do not import the conditions' code."""
-    from pipeline.sources.conditions import load_condition_sets
+    from pipeline.sources.condition_sets import load_condition_sets
 
     return [
         ConditionClips(found.name, found.entry.family, found.entry.snr_db, eval_clips(found.speech))

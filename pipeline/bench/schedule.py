@@ -15,15 +15,6 @@ if TYPE_CHECKING:
     from pipeline.bench.worker import Worker
 
 
-def pick_latency_clips(durations: Sequence[float], count: int, limit_s: float) -> list[int]:
-    """`count` clips of at most `limit_s`, evenly spaced by duration from shortest to longest."""
-    ranked = [i for _, i in sorted((d, i) for i, d in enumerate(durations) if d <= limit_s)]
-    if len(ranked) <= count:
-        return sorted(ranked)
-    step = (len(ranked) - 1) / max(count - 1, 1)
-    return sorted(ranked[round(k * step)] for k in range(count))
-
-
 def interleave(
     workers: Sequence[Worker],
     clips: Sequence[int],

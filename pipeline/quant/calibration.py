@@ -6,13 +6,15 @@ with a few sampled steps. A decoder step's full feed (its self-attention cache a
 K/V) is ~24 MB for tiny.en, so it is not stored: the reader replays the fp32 bundle along the
 recorded path, which reproduces the exact inputs. The first clips calibrate; the next ones are
 held back for the quantize stage's WER budget and never calibrate anything, as are the degraded
-copies of some of them (the conditions stage's holdback sets: noise, rooms). The fp32 bundle's
-transcripts of those are made here, once, rather than once per quantized variant.
+copies of some of them (the conditions stage's holdback sets: noise, rooms), and, for a
+multilingual model, the multilingual set's held-back half, each clip in its language. The fp32
+bundle's transcripts of those are made here, once, rather than once per quantized variant.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,9 +36,11 @@ from whisper_npu.transcriber import OrtRunner, Transcriber, read_npy
 from whisper_npu.whisper_io import ENCODER_INPUT, N_FRAMES
 
 if TYPE_CHECKING:  # the sensitivity stage reads calibrations and needs no degraded sets
-    from pipeline.sources.conditions import ConditionSet
+    from pipeline.sources.condition_sets import ConditionSet
+    from pipeline.sources.multilingual import LanguageHalf
 
 CLEAN = "clean"  # the held-back clips as recorded, beside the degraded conditions
+LANGUAGES = "multilingual"  # the multilingual set's held-back half, beside them
 
 
 def _sampled_positions(fed: int, count: int) -> list[int]:
@@ -49,8 +53,8 @@ def _check_held_back(conditions: Sequence[ConditionSet], holdout_ids: list[str])
     it on what it was fitted to."""
     held = set(holdout_ids)
     for found in conditions:
-        if found.name == CLEAN:
-            raise UserError(f"a holdback condition is named {CLEAN!r}, the clean clips' name")
+        if found.name in (CLEAN, LANGUAGES):
+            raise UserError(f"a holdback condition is named {found.name!r}, a held-back set's name")
         if strays := [clip for clip in found.speech["id"] if clip not in held]:
             raise UserError(
                 f"condition {found.name!r} degrades {strays[0]}, which is not a held-back clip "
@@ -59,12 +63,29 @@ def _check_held_back(conditions: Sequence[ConditionSet], holdout_ids: list[str])
 
 
 def _fp32_texts(bundle_dir: Path, sets: dict[str, datasets.Dataset]) -> dict[str, list[str]]:
-    """The fp32 bundle's transcript of every clip of every set, in one pass of its workers."""
+    """The fp32 bundle's transcript of every clip of every set, in one pass of its workers; a
+    set with a `language` column (the multilingual set's) is transcribed in each clip's."""
     samples = [clip_samples(row) for speech in sets.values() for row in speech]
-    transcripts = transcribe_all(bundle_dir, samples)
+    languages = [
+        language
+        for speech in sets.values()
+        for language in (
+            speech["language"] if "language" in speech.column_names else [None] * len(speech)
+        )
+    ]
+    transcripts = transcribe_all(bundle_dir, samples, languages)
     shown = tqdm(transcripts, total=len(samples), desc="held-back (fp32 bundle)", unit="clip")
     texts = iter([transcript.text for transcript in shown])
     return {name: list(islice(texts, len(speech))) for name, speech in sets.items()}
+
+
+@dataclass(frozen=True)
+class HeldBackSets:
+    """What is held back beside the clean clips: their degraded copies (the conditions stage's
+    holdback sets) and a multilingual model's held-back half of the multilingual set."""
+
+    conditions: Sequence[ConditionSet] = ()
+    languages: LanguageHalf | None = None
 
 
 def run_calibration(
@@ -72,11 +93,11 @@ def run_calibration(
     bundle_dir: Path,
     data_dir: Path,
     out_dir: Path,
-    conditions: Sequence[ConditionSet] = (),
+    held_back: HeldBackSets = HeldBackSets(),
 ) -> CalibrationManifest:
     """Write encoder_inputs.npy, decoder_steps.json and manifest.json to `out_dir`, the
-    manifest with the fp32 transcripts of the held-back clips and of their degraded copies in
-    `conditions` (the conditions stage's holdback sets)."""
+    manifest with the fp32 transcripts of the held-back clips and of `held_back`'s sets."""
+    conditions, languages = held_back.conditions, held_back.languages
     calibration = load_saved_set(data_dir, "calibration")
     needed = params.clips + params.holdout
     if len(calibration) < needed:
@@ -103,7 +124,10 @@ def run_calibration(
                 "positions": _sampled_positions(len(fed), params.decoder_steps_per_clip),
             }
         )
-    texts = _fp32_texts(bundle_dir, {CLEAN: holdout, **{c.name: c.speech for c in conditions}})
+    held = {CLEAN: holdout, **{c.name: c.speech for c in conditions}}
+    if languages is not None:
+        held[LANGUAGES] = languages.speech
+    texts = _fp32_texts(bundle_dir, held)
     with atomic_dir(Path(out_dir)) as scratch:
         np.save(scratch / MELS_FILE, np.stack(mels).astype(np.float32))
         write_json(scratch / STEPS_FILE, paths)
@@ -122,6 +146,13 @@ def run_calibration(
                 )
                 for c in conditions
             },
+            languages=None
+            if languages is None
+            else HeldBackTexts(
+                clips=list(languages.speech["id"]),
+                fp32_texts=texts[LANGUAGES],
+                arrow_sha256=languages.arrow_sha256,
+            ),
         )
         manifest.save(scratch)
     return manifest

@@ -7,7 +7,9 @@ and the first k within the variant's budget wins. The budget holds on each held-
 condition (never the eval set): the clean held-back calibration clips and the degraded copies
 of them the conditions stage makes (babble, say), where quantization error shows first. On
 each, the WER may rise by the variant's points over the fp32 bundle's on the same clips, and
-no more clips may loop than fp32's did. Attempts are cheap to reject: the quantizer calibrates
+no more clips may loop than fp32's did. A multilingual model adds the multilingual set's
+held-back half, each clip transcribed and scored in its own language, so a variant cannot pass
+on English and loop on the other languages. Attempts are cheap to reject: the quantizer calibrates
 once per graph and later attempts reuse its ranges, the degraded conditions are scored first,
 and an attempt stops being scored as soon as one condition exceeds its allowance (errors and
 loops only accumulate), so a hallucinating 8-bit attempt is rejected after a few clips. Only
@@ -26,10 +28,10 @@ import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -38,11 +40,11 @@ from pipeline.config import QuantizeParams
 from pipeline.npu.graph_check import check_bundle_graphs
 from pipeline.provenance import package_version
 from pipeline.quant.backends import QuantBackend, QuantJob, get_backend
-from pipeline.quant.calibration import CLEAN, CalibrationSet, FeedReader
+from pipeline.quant.calibration import CLEAN, LANGUAGES, CalibrationSet, FeedReader
 from pipeline.quant.npu_form import FORM, write_npu_form
 from pipeline.quant.plan import QuantizePlan
 from pipeline.quant.sensitivity import ranked_layers
-from pipeline.sources.conditions import ConditionSet, load_condition_sets
+from pipeline.sources.condition_sets import ConditionSet, load_condition_sets
 from pipeline.sources.speech_sets import clip_samples, load_saved_set
 from pipeline.throughput import transcribe_all
 from whisper_npu.bundle import (
@@ -58,8 +60,11 @@ from whisper_npu.errors import UserError, say
 from whisper_npu.fsutil import atomic_dir, sha256_tree
 from whisper_npu.layout import BUNDLE_FILE, QUANTIZATION_REPORT_FILE, graph_file
 from whisper_npu.variants import QUANTIZED, Variant
-from whisper_npu.wer import EditCounts, clip_edits, is_loop, total_edits
+from whisper_npu.wer import EditCounts, clip_edits_in, is_loop_in, total_edits
 from whisper_npu.whisper_io import GRAPHS
+
+if TYPE_CHECKING:
+    from pipeline.sources.multilingual import LanguageHalf
 
 # The distribution whose version a bundle records for its backend (vai_q_onnx: the SDK's own).
 BACKEND_PACKAGES = {"quark": "amd-quark", "ort": "onnxruntime"}
@@ -84,45 +89,84 @@ def search_ladder(ladder: list[int], passes: Callable[[int], bool]) -> int | Non
     return next((k for k in ladder if passes(k)), None)
 
 
+def standard_error_points(baseline: EditCounts) -> float:
+    """fp32's WER on a set, in points, as a binomial standard error over its words."""
+    return 100 * wer_standard_error(baseline.wer, baseline.words)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The variant's WER budget (`quantize.max_wer_delta`, the clean clips') and fp32's
+    standard error on the clean clips. A degraded condition may lose as many of its own
+    standard errors as the clean budget is of clean's: fp32 loses more words there (babble at
+    10 dB: ~4x clean's WER) over fewer clips, so the same points would reject rungs for
+    noise-level differences between two greedy paths, not for quantization. Never fewer points
+    than clean's; with `clean_standard_error` 0 (the clean clips themselves), the points."""
+
+    points: float
+    clean_standard_error: float = 0.0
+
+    def on(self, baseline: EditCounts) -> float:
+        """The WER points a rung may lose on a set where fp32 made `baseline`."""
+        if not self.clean_standard_error:
+            return self.points
+        scaled = self.points / self.clean_standard_error * standard_error_points(baseline)
+        return max(self.points, scaled)
+
+
 @dataclass(frozen=True)
 class HeldBack:
     """One held-back condition's clips with its own fp32 baseline (the calibrate stage's
-    transcripts): noise costs fp32 words and loops too, and only what quantizing adds counts."""
+    transcripts) and budget: noise costs fp32 words and loops too, and only what quantizing
+    adds counts."""
 
     name: str
     references: list[str]
     samples: list[np.ndarray]
+    languages: list[str | None]  # each clip's, given and scored in (None: the bundle's)
     baseline: EditCounts
     fp32_loops: int
-    budget: float = 0.0  # WER points a rung may lose here (Holdout.load sets it)
+    budget: float  # WER points a rung may lose here
 
     @classmethod
     def of(
-        cls, name: str, references: list[str], fp32_texts: list[str], samples: list[np.ndarray]
+        cls,
+        name: str,
+        clips: list[tuple[str, np.ndarray, str | None]],
+        fp32_texts: list[str],
+        budget: Budget,
     ) -> HeldBack:
-        pairs = list(zip(references, fp32_texts, strict=True))
+        """From (reference, samples, language) per clip and fp32's transcripts of them."""
+        references = [reference for reference, _, _ in clips]
+        languages = [language for _, _, language in clips]
+        scored = list(zip(languages, references, fp32_texts, strict=True))
+        baseline = total_edits([clip_edits_in(*clip) for clip in scored])
         return cls(
             name,
             references,
-            samples,
-            total_edits([clip_edits(reference, fp32) for reference, fp32 in pairs]),
-            sum(is_loop(reference, fp32) for reference, fp32 in pairs),
+            [samples for _, samples, _ in clips],
+            languages,
+            baseline,
+            sum(is_loop_in(*clip) for clip in scored),
+            budget.on(baseline),
         )
 
     @classmethod
-    def of_rows(cls, name: str, rows: list[dict[str, Any]], fp32_texts: dict[str, str]) -> HeldBack:
-        """From a saved set's rows and the fp32 transcripts by clip id."""
+    def of_rows(
+        cls, name: str, rows: list[dict[str, Any]], fp32_texts: dict[str, str], budget: Budget
+    ) -> HeldBack:
+        """From a saved set's rows (with a `language` column: the multilingual set's) and the
+        fp32 transcripts by clip id."""
         return cls.of(
             name,
-            [row["text"] for row in rows],
+            [(row["text"], clip_samples(row), row.get("language")) for row in rows],
             [fp32_texts[row["id"]] for row in rows],
-            [clip_samples(row) for row in rows],
+            budget,
         )
 
     @property
     def standard_error(self) -> float:
-        """fp32's WER here, in points, as a binomial standard error over its words."""
-        return 100 * wer_standard_error(self.baseline.wer, self.baseline.words)
+        return standard_error_points(self.baseline)
 
     def allowed_errors(self) -> int:
         """fp32's errors plus the budget's share of the words, in whole words."""
@@ -142,9 +186,11 @@ class HeldBack:
         errors = loops = scored = 0
         over = False
         mine = islice(hypotheses, len(self.references))
-        for reference, hypothesis in zip(self.references, mine, strict=True):
-            errors += clip_edits(reference, hypothesis).errors
-            loops += is_loop(reference, hypothesis)
+        for language, reference, hypothesis in zip(
+            self.languages, self.references, mine, strict=True
+        ):
+            errors += clip_edits_in(language, reference, hypothesis).errors
+            loops += is_loop_in(language, reference, hypothesis)
             scored += 1
             over = errors > allowed or loops > self.fp32_loops
             if over and give_up:
@@ -175,6 +221,31 @@ def _calibrated_sets(
     return [(c, recorded[c.name]) for c in found]
 
 
+def _calibrated_languages(
+    calibration: CalibrationSet, languages_dir: Path | None
+) -> list[tuple[LanguageHalf, dict[str, str]]]:
+    """The multilingual set's held-back half with the fp32 transcripts by clip id, when the
+    calibrate stage made them (a multilingual model); the very clips it transcribed."""
+    from pipeline.sources.multilingual import load_language_half
+
+    recorded = calibration.manifest.languages
+    half = load_language_half(languages_dir, "holdback") if languages_dir is not None else None
+    if (half is None) != (recorded is None):
+        raise UserError(
+            f"{calibration.root}: calibrated {'with' if recorded else 'without'} the "
+            f"multilingual held-back half, quantized {'with' if half else 'without'} it "
+            "(give `whisper-npu calibrate` and `quantize` the same --languages)"
+        )
+    if half is None or recorded is None:
+        return []
+    if list(half.speech["id"]) != recorded.clips or half.arrow_sha256 != recorded.arrow_sha256:
+        raise UserError(
+            f"{languages_dir}: not the multilingual set {calibration.root} was calibrated with "
+            "(run `whisper-npu calibrate` again)"
+        )
+    return [(half, dict(zip(recorded.clips, recorded.fp32_texts, strict=True)))]
+
+
 @dataclass(frozen=True)
 class Verdict:
     """A rung on the held-back conditions: each one scored, in order, and the first that it
@@ -184,51 +255,36 @@ class Verdict:
     rejected_by: str | None
 
 
-def with_budgets(conditions: list[HeldBack], budget: float) -> list[HeldBack]:
-    """`conditions` (the clean clips last) with their budgets: `budget` on the clean clips, on
-    a degraded condition the same number of its own standard errors (never fewer points)."""
-    clean = conditions[-1]
-    per_error = budget / clean.standard_error if clean.standard_error else 1.0
-    degraded = [
-        replace(held, budget=max(budget, per_error * held.standard_error))
-        for held in conditions[:-1]
-    ]
-    return [*degraded, replace(clean, budget=budget)]
-
-
 @dataclass(frozen=True)
 class Holdout:
-    """Every held-back condition, degraded ones first (a rung fails there sooner) and the clean
-    clips last, each scored clip by clip against its own fp32 baseline and budget.
-
-    The variant's budget (`quantize.max_wer_delta`) is the clean clips'. A degraded condition's
-    is that many of its own standard errors as the clean budget is of clean's: fp32 loses more
-    words there (babble at 10 dB: ~4x clean's WER) over fewer clips, so the same points would
-    reject rungs for noise-level differences between two greedy paths, not for quantization."""
+    """Every held-back set, degraded conditions first (a rung fails there sooner), then a
+    multilingual model's held-back half of the multilingual set, and the clean clips last, each
+    scored clip by clip against its own fp32 baseline and `Budget`."""
 
     conditions: list[HeldBack]
 
     @classmethod
-    def load(
-        cls,
-        data_dir: Path,
-        conditions_dir: Path | None,
-        calibration: CalibrationSet,
-        budget: float,
-    ) -> Holdout:
+    def load(cls, inputs: QuantizeInputs, calibration: CalibrationSet, budget: float) -> Holdout:
         wanted = dict(zip(calibration.holdout_ids, calibration.holdout_fp32_texts, strict=True))
-        rows = [row for row in load_saved_set(data_dir, "calibration") if row["id"] in wanted]
+        rows = [row for row in load_saved_set(inputs.data, "calibration") if row["id"] in wanted]
         if len(rows) != len(wanted):
-            raise UserError(f"{data_dir}: held-back clips missing from the calibration set")
+            raise UserError(f"{inputs.data}: held-back clips missing from the calibration set")
+        clean = HeldBack.of_rows(CLEAN, rows, wanted, Budget(budget))
+        scaled = Budget(budget, clean.standard_error)
         degraded = [
             HeldBack.of_rows(
                 found.name,
                 list(found.speech),
                 dict(zip(texts.clips, texts.fp32_texts, strict=True)),
+                scaled,
             )
-            for found, texts in _calibrated_sets(calibration, conditions_dir)
+            for found, texts in _calibrated_sets(calibration, inputs.conditions)
         ]
-        return cls(with_budgets([*degraded, HeldBack.of_rows(CLEAN, rows, wanted)], budget))
+        languages = [
+            HeldBack.of_rows(LANGUAGES, list(half.speech), texts, scaled)
+            for half, texts in _calibrated_languages(calibration, inputs.languages)
+        ]
+        return cls([*degraded, *languages, clean])
 
     @property
     def clean(self) -> HeldBack:
@@ -238,6 +294,11 @@ class Holdout:
     def samples(self) -> list[np.ndarray]:
         """Every condition's clips, in scoring order: one stream of transcripts per rung."""
         return [samples for held in self.conditions for samples in held.samples]
+
+    @property
+    def languages(self) -> list[str | None]:
+        """The language each of `samples` is transcribed in."""
+        return [language for held in self.conditions for language in held.languages]
 
     def judge(self, hypotheses: Iterable[str], give_up: bool) -> Verdict:
         """A rung's transcripts of `samples`, condition by condition. With `give_up`, scoring
@@ -285,14 +346,15 @@ def kept_float(ranking: dict[str, list[tuple[str, float]]], k: int) -> dict[str,
 
 @dataclass(frozen=True)
 class QuantizeInputs:
-    """What a variant is quantized from: the export, calibrate, sensitivity, data and
-    (holdback) conditions outputs."""
+    """What a variant is quantized from: the export, calibrate, sensitivity, data, (holdback)
+    conditions and data_languages outputs."""
 
     fp32: Path
     calibration: Path
     sensitivity: Path
     data: Path
     conditions: Path | None = None  # the conditions stage's holdback sets
+    languages: Path | None = None  # the data_languages stage's output
 
 
 @dataclass(frozen=True)
@@ -517,7 +579,8 @@ class _Ladder:
         self.bundle_record.save(target)
         # The largest rung is the fallback when nothing passes: it is always scored whole.
         last = k == self.rungs[-1]
-        with closing(transcribe_all(target, self.holdout.samples)) as transcripts:
+        holdout = self.holdout
+        with closing(transcribe_all(target, holdout.samples, holdout.languages)) as transcripts:
             verdict = self.holdout.judge((t.text for t in transcripts), give_up=not last)
         ok = verdict.rejected_by is None
         clean = self.holdout.clean
@@ -569,7 +632,7 @@ def quantize_variant(
     plan = QuantizePlan.of(variant, params.decoder_variant)
     ranking = graph_rankings(inputs.sensitivity, plan)
     budget = params.max_wer_delta[variant]
-    holdout = Holdout.load(inputs.data, inputs.conditions, calibration, budget)
+    holdout = Holdout.load(inputs, calibration, budget)
     baseline = holdout.clean.baseline
     with atomic_dir(Path(out_dir)) as scratch:
         ranges_dir = scratch / ".ranges"

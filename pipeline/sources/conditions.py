@@ -5,6 +5,10 @@ selection of clean clips, seeded per condition and clip, so the same params give
 bytes on every machine and in any order. A condition's set is saved like the clean ones (same
 `datasets` features, each clip keeping its clean clip's id and text) under
 `<out>/<condition>/`, beside a manifest naming what made it.
+
+The writer only, run by the `conditions` stage alone: the manifest's records and the loader the
+other stages read the sets with are in pipeline.sources.condition_sets, so changing a
+degradation reruns only this stage.
 """
 
 from __future__ import annotations
@@ -13,15 +17,13 @@ import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any
 
 import datasets
 import numpy as np
-from pydantic import Field
 from scipy import signal
 from tqdm import tqdm
 
-from pipeline.bench.schedule import pick_latency_clips
 from pipeline.config import (
     SPEED_OF_SOUND,
     BuiltinSet,
@@ -31,10 +33,12 @@ from pipeline.config import (
     Params,
     Reverb,
 )
+from pipeline.sources.condition_sets import ConditionEntry, ConditionSetName, ConditionsManifest
 from pipeline.sources.speech_sets import (
     FEATURES,
     clip_samples,
     load_saved_set,
+    pick_latency_clips,
     read_lines,
     summarise,
 )
@@ -43,63 +47,7 @@ from whisper_npu.errors import UserError
 from whisper_npu.fsutil import atomic_dir, sha256_tree
 from whisper_npu.host import cpu_model
 from whisper_npu.layout import MANIFEST_FILE
-from whisper_npu.record import Record, Sha256
 from whisper_npu.whisper_io import CHUNK_SECONDS, SAMPLE_RATE
-
-ConditionSetName = Literal["eval", "holdback"]
-
-
-class ConditionEntry(Record):
-    """One condition's saved set: the entry that defines it, its SNR when it adds noise, and
-    which clean clips it degraded."""
-
-    entry: Condition
-    snr_db: float | None
-    clips: Annotated[int, Field(ge=1)]
-    total_s: float
-    source_ids: list[str]
-    arrow_sha256: dict[str, Sha256]
-
-    @property
-    def family(self) -> str:
-        """The entry's name: every SNR of one noise shares it (the WER-against-SNR plot's line)."""
-        return self.entry.name
-
-
-class ConditionsManifest(Record):
-    """manifest.json of a conditions directory."""
-
-    WHAT: ClassVar[str] = "conditions manifest"
-
-    set: ConditionSetName
-    seed: int
-    cpu: str  # the machine that made it (the clean set's samples are per CPU, see synthesis)
-    conditions: dict[str, ConditionEntry]
-
-
-@dataclass(frozen=True)
-class ConditionSet:
-    """A saved condition, loaded: its manifest entry and its clips (audio decoded on access)."""
-
-    name: str
-    entry: ConditionEntry
-    speech: datasets.Dataset
-
-
-def load_condition_sets(root: Path) -> list[ConditionSet]:
-    """Every condition saved under `root` (the `conditions` stage's output), in manifest order."""
-    root = Path(root)
-    if not (root / MANIFEST_FILE).is_file():
-        raise UserError(f"{root}: no conditions here (run the conditions stage first)")
-    manifest = ConditionsManifest.read(root / MANIFEST_FILE)
-    out = []
-    for name, entry in manifest.conditions.items():
-        path = root / name
-        if not (path / "dataset_info.json").is_file():
-            raise UserError(f"{path}: condition {name!r} is in the manifest but not on disk")
-        out.append(ConditionSet(name, entry, datasets.load_from_disk(str(path))))
-    return out
-
 
 # The degradations: float32 16 kHz mono in, float32 out, every step a pure function of its
 # inputs and a generator seeded from stable integer keys, so any order or process gives the

@@ -8,6 +8,10 @@ through the same validation as `data.voices`, and the sentence reaches espeak-ng
 The `data_languages` stage builds it beside `data` (whose outputs it leaves alone), and only for
 a multilingual model: an English-only model gets a manifest saying so and no audio, so the
 default pipeline (tiny.en) neither needs espeak-ng nor pays for the synthesis.
+
+Its clips split in two halves (`language_half`): the held-back half the quantize stage holds
+each variant's budget and loops on, the eval half the bench scores. Both cover every language,
+so a variant tuned on English clips alone cannot loop unseen on another language.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ import json
 import shutil
 import subprocess
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
@@ -32,6 +37,7 @@ if TYPE_CHECKING:
     import datasets
 
 SET_NAME = "multilingual"
+Half = Literal["holdback", "eval"]
 GENERATION_CONFIG = "generation_config.json"
 ESPEAK_MISSING = (
     "the multilingual set is read by espeak-ng voices, and espeak-ng is not installed "
@@ -162,9 +168,50 @@ def build_language_set(sentences: Path, model_dir: Path, out_dir: Path) -> dict[
     return manifest
 
 
-def load_language_set(folder: Path) -> datasets.Dataset | None:
-    """A set written by `build_language_set` or `build_multilingual_set`; None when it was
-    built for an English-only model."""
+def language_half(speech: datasets.Dataset, half: Half) -> datasets.Dataset:
+    """One half of a multilingual set, split within each language: a language's clips, in the
+    set's order, go in turn to the held-back half and the eval half, so both halves cover every
+    language and share no clip. A language needs two clips, one for each half."""
+    languages = [str(code) for code in speech["language"]]
+    counts = Counter(languages)
+    if alone := sorted(code for code, count in counts.items() if count < 2):
+        raise UserError(
+            f"the multilingual set has one clip of {', '.join(alone)}: each language needs two, "
+            "one for the held-back half and one for the eval half"
+        )
+    seen: Counter[str] = Counter()
+    picked = []
+    for index, code in enumerate(languages):
+        if (seen[code] % 2 == 0) == (half == "holdback"):
+            picked.append(index)
+        seen[code] += 1
+    return speech.select(picked)
+
+
+@dataclass(frozen=True)
+class LanguageHalf:
+    """A half of the multilingual set, and the digests of the set it was cut from (so
+    transcripts of one set are never judged against another's clips)."""
+
+    speech: datasets.Dataset
+    arrow_sha256: dict[str, str]
+
+
+def load_language_half(folder: Path, half: Half) -> LanguageHalf | None:
+    """`half` of the set in `folder` with its digests; None for an English-only model's."""
+    speech = load_language_set(folder, half)
+    if speech is None:
+        return None
+    manifest = json.loads((Path(folder) / MANIFEST_FILE).read_text(encoding="utf-8"))
+    digests = manifest.get("arrow_sha256") if isinstance(manifest, dict) else None
+    if not isinstance(digests, dict) or not digests:
+        raise UserError(f"{Path(folder) / MANIFEST_FILE}: no arrow_sha256 for the set's files")
+    return LanguageHalf(speech, {str(k): str(v) for k, v in digests.items()})
+
+
+def load_language_set(folder: Path, half: Half | None = None) -> datasets.Dataset | None:
+    """A set written by `build_language_set` or `build_multilingual_set`, or its `half`; None
+    when it was built for an English-only model."""
     import datasets
 
     manifest = Path(folder) / MANIFEST_FILE
@@ -178,4 +225,5 @@ def load_language_set(folder: Path) -> datasets.Dataset | None:
         return None
     if not (Path(folder) / SET_NAME / "dataset_info.json").is_file():
         raise UserError(f"{Path(folder) / SET_NAME}: no speech set here")
-    return datasets.load_from_disk(str(Path(folder) / SET_NAME))
+    speech = datasets.load_from_disk(str(Path(folder) / SET_NAME))
+    return speech if half is None else language_half(speech, half)

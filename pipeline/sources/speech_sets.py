@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +233,15 @@ def clip_samples(row: dict[str, Any]) -> np.ndarray:
     """The 16 kHz mono float32 samples of one row of a saved set."""
     samples: np.ndarray = row["audio"].get_all_samples().data.numpy()
     return samples.reshape(-1).astype(np.float32)
+
+
+def pick_latency_clips(durations: Sequence[float], count: int, limit_s: float) -> list[int]:
+    """`count` clips of at most `limit_s`, evenly spaced by duration from shortest to longest."""
+    ranked = [i for _, i in sorted((d, i) for i, d in enumerate(durations) if d <= limit_s)]
+    if len(ranked) <= count:
+        return sorted(ranked)
+    step = (len(ranked) - 1) / max(count - 1, 1)
+    return sorted(ranked[round(k * step)] for k in range(count))
 
 
 def load_saved_set(data_dir: Path, name: str) -> datasets.Dataset:
